@@ -1,0 +1,196 @@
+"""GatewayConfig (what a connection needs to know) and SessionSnapshot (what a resume needs)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from typing import Any, final
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._codecs import Encoding, TransportCompression, check_supported
+from ._commands import UpdatePresence
+from ._errors import LocalProtocolError
+
+DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg"
+#: spec §1.2: omit ``v`` and the gateway serves v6; this library speaks v10.
+API_VERSION = 10
+#: spec §9: inbound messages have no documented cap and READY reaches several MB; the bound
+#: keeps a hostile or broken peer from exhausting memory (field notes #20).
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise LocalProtocolError(f"{attribute.name} must be a positive number")
+    if not math.isfinite(value):
+        raise LocalProtocolError(f"{attribute.name} must be finite")
+
+
+def _positive_int(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LocalProtocolError(f"{attribute.name} must be an integer >= 1")
+
+
+def _check_token(_: object, __: attrs.Attribute[Any], value: object) -> None:
+    # Never echo the value: it is a credential (or a credential mangled by a caller's bug).
+    if not isinstance(value, str) or not value.strip():
+        raise LocalProtocolError("token must be a non-empty string")
+    if value != value.strip():
+        raise LocalProtocolError("token has leading or trailing whitespace")
+
+
+def _check_shard(_: object, __: attrs.Attribute[Any], value: tuple[int, int]) -> None:
+    # spec §11: 0 <= shard_id < num_shards.
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or any(isinstance(n, bool) or not isinstance(n, int) for n in value)
+        or not 0 <= value[0] < value[1]
+    ):
+        raise LocalProtocolError(
+            "shard must be (shard_id, num_shards) with 0 <= shard_id < num_shards"
+        )
+
+
+def _check_intents(_: object, __: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise LocalProtocolError("intents must be a non-negative integer bitfield")
+
+
+def _check_large_threshold(_: object, __: attrs.Attribute[Any], value: int) -> None:
+    # spec §4.1: large_threshold is 50-250.
+    if isinstance(value, bool) or not isinstance(value, int) or not 50 <= value <= 250:
+        raise LocalProtocolError("large_threshold must be an integer from 50 to 250")
+
+
+def _check_url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise LocalProtocolError(f"{attribute.name} must be a ws:// or wss:// URL")
+
+
+def _default_properties() -> dict[str, str]:
+    return {"os": sys.platform, "browser": "gateway_proto", "device": "gateway_proto"}
+
+
+def gateway_url(base: str, *, encoding: Encoding, compression: TransportCompression) -> str:
+    """``base`` with its query replaced by ours (spec §1.2; §15 item 2 for resume URLs).
+
+    The resume URL from READY is bare, so the same ``v``, ``encoding`` and ``compress`` are
+    appended to it as to the main URL; the trailing slash is normalised first.
+    """
+    parts = urlsplit(base)
+    query = f"v={API_VERSION}&encoding={encoding.value}"
+    if compression is not TransportCompression.NONE:
+        query += f"&compress={compression.value}"
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/?{query}"
+
+
+@final
+@attrs.frozen(kw_only=True)
+class GatewayConfig:
+    """Everything a :class:`GatewayConnection` needs; immutable and safe to share.
+
+    The token is excluded from ``repr`` and equality-free fields (``rng``) from comparisons.
+    """
+
+    token: str = attrs.field(repr=False, validator=_check_token)
+    intents: int = attrs.field(validator=_check_intents)
+    shard: tuple[int, int] = attrs.field(default=(0, 1), validator=_check_shard)
+    url: str = attrs.field(default=DEFAULT_GATEWAY_URL, validator=_check_url)
+    encoding: Encoding = Encoding.JSON
+    compression: TransportCompression = TransportCompression.ZLIB_STREAM
+    properties: dict[str, str] = attrs.field(factory=_default_properties, hash=False)
+    presence: UpdatePresence | None = None
+    large_threshold: int = attrs.field(default=50, validator=_check_large_threshold)
+    #: The only source of randomness: heartbeat jitter, backoff jitter, the op 9 pause.
+    rng: random.Random = attrs.field(factory=random.Random, eq=False, repr=False)
+    max_message_size: int = attrs.field(default=DEFAULT_MAX_MESSAGE_SIZE, validator=_positive_int)
+    connect_timeout: float = attrs.field(default=30.0, validator=_positive)
+    hello_timeout: float = attrs.field(default=20.0, validator=_positive)
+    close_timeout: float = attrs.field(default=5.0, validator=_positive)
+    #: Consecutive RESUMEs that may fail before the session is given up (field notes #5).
+    max_resume_failures: int = attrs.field(default=3, validator=_positive_int)
+    backoff_base: float = attrs.field(default=1.0, validator=_positive)
+    backoff_cap: float = attrs.field(default=120.0, validator=_positive)
+    max_queued_commands: int = attrs.field(default=1000, validator=_positive_int)
+
+    def __attrs_post_init__(self) -> None:
+        check_supported(self.encoding, self.compression)
+
+    @property
+    def shard_id(self) -> int:
+        """This connection's shard id."""
+        return self.shard[0]
+
+
+@final
+@attrs.frozen(kw_only=True)
+class SessionSnapshot:
+    """What a later process needs to resume this session (a *cold resume*).
+
+    ``taken_at`` is the caller's wall-clock time (seconds since the epoch) when the snapshot
+    was taken; the core never reads a clock, so it is whatever the caller passed. Sessions
+    live only minutes after their socket drops (spec §5), so a stale snapshot should be
+    discarded with :meth:`is_fresh` rather than retried (field notes #4).
+    """
+
+    session_id: str
+    sequence: int | None
+    resume_url: str
+    shard: tuple[int, int]
+    encoding: Encoding
+    compression: TransportCompression
+    api_version: int = API_VERSION
+    taken_at: float | None = None
+
+    def is_fresh(self, wall_clock: float, *, max_age: float = 120.0) -> bool:
+        """Whether the snapshot is younger than ``max_age`` seconds at ``wall_clock``."""
+        return self.taken_at is not None and 0.0 <= wall_clock - self.taken_at <= max_age
+
+    def to_json(self) -> str:
+        """Serialise to a JSON object (no token: it is not part of a snapshot)."""
+        return json.dumps(
+            {
+                "session_id": self.session_id,
+                "sequence": self.sequence,
+                "resume_url": self.resume_url,
+                "shard": list(self.shard),
+                "encoding": self.encoding.value,
+                "compression": self.compression.value,
+                "api_version": self.api_version,
+                "taken_at": self.taken_at,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SessionSnapshot:
+        """Parse what :meth:`to_json` wrote; raise :class:`LocalProtocolError` on bad input."""
+        try:
+            raw = json.loads(text)
+            sequence = raw["sequence"]
+            taken_at = raw["taken_at"]
+            snapshot = cls(
+                session_id=_require(raw["session_id"], str),
+                sequence=None if sequence is None else _require(sequence, int),
+                resume_url=_require(raw["resume_url"], str),
+                shard=(_require(raw["shard"][0], int), _require(raw["shard"][1], int)),
+                encoding=Encoding(raw["encoding"]),
+                compression=TransportCompression(raw["compression"]),
+                api_version=_require(raw["api_version"], int),
+                taken_at=None if taken_at is None else float(_require(taken_at, int | float)),
+            )
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise LocalProtocolError(f"not a valid session snapshot: {exc}") from exc
+        return snapshot
+
+
+def _require(value: Any, kind: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"unexpected value type {type(value).__name__}")
+    return value

@@ -1,0 +1,884 @@
+"""GatewayConnection: the whole client side of the gateway protocol as a pure state machine.
+
+It reads no clock (every input takes ``now``), opens no socket (it emits actions), draws
+randomness only from ``config.rng``, and never raises because of what the peer sent: bad
+input ends the transport generation with a typed error and a reconnect (DESIGN §3).
+
+Two lifetimes hold all state:
+
+* the *session* (id, resume URL, sequence, failure counters, queued commands) survives
+  reconnects;
+* the *generation* (:class:`_Generation`: decoder, limiter, heartbeat and ACK state, its
+  deadlines) belongs to one transport and is dropped with it, so nothing of an old
+  connection can act on a new one (field notes #1, #2, #6, #15).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from typing import Any, final
+
+import attrs
+
+from ._actions import (
+    AbortTransport,
+    Action,
+    CloseTransport,
+    OpenTransport,
+    RequestIdentify,
+    SendMessage,
+    SetTimer,
+)
+from ._backoff import backoff_delay, invalid_session_pause
+from ._codecs import Codec, InboundDecoder, make_codec
+from ._commands import Command
+from ._config import API_VERSION, GatewayConfig, SessionSnapshot, gateway_url
+from ._errors import (
+    ConnectTimeout,
+    FatalCloseError,
+    GatewayError,
+    HeartbeatTimeout,
+    HelloTimeout,
+    LocalProtocolError,
+    PayloadTooLarge,
+    RemoteProtocolError,
+    SendQueueFull,
+    TransportClosed,
+    fatal_error_for,
+)
+from ._events import (
+    Disconnected,
+    DispatchReceived,
+    Event,
+    HeartbeatAcknowledged,
+    RateLimited,
+    SessionInvalidated,
+    SessionResumed,
+    SessionStarted,
+    Terminated,
+)
+from ._opcodes import RESUMABLE_CLOSE_CODE, CloseVerdict, Opcode, close_verdict
+from ._payloads import envelope, heartbeat_interval, identify, read_envelope, resume
+from ._ratelimit import SendLimiter
+from ._state import OPEN_STATES, ConnectionState, Trigger, transition
+
+#: spec §9: the gateway closes with 4002 for a sent payload over 4096 bytes.
+MAX_PAYLOAD_SIZE = 4096
+
+_S = ConnectionState
+
+
+class _Deadline(enum.IntEnum):
+    """Internal deadlines; on a tie the lower value is handled first."""
+
+    RECONNECT = 0
+    CONNECT_TIMEOUT = 1
+    CLOSE_TIMEOUT = 2
+    HELLO_TIMEOUT = 3
+    PRIORITY_SEND = 4
+    HEARTBEAT = 5
+    COMMAND_SEND = 6
+
+
+@attrs.define(slots=True, kw_only=True)
+class _Exit:
+    """How the current generation ends, decided when its end begins."""
+
+    terminate: bool
+    code: int | None
+    reason: str
+    initiated_locally: bool
+    error: GatewayError | None = None
+    fatal: FatalCloseError | None = None
+    not_before: float = 0.0
+
+
+@attrs.define(slots=True, kw_only=True)
+class _Generation:
+    """Everything that belongs to one transport and must die with it."""
+
+    id: int
+    on_resume_url: bool
+    connect_deadline: float | None
+    decoder: InboundDecoder | None = None
+    limiter: SendLimiter | None = None
+    hello_deadline: float | None = None
+    interval: float | None = None
+    next_beat: float | None = None
+    last_periodic_at: float | None = None
+    unacked_since: float | None = None
+    #: Priority payloads (IDENTIFY, RESUME, op 1 replies) waiting for the limiter; ``None``
+    #: data stands for a heartbeat, built when sent so it carries the latest sequence.
+    urgent: deque[tuple[Opcode, str | bytes | None]] = attrs.Factory(deque)
+    urgent_at: float | None = None
+    command_at: float | None = None
+    identify_requested: bool = False
+    identify_sent: bool = False
+    resume_sequence: int | None = None
+    resume_sent: bool = False
+    replayed: int = 0
+    live: bool = False
+    close_deadline: float | None = None
+    exit: _Exit | None = None
+
+
+@final
+class GatewayConnection:
+    """One shard's gateway connection, sans I/O. See DESIGN §3 for the contract.
+
+    Drain :meth:`next_actions` and :meth:`next_events` after every input. Inputs from the
+    peer never raise; misuse raises :class:`LocalProtocolError` and changes nothing.
+    """
+
+    def __init__(self, config: GatewayConfig, *, snapshot: SessionSnapshot | None = None) -> None:
+        """Build a connection; with ``snapshot`` the first connection resumes (cold resume)."""
+        if not isinstance(config, GatewayConfig):
+            raise LocalProtocolError("config must be a GatewayConfig")
+        self._config = config
+        self._codec: Codec = make_codec(config.encoding)
+        self._identify_data = self._encode(identify(config))
+        self._main_url = gateway_url(
+            config.url, encoding=config.encoding, compression=config.compression
+        )
+        self._state = _S.IDLE
+        self._now = -math.inf
+        self._actions: list[Action] = []
+        self._events: list[Event] = []
+        self._timer: float | None = None
+        self._transport_id = 0
+        self._gen: _Generation | None = None
+        self._reconnect_at: float | None = None
+        self._session_id: str | None = None
+        self._resume_url: str | None = None
+        self._sequence: int | None = None
+        self._failures = 0
+        self._resume_failures = 0
+        self._latency: float | None = None
+        self._queue: deque[tuple[int, str | bytes]] = deque()
+        if snapshot is not None:
+            self._restore(snapshot)
+
+    def __repr__(self) -> str:
+        return (
+            f"<GatewayConnection shard={self._config.shard} state={self._state.value} "
+            f"transport_id={self._transport_id} sequence={self._sequence}>"
+        )
+
+    # -- observers ---------------------------------------------------------------------
+
+    @property
+    def config(self) -> GatewayConfig:
+        """The configuration this connection was built with."""
+        return self._config
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current state (see :mod:`gateway_proto._state` for the table)."""
+        return self._state
+
+    @property
+    def session_id(self) -> str | None:
+        """The current session id, or ``None`` when the next connection must identify."""
+        return self._session_id
+
+    @property
+    def sequence(self) -> int | None:
+        """The last dispatch sequence number seen in this session."""
+        return self._sequence
+
+    @property
+    def resume_url(self) -> str | None:
+        """The URL the next resume will use (``None``: the main URL)."""
+        return self._resume_url
+
+    @property
+    def latency(self) -> float | None:
+        """The last heartbeat round trip in seconds, ``None`` before the first ACK."""
+        return self._latency
+
+    @property
+    def transport_id(self) -> int | None:
+        """The id of the current transport generation, ``None`` when there is none."""
+        return None if self._gen is None else self._gen.id
+
+    @property
+    def queued_commands(self) -> int:
+        """Commands waiting for a live session or for room in the send limiter."""
+        return len(self._queue)
+
+    def snapshot(self, *, taken_at: float | None = None) -> SessionSnapshot | None:
+        """The session as a :class:`SessionSnapshot` for a cold resume, or ``None``.
+
+        Args:
+            taken_at: the caller's wall-clock time, stored for :meth:`SessionSnapshot.is_fresh`.
+
+        """
+        if self._session_id is None:
+            return None
+        return SessionSnapshot(
+            session_id=self._session_id,
+            sequence=self._sequence,
+            resume_url=self._resume_url or self._config.url,
+            shard=self._config.shard,
+            encoding=self._config.encoding,
+            compression=self._config.compression,
+            api_version=API_VERSION,
+            taken_at=taken_at,
+        )
+
+    # -- outputs -----------------------------------------------------------------------
+
+    def next_actions(self) -> list[Action]:
+        """Return and forget the actions emitted since the last call, in order."""
+        actions, self._actions = self._actions, []
+        return actions
+
+    def next_events(self) -> list[Event]:
+        """Return and forget the events emitted since the last call, in order."""
+        events, self._events = self._events, []
+        return events
+
+    # -- inputs from the application ---------------------------------------------------
+
+    def connect(self, *, now: float) -> None:
+        """Open the first transport (to the resume URL when built from a snapshot)."""
+        if self._state is not _S.IDLE:
+            raise LocalProtocolError(
+                f"connect() is only valid once, not in state {self._state.value}"
+            )
+        self._advance(now)
+        self._open_transport(now, Trigger.CONNECT)
+        self._sync_timer()
+
+    def send(self, command: Command, *, now: float) -> None:
+        """Queue an application command; it is sent once the session is live.
+
+        Raises:
+            LocalProtocolError: the connection is closed, or ``command`` is not a command.
+            PayloadTooLarge: the encoded payload exceeds 4096 bytes (spec §9).
+            SendQueueFull: ``max_queued_commands`` commands are already waiting.
+
+        """
+        if self._state is _S.CLOSED:
+            raise LocalProtocolError("cannot send on a closed connection")
+        try:
+            opcode, data = command.opcode, command.payload_data()
+        except AttributeError:
+            raise LocalProtocolError(f"not a gateway command: {type(command).__name__}") from None
+        encoded = self._encode(envelope(opcode, data))
+        if len(self._queue) >= self._config.max_queued_commands:
+            raise SendQueueFull(self._config.max_queued_commands)
+        self._advance(now)
+        self._queue.append((opcode, encoded))
+        gen = self._gen
+        if self._state is _S.CONNECTED and gen is not None and gen.command_at is None:
+            self._flush_commands(gen, now)
+        self._sync_timer()
+
+    def close(self, code: int = 1000, *, now: float, reason: str = "") -> None:
+        """End the connection for good.
+
+        ``1000`` (or ``1001``) also ends the session on Discord's side; any other code
+        (``4000`` is conventional) keeps it resumable, so :meth:`snapshot` can be taken
+        for a cold resume (spec §7 "client-initiated close rule"). Closing a closed
+        connection does nothing.
+        """
+        if (
+            isinstance(code, bool)
+            or not isinstance(code, int)
+            or not (code == 1000 or 3000 <= code <= 4999)
+        ):
+            raise LocalProtocolError("close code must be 1000 or in 3000-4999 (RFC 6455 §7.4)")
+        if len(reason.encode()) > 123:
+            raise LocalProtocolError("close reason must be at most 123 bytes (RFC 6455 §5.5)")
+        if self._state is _S.CLOSED:
+            return
+        self._advance(now)
+        if code in (1000, 1001):
+            self._forget_session()
+        self._queue.clear()
+        end = _Exit(terminate=True, code=code, reason=reason, initiated_locally=True)
+        gen = self._gen
+        if gen is None:
+            self._reconnect_at = None
+            self._terminate(end)
+        elif self._state is _S.CLOSING and gen.exit is not None:
+            gen.exit.terminate = True
+            gen.exit.fatal = None
+        else:
+            self._end_generation(now, end)
+        self._sync_timer()
+
+    def grant_identify(self, *, now: float) -> None:
+        """The identify scheduler allows one IDENTIFY now (spec §8 identify concurrency).
+
+        A grant that arrives when no identify is pending (the transport it was asked for
+        has gone) is ignored: a late slot must not be spent on another connection.
+        """
+        self._advance(now)
+        gen = self._gen
+        if (
+            self._state is _S.IDENTIFYING
+            and gen is not None
+            and gen.identify_requested
+            and not gen.identify_sent
+        ):
+            gen.identify_sent = True
+            self._send_urgent(gen, now, Opcode.IDENTIFY, self._identify_data)
+        self._sync_timer()
+
+    # -- inputs from the transport -----------------------------------------------------
+
+    def handle_transport_open(self, transport_id: int, *, now: float) -> None:
+        """The transport of ``OpenTransport(transport_id)`` is open (websocket handshake done)."""
+        gen = self._current(transport_id)
+        if gen is None:
+            return
+        if self._state is not _S.CONNECTING:
+            raise LocalProtocolError(f"transport {transport_id} is already open")
+        self._advance(now)
+        self._set_state(Trigger.TRANSPORT_OPENED)
+        gen.connect_deadline = None
+        # spec §1.3: HELLO is the first message; wait for it no longer than hello_timeout.
+        gen.hello_deadline = now + self._config.hello_timeout
+        gen.decoder = InboundDecoder(
+            self._codec, self._config.compression, self._config.max_message_size
+        )
+        gen.limiter = SendLimiter()
+        self._sync_timer()
+
+    def receive_message(self, transport_id: int, data: str | bytes, *, now: float) -> None:
+        """One whole websocket message arrived on ``transport_id`` (text or binary)."""
+        if not isinstance(data, str | bytes | bytearray | memoryview):
+            raise LocalProtocolError("message data must be str or bytes")
+        gen = self._current(transport_id)
+        if gen is None:
+            return
+        if self._state is _S.CONNECTING:
+            raise LocalProtocolError(f"transport {transport_id} delivered data before it opened")
+        self._advance(now)
+        if self._state is not _S.CLOSING:
+            self._receive(gen, data, now)
+        self._sync_timer()
+
+    def handle_transport_closed(
+        self, transport_id: int, code: int | None, reason: str = "", *, now: float
+    ) -> None:
+        """The transport ended: a close frame (``code``), or a failure or EOF (``None``).
+
+        Also the way to report that ``OpenTransport`` failed (refused, TLS, DNS, HTTP).
+        """
+        if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
+            raise LocalProtocolError("close code must be an int or None")
+        gen = self._current(transport_id)
+        if gen is None:
+            return
+        self._advance(now)
+        verdict = close_verdict(code)
+        if self._state is _S.CLOSING and gen.exit is not None:
+            # Our handshake finished; a meaningful code in the peer's frame still counts.
+            if verdict is CloseVerdict.FATAL and not gen.exit.terminate:
+                gen.exit = self._fatal_exit(code, reason)
+            elif verdict is CloseVerdict.NEW_SESSION and self._session_id is not None:
+                self._invalidate(resumable=False, reason=f"closed with code {code}")
+        elif self._state is _S.CONNECTING:
+            gen.exit = self._reconnect_exit(
+                now,
+                error=TransportClosed(
+                    f"could not connect: {reason}" if reason else "could not connect"
+                ),
+                code=code,
+                reason=reason,
+                initiated_locally=False,
+            )
+        elif verdict is CloseVerdict.FATAL:
+            gen.exit = self._fatal_exit(code, reason)
+        else:
+            if verdict is CloseVerdict.NEW_SESSION:
+                # spec §7: 4007 and 4009 say "start a new session"; 4003 means invalidated.
+                self._invalidate(resumable=False, reason=f"closed with code {code}")
+            lost = code is None or code == 1006
+            gen.exit = self._reconnect_exit(
+                now,
+                error=TransportClosed(reason or "connection lost") if lost else None,
+                code=code,
+                reason=reason,
+                initiated_locally=False,
+            )
+        self._transport_gone(now)
+        self._sync_timer()
+
+    # -- input from the clock ----------------------------------------------------------
+
+    def handle_timer(self, *, now: float) -> None:
+        """Handle every deadline at or before ``now``; early or spurious calls do nothing.
+
+        Call it only after feeding every message already received (field notes #14): an
+        ACK waiting in a buffer must count before the zombie check runs.
+        """
+        self._advance(now)
+        while True:
+            due = self._earliest_deadline()
+            if due is None or due[0] > now:
+                break
+            self._fire(due[1], now)
+        self._sync_timer()
+
+    # -- the generation's life ---------------------------------------------------------
+
+    def _open_transport(self, now: float, trigger: Trigger) -> None:
+        self._set_state(trigger)
+        self._reconnect_at = None
+        self._transport_id += 1
+        resume_base = self._resume_url if self._session_id is not None else None
+        url = (
+            gateway_url(
+                resume_base, encoding=self._config.encoding, compression=self._config.compression
+            )
+            if resume_base is not None
+            else self._main_url
+        )
+        self._gen = _Generation(
+            id=self._transport_id,
+            on_resume_url=resume_base is not None,
+            connect_deadline=now + self._config.connect_timeout,
+        )
+        self._actions.append(OpenTransport(url=url, transport_id=self._transport_id))
+
+    def _end_generation(self, now: float, end: _Exit) -> None:
+        """Begin ending the current generation: a close handshake, or an abort if not open."""
+        gen = self._gen
+        assert gen is not None
+        gen.exit = end
+        gen.connect_deadline = gen.hello_deadline = None
+        if self._state in OPEN_STATES:
+            code = end.code if end.code is not None else RESUMABLE_CLOSE_CODE
+            self._actions.append(CloseTransport(code=code, reason=end.reason, transport_id=gen.id))
+            self._set_state(Trigger.CLOSE_SENT)
+            gen.close_deadline = now + self._config.close_timeout
+        else:
+            self._actions.append(AbortTransport(transport_id=gen.id))
+            self._transport_gone(now)
+
+    def _transport_gone(self, now: float) -> None:
+        gen = self._gen
+        assert gen is not None and gen.exit is not None
+        end = gen.exit
+        self._gen = None
+        self._set_state(Trigger.TRANSPORT_GONE)
+        if end.terminate:
+            self._terminate(end)
+            return
+        reconnect_at = max(now, end.not_before)
+        self._events.append(
+            Disconnected(
+                transport_id=gen.id,
+                code=end.code,
+                reason=end.reason,
+                initiated_locally=end.initiated_locally,
+                error=end.error,
+                will_resume=self._session_id is not None,
+                reconnect_at=reconnect_at,
+            )
+        )
+        if reconnect_at <= now:
+            self._open_transport(now, Trigger.RECONNECT_DUE)
+        else:
+            self._reconnect_at = reconnect_at
+
+    def _terminate(self, end: _Exit) -> None:
+        self._set_state(Trigger.TERMINATED)
+        self._queue.clear()
+        self._events.append(Terminated(code=end.code, error=end.fatal))
+
+    def _fatal_exit(self, code: int | None, reason: str) -> _Exit:
+        assert code is not None
+        self._forget_session()
+        fatal = fatal_error_for(code, reason)
+        return _Exit(
+            terminate=True,
+            code=code,
+            reason=reason,
+            initiated_locally=False,
+            error=fatal,
+            fatal=fatal,
+        )
+
+    def _reconnect_exit(
+        self,
+        now: float,
+        *,
+        error: GatewayError | None,
+        code: int | None = RESUMABLE_CLOSE_CODE,
+        reason: str,
+        initiated_locally: bool = True,
+        pause: float = 0.0,
+    ) -> _Exit:
+        """Decide how the next generation starts: the escalation ladder (DESIGN §4)."""
+        gen = self._gen
+        assert gen is not None
+        if not gen.live:
+            self._failures += 1
+            if gen.on_resume_url and gen.interval is None:
+                # field notes #3, #4: a resume URL we could not reach is dropped; the
+                # session is resumed on the main URL instead.
+                self._resume_url = None
+            if gen.resume_sent and self._session_id is not None:
+                self._resume_failures += 1
+                if self._resume_failures >= self._config.max_resume_failures:
+                    # field notes #5: a session that cannot be resumed is given up.
+                    self._invalidate(
+                        resumable=False,
+                        reason=f"{self._resume_failures} consecutive resumes failed",
+                    )
+        delay = backoff_delay(
+            self._failures,
+            self._config.rng,
+            base=self._config.backoff_base,
+            cap=self._config.backoff_cap,
+        )
+        return _Exit(
+            terminate=False,
+            code=code,
+            reason=reason,
+            initiated_locally=initiated_locally,
+            error=error,
+            not_before=now + max(delay, pause),
+        )
+
+    def _fail(self, now: float, error: GatewayError, reason: str) -> None:
+        """End the generation because of ``error``; resume afterwards if a session exists."""
+        self._end_generation(now, self._reconnect_exit(now, error=error, reason=reason))
+
+    # -- session bookkeeping -----------------------------------------------------------
+
+    def _restore(self, snapshot: SessionSnapshot) -> None:
+        config = self._config
+        if (snapshot.shard, snapshot.encoding, snapshot.compression, snapshot.api_version) != (
+            config.shard,
+            config.encoding,
+            config.compression,
+            API_VERSION,
+        ):
+            raise LocalProtocolError(
+                "snapshot does not match the config (shard, encoding, compression, API version)"
+            )
+        self._session_id = snapshot.session_id
+        self._sequence = snapshot.sequence
+        self._resume_url = snapshot.resume_url
+
+    def _forget_session(self) -> None:
+        self._session_id = None
+        self._resume_url = None
+        self._sequence = None
+        self._resume_failures = 0
+
+    def _invalidate(self, *, resumable: bool, reason: str) -> None:
+        had_session = self._session_id is not None
+        if not resumable:
+            self._forget_session()
+        self._events.append(
+            SessionInvalidated(
+                resumable=resumable,
+                events_may_be_lost=had_session and not resumable,
+                reason=reason,
+            )
+        )
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def _receive(
+        self, gen: _Generation, data: str | bytes | bytearray | memoryview, now: float
+    ) -> None:
+        assert gen.decoder is not None
+        try:
+            payload = gen.decoder.decode(data)
+            if payload is None:
+                return
+            op, d, seq, name = read_envelope(payload)
+            if op == Opcode.HELLO and self._state is _S.AWAITING_HELLO:
+                interval = heartbeat_interval(d)
+            else:
+                interval = None
+        except RemoteProtocolError as exc:
+            self._fail(now, exc, reason=type(exc).__name__)
+            return
+        if op == Opcode.DISPATCH:
+            self._on_dispatch(gen, now, d, seq, name)
+        elif op == Opcode.HEARTBEAT_ACK:
+            self._on_ack(gen, now)
+        elif op == Opcode.HEARTBEAT:
+            # spec §3: a heartbeat requested by the server is sent at once; the periodic
+            # schedule is left as it is.
+            self._send_urgent(gen, now, Opcode.HEARTBEAT, None)
+        elif op == Opcode.RECONNECT:
+            # spec §6: op 7 may come at any time, even before HELLO; reconnect at once.
+            self._end_generation(
+                now, self._reconnect_exit(now, error=None, reason="reconnect requested")
+            )
+        elif op == Opcode.INVALID_SESSION:
+            self._on_invalid_session(now, resumable=d is True)
+        elif interval is not None:
+            self._on_hello(gen, now, interval)
+        # Anything else — an unknown op, a repeated HELLO — is ignored (spec §2 [PRACTICE]).
+
+    def _on_hello(self, gen: _Generation, now: float, interval: float) -> None:
+        assert gen.limiter is not None
+        gen.hello_deadline = None
+        gen.interval = interval
+        gen.limiter.set_heartbeat_interval(interval)
+        # spec §3: the first heartbeat after interval * jitter, jitter uniform in [0, 1).
+        gen.next_beat = now + interval * self._config.rng.random()
+        if self._session_id is not None:
+            self._set_state(Trigger.HELLO_WITH_SESSION)
+            gen.resume_sent = True
+            gen.resume_sequence = self._sequence
+            data = self._encode(resume(self._config.token, self._session_id, self._sequence))
+            self._send_urgent(gen, now, Opcode.RESUME, data)
+        else:
+            self._set_state(Trigger.HELLO_WITHOUT_SESSION)
+            gen.identify_requested = True
+            # spec §8: every IDENTIFY waits for the identify scheduler's slot.
+            self._actions.append(RequestIdentify(shard_id=self._config.shard_id))
+
+    def _on_ack(self, gen: _Generation, now: float) -> None:
+        if gen.unacked_since is None:
+            return  # spec §15 item 8: an unrequested ACK means nothing.
+        self._latency = now - gen.unacked_since
+        gen.unacked_since = None
+        self._events.append(HeartbeatAcknowledged(latency=self._latency))
+
+    def _on_invalid_session(self, now: float, *, resumable: bool) -> None:
+        # spec §6: op 9 d=false drops the session at once; either way, wait 1-5 s.
+        if resumable and self._session_id is None:
+            resumable = False
+        self._invalidate(resumable=resumable, reason="invalid session (op 9)")
+        pause = invalid_session_pause(self._config.rng)
+        self._end_generation(
+            now, self._reconnect_exit(now, error=None, reason="invalid session", pause=pause)
+        )
+
+    def _on_dispatch(
+        self, gen: _Generation, now: float, data: Any, seq: int | None, name: str | None
+    ) -> None:
+        if self._state is _S.RESUMING and seq is not None:
+            resumed_from = gen.resume_sequence
+            if resumed_from is not None and seq <= resumed_from:
+                return  # a replayed dispatch we delivered before the resume
+        # spec §15 item 10: the sequence moves only with a non-null s, whatever the event.
+        if seq is not None:
+            self._sequence = seq
+        if name == "READY":
+            self._on_ready(gen, now, data)
+        elif name == "RESUMED":
+            if self._state is _S.RESUMING:
+                self._set_state(Trigger.RESUMED)
+                self._events.append(SessionResumed(sequence=self._sequence, replayed=gen.replayed))
+                self._went_live(gen, now)
+        elif name == "RATE_LIMITED":
+            # spec §8: the gateway refused a command (op 8 "all members" limit).
+            d = data if isinstance(data, dict) else {}
+            opcode, retry_after = d.get("opcode"), d.get("retry_after")
+            self._events.append(
+                RateLimited(
+                    opcode=opcode if type(opcode) is int else None,
+                    retry_after=float(retry_after)
+                    if isinstance(retry_after, int | float) and not isinstance(retry_after, bool)
+                    else None,
+                    meta=d.get("meta"),
+                    sequence=seq,
+                )
+            )
+        else:
+            if self._state is _S.RESUMING:
+                gen.replayed += 1
+            self._events.append(DispatchReceived(name=name, sequence=seq, data=data))
+
+    def _on_ready(self, gen: _Generation, now: float, data: Any) -> None:
+        d = data if isinstance(data, dict) else {}
+        session_id = d.get("session_id")
+        resume_url = d.get("resume_gateway_url")
+        self._session_id = session_id if isinstance(session_id, str) and session_id else None
+        self._resume_url = resume_url if _is_ws_url(resume_url) else None
+        self._resume_failures = 0
+        self._set_state(Trigger.READY)
+        self._events.append(
+            SessionStarted(
+                session_id=self._session_id,
+                resume_url=self._resume_url,
+                sequence=self._sequence,
+                data=data,
+            )
+        )
+        self._went_live(gen, now)
+
+    def _went_live(self, gen: _Generation, now: float) -> None:
+        gen.live = True
+        self._failures = 0
+        self._resume_failures = 0
+        self._flush_commands(gen, now)
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _encode(self, payload: dict[str, Any]) -> str | bytes:
+        data = self._codec.dumps(payload)
+        size = len(data.encode()) if isinstance(data, str) else len(data)
+        if size > MAX_PAYLOAD_SIZE:
+            raise PayloadTooLarge(size, MAX_PAYLOAD_SIZE)
+        return data
+
+    def _emit_send(
+        self, gen: _Generation, now: float, opcode: Opcode, data: str | bytes | None
+    ) -> None:
+        if data is None:
+            data = self._codec.dumps(envelope(Opcode.HEARTBEAT, self._sequence))
+            if gen.unacked_since is None:
+                gen.unacked_since = now
+        self._actions.append(SendMessage(data=data, transport_id=gen.id, opcode=opcode))
+
+    def _send_urgent(
+        self, gen: _Generation, now: float, opcode: Opcode, data: str | bytes | None
+    ) -> None:
+        """Send on the priority lane, or queue until it has room (heartbeat replies coalesce)."""
+        assert gen.limiter is not None
+        if gen.urgent:
+            if not (data is None and any(item is None for _, item in gen.urgent)):
+                gen.urgent.append((opcode, data))
+            return
+        if gen.limiter.try_acquire(now, priority=True):
+            self._emit_send(gen, now, opcode, data)
+        else:
+            gen.urgent.append((opcode, data))
+            gen.urgent_at = gen.limiter.next_slot(now, priority=True)
+
+    def _flush_urgent(self, gen: _Generation, now: float) -> None:
+        assert gen.limiter is not None
+        while gen.urgent and gen.limiter.try_acquire(now, priority=True):
+            opcode, data = gen.urgent.popleft()
+            self._emit_send(gen, now, opcode, data)
+        gen.urgent_at = gen.limiter.next_slot(now, priority=True) if gen.urgent else None
+
+    def _flush_commands(self, gen: _Generation, now: float) -> None:
+        # spec §8: commands share the window with a reserve kept for heartbeats.
+        assert gen.limiter is not None
+        queue = self._queue
+        while queue and gen.limiter.try_acquire(now, priority=False):
+            opcode, data = queue.popleft()
+            self._actions.append(SendMessage(data=data, transport_id=gen.id, opcode=opcode))
+        gen.command_at = gen.limiter.next_slot(now, priority=False) if queue else None
+
+    def _heartbeat_due(self, gen: _Generation, now: float) -> None:
+        assert gen.limiter is not None and gen.interval is not None and gen.next_beat is not None
+        if (
+            gen.unacked_since is not None
+            and gen.last_periodic_at is not None
+            and (gen.unacked_since <= gen.last_periodic_at)
+        ):
+            # spec §3 zombie detection: a heartbeat sent at or before the previous periodic
+            # one is still unacknowledged now that the next is due.
+            self._fail(now, HeartbeatTimeout("no heartbeat ACK within one interval"), "zombie")
+            return
+        if gen.urgent or not gen.limiter.try_acquire(now, priority=True):
+            gen.next_beat = gen.limiter.next_slot(now, priority=True)
+            if gen.urgent:
+                gen.next_beat = max(gen.next_beat, gen.urgent_at or now)
+            return
+        self._emit_send(gen, now, Opcode.HEARTBEAT, None)
+        gen.last_periodic_at = now
+        following = gen.next_beat + gen.interval
+        gen.next_beat = following if following > now else now + gen.interval
+
+    # -- timers ------------------------------------------------------------------------
+
+    def _deadlines(self) -> list[tuple[float, _Deadline]]:
+        found: list[tuple[float, _Deadline]] = []
+        if self._reconnect_at is not None:
+            found.append((self._reconnect_at, _Deadline.RECONNECT))
+        gen = self._gen
+        if gen is not None:
+            for when, kind in (
+                (gen.connect_deadline, _Deadline.CONNECT_TIMEOUT),
+                (gen.close_deadline, _Deadline.CLOSE_TIMEOUT),
+                (gen.hello_deadline, _Deadline.HELLO_TIMEOUT),
+            ):
+                if when is not None:
+                    found.append((when, kind))
+            if self._state is not _S.CLOSING:
+                for when, kind in (
+                    (gen.urgent_at, _Deadline.PRIORITY_SEND),
+                    (gen.next_beat, _Deadline.HEARTBEAT),
+                    (gen.command_at, _Deadline.COMMAND_SEND),
+                ):
+                    if when is not None:
+                        found.append((when, kind))
+        return found
+
+    def _earliest_deadline(self) -> tuple[float, _Deadline] | None:
+        deadlines = self._deadlines()
+        return min(deadlines) if deadlines else None
+
+    def _fire(self, kind: _Deadline, now: float) -> None:
+        gen = self._gen
+        if kind is _Deadline.RECONNECT:
+            self._open_transport(now, Trigger.RECONNECT_DUE)
+            return
+        assert gen is not None
+        if kind is _Deadline.CONNECT_TIMEOUT:
+            gen.connect_deadline = None
+            self._end_generation(
+                now,
+                self._reconnect_exit(
+                    now,
+                    error=ConnectTimeout("the transport did not open in time"),
+                    code=None,
+                    reason="connect timeout",
+                ),
+            )
+        elif kind is _Deadline.CLOSE_TIMEOUT:
+            # field notes #9: a close handshake never holds the connection hostage.
+            gen.close_deadline = None
+            self._actions.append(AbortTransport(transport_id=gen.id))
+            self._transport_gone(now)
+        elif kind is _Deadline.HELLO_TIMEOUT:
+            gen.hello_deadline = None
+            self._fail(now, HelloTimeout("no HELLO after the transport opened"), "hello timeout")
+        elif kind is _Deadline.PRIORITY_SEND:
+            self._flush_urgent(gen, now)
+        elif kind is _Deadline.HEARTBEAT:
+            self._heartbeat_due(gen, now)
+        else:
+            self._flush_commands(gen, now)
+
+    def _sync_timer(self) -> None:
+        earliest = self._earliest_deadline()
+        deadline = None if earliest is None else max(earliest[0], self._now)
+        if deadline != self._timer:
+            self._timer = deadline
+            self._actions.append(SetTimer(deadline=deadline))
+
+    # -- small helpers -----------------------------------------------------------------
+
+    def _advance(self, now: float) -> None:
+        if not isinstance(now, int | float) or isinstance(now, bool) or math.isnan(now):
+            raise LocalProtocolError("now must be a number of seconds from a monotonic clock")
+        if now < self._now:
+            raise LocalProtocolError(f"time went backwards: now={now} after {self._now}")
+        self._now = now
+
+    def _current(self, transport_id: int) -> _Generation | None:
+        """The generation ``transport_id`` names, or ``None`` when it is an older one."""
+        if isinstance(transport_id, bool) or not isinstance(transport_id, int):
+            raise LocalProtocolError("transport_id must be an int")
+        if transport_id > self._transport_id or transport_id < 1:
+            raise LocalProtocolError(f"transport {transport_id} was never opened")
+        gen = self._gen
+        return gen if gen is not None and gen.id == transport_id else None
+
+    def _set_state(self, trigger: Trigger) -> None:
+        self._state = transition(self._state, trigger)
+
+
+def _is_ws_url(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(("ws://", "wss://")) and len(value) > 6

@@ -1,0 +1,84 @@
+"""The outbound send limiter (spec §8): a sliding log, pure functions of ``now``.
+
+The gateway closes with 4008 when more than 120 payloads arrive on one connection within
+60 s. The limiter keeps the send time of every payload of the last 60 s and admits a new one
+only while fewer than the limit remain in the window, so no 60 s window — aligned or not —
+ever holds more than 120 payloads.
+
+Two lanes share the window: heartbeats, IDENTIFY and RESUME take the *priority* lane, which
+may use all 120 slots; application commands take the *command* lane, which leaves a reserve
+computed from the heartbeat interval (spec §3 "heartbeats count", §15 item 9). One limiter
+lives per transport generation: the window starts empty on every connection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+#: Payloads allowed per window on one connection (spec §8).
+SEND_LIMIT = 120
+#: The window length in seconds (spec §8).
+SEND_WINDOW = 60.0
+#: Slots kept beyond the periodic heartbeats: IDENTIFY or RESUME, and replies to op 1.
+EXTRA_RESERVE = 3
+#: The interval assumed before HELLO says otherwise (spec §3: typically 41.25 s).
+DEFAULT_HEARTBEAT_INTERVAL = 41.25
+
+
+def heartbeat_reserve(interval: float) -> int:
+    """Priority slots to keep free for a heartbeat ``interval`` (seconds).
+
+    Periodic heartbeats fall at most ``ceil(60 / interval) + 1`` times into any 60 s window;
+    on top come IDENTIFY/RESUME and a few replies to server-requested heartbeats.
+    """
+    return min(SEND_LIMIT, math.ceil(SEND_WINDOW / interval) + 1 + EXTRA_RESERVE)
+
+
+class SendLimiter:
+    """A sliding-window log of the sends of one connection."""
+
+    __slots__ = ("_command_limit", "_sent")
+
+    def __init__(self, heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL) -> None:
+        self._sent: deque[float] = deque()
+        self._command_limit = SEND_LIMIT - heartbeat_reserve(heartbeat_interval)
+
+    def set_heartbeat_interval(self, interval: float) -> None:
+        """Size the heartbeat reserve for the interval HELLO announced (seconds)."""
+        self._command_limit = SEND_LIMIT - heartbeat_reserve(interval)
+
+    @property
+    def command_limit(self) -> int:
+        """How many application commands may fall into one window."""
+        return self._command_limit
+
+    def _expire(self, now: float) -> None:
+        # A send at t stops counting at exactly t + 60.
+        sent = self._sent
+        horizon = now - SEND_WINDOW
+        while sent and sent[0] <= horizon:
+            sent.popleft()
+
+    def in_window(self, now: float) -> int:
+        """Payloads sent during the last 60 s."""
+        self._expire(now)
+        return len(self._sent)
+
+    def try_acquire(self, now: float, *, priority: bool) -> bool:
+        """Record a send at ``now`` and return true if the lane has room; else change nothing."""
+        self._expire(now)
+        limit = SEND_LIMIT if priority else self._command_limit
+        if len(self._sent) >= limit:
+            return False
+        self._sent.append(now)
+        return True
+
+    def next_slot(self, now: float, *, priority: bool) -> float:
+        """The earliest time at or after ``now`` when the lane will have room."""
+        self._expire(now)
+        limit = SEND_LIMIT if priority else self._command_limit
+        excess = len(self._sent) - limit
+        if excess < 0:
+            return now
+        return self._sent[excess] + SEND_WINDOW
