@@ -63,6 +63,7 @@ from ._events import (
     SessionStarted,
     Terminated,
 )
+from ._identify import IdentifyScheduler, SessionStartLimit
 from ._opcodes import CloseCode, Intents, Opcode
 from ._state import ConnectionState
 
@@ -94,6 +95,7 @@ __all__ = [
     "HeartbeatAcknowledged",
     "HeartbeatTimeout",
     "HelloTimeout",
+    "IdentifyScheduler",
     "Intents",
     "InvalidApiVersion",
     "InvalidIntents",
@@ -116,6 +118,7 @@ __all__ = [
     "SessionInvalidated",
     "SessionResumed",
     "SessionSnapshot",
+    "SessionStartLimit",
     "SessionStarted",
     "SetTimer",
     "ShardingRequired",

@@ -41,6 +41,7 @@ from ._errors import (
     GatewayError,
     HeartbeatTimeout,
     HelloTimeout,
+    InvalidPayload,
     LocalProtocolError,
     PayloadTooLarge,
     RemoteProtocolError,
@@ -60,9 +61,13 @@ from ._events import (
     Terminated,
 )
 from ._opcodes import RESUMABLE_CLOSE_CODE, CloseVerdict, Opcode, close_verdict
-from ._payloads import envelope, heartbeat_interval, identify, read_envelope, resume
+from ._payloads import envelope, heartbeat_interval, identify, resume
 from ._ratelimit import SendLimiter
 from ._state import OPEN_STATES, ConnectionState, Trigger, transition
+
+_MESSAGE_TYPES = frozenset({str, bytes})
+#: Dispatches the connection handles itself instead of emitting ``DispatchReceived``.
+_SESSION_DISPATCHES = frozenset({"READY", "RESUMED", "RATE_LIMITED"})
 
 #: spec §9: the gateway closes with 4002 for a sent payload over 4096 bytes.
 MAX_PAYLOAD_SIZE = 4096
@@ -351,17 +356,28 @@ class GatewayConnection:
 
     def receive_message(self, transport_id: int, data: str | bytes, *, now: float) -> None:
         """One whole websocket message arrived on ``transport_id`` (text or binary)."""
+        gen = self._gen
+        if (
+            gen is None
+            or gen.id != transport_id
+            or type(data) not in _MESSAGE_TYPES
+            or self._state is _S.CONNECTING
+        ):
+            gen = self._message_target(transport_id, data)
+            if gen is None:
+                return
+        self._advance(now)
+        if self._state is not _S.CLOSING and self._receive(gen, data, now):
+            self._sync_timer()
+
+    def _message_target(self, transport_id: int, data: object) -> _Generation | None:
+        """Validate an unusual ``receive_message`` call; ``None`` for an old transport."""
         if not isinstance(data, str | bytes | bytearray | memoryview):
             raise LocalProtocolError("message data must be str or bytes")
         gen = self._current(transport_id)
-        if gen is None:
-            return
-        if self._state is _S.CONNECTING:
+        if gen is not None and self._state is _S.CONNECTING:
             raise LocalProtocolError(f"transport {transport_id} delivered data before it opened")
-        self._advance(now)
-        if self._state is not _S.CLOSING:
-            self._receive(gen, data, now)
-        self._sync_timer()
+        return gen
 
     def handle_transport_closed(
         self, transport_id: int, code: int | None, reason: str = "", *, now: float
@@ -591,25 +607,40 @@ class GatewayConnection:
 
     def _receive(
         self, gen: _Generation, data: str | bytes | bytearray | memoryview, now: float
-    ) -> None:
+    ) -> bool:
+        """Handle one message; return whether a deadline may have changed."""
         assert gen.decoder is not None
         try:
             payload = gen.decoder.decode(data)
             if payload is None:
-                return
-            op, d, seq, name = read_envelope(payload)
-            if op == Opcode.HELLO and self._state is _S.AWAITING_HELLO:
-                interval = heartbeat_interval(d)
-            else:
-                interval = None
+                return False
+            # spec §2: keys may be absent instead of null; a wrong-typed s or t is absent.
+            op = payload.get("op") if type(payload) is dict else None
+            if type(op) is not int:
+                raise InvalidPayload("gateway message is not an object with an integer 'op'")
+            d = payload.get("d")
+            if op == 0:  # Opcode.DISPATCH, compared as an int on the hot path
+                seq = payload.get("s")
+                name = payload.get("t")
+                return self._on_dispatch(
+                    gen,
+                    now,
+                    d,
+                    seq if type(seq) is int else None,
+                    name if type(name) is str else None,
+                )
+            interval = (
+                heartbeat_interval(d)
+                if op == Opcode.HELLO and self._state is _S.AWAITING_HELLO
+                else None
+            )
         except RemoteProtocolError as exc:
             self._fail(now, exc, reason=type(exc).__name__)
-            return
-        if op == Opcode.DISPATCH:
-            self._on_dispatch(gen, now, d, seq, name)
-        elif op == Opcode.HEARTBEAT_ACK:
+            return True
+        if op == Opcode.HEARTBEAT_ACK:
             self._on_ack(gen, now)
-        elif op == Opcode.HEARTBEAT:
+            return False
+        if op == Opcode.HEARTBEAT:
             # spec §3: a heartbeat requested by the server is sent at once; the periodic
             # schedule is left as it is.
             self._send_urgent(gen, now, Opcode.HEARTBEAT, None)
@@ -623,6 +654,7 @@ class GatewayConnection:
         elif interval is not None:
             self._on_hello(gen, now, interval)
         # Anything else — an unknown op, a repeated HELLO — is ignored (spec §2 [PRACTICE]).
+        return True
 
     def _on_hello(self, gen: _Generation, now: float, interval: float) -> None:
         assert gen.limiter is not None
@@ -662,39 +694,44 @@ class GatewayConnection:
 
     def _on_dispatch(
         self, gen: _Generation, now: float, data: Any, seq: int | None, name: str | None
-    ) -> None:
+    ) -> bool:
+        """Handle a dispatch; return whether the session went live (deadlines may move)."""
         if self._state is _S.RESUMING and seq is not None:
             resumed_from = gen.resume_sequence
             if resumed_from is not None and seq <= resumed_from:
-                return  # a replayed dispatch we delivered before the resume
+                return False  # a replayed dispatch we delivered before the resume
         # spec §15 item 10: the sequence moves only with a non-null s, whatever the event.
         if seq is not None:
             self._sequence = seq
-        if name == "READY":
-            self._on_ready(gen, now, data)
-        elif name == "RESUMED":
-            if self._state is _S.RESUMING:
-                self._set_state(Trigger.RESUMED)
-                self._events.append(SessionResumed(sequence=self._sequence, replayed=gen.replayed))
-                self._went_live(gen, now)
-        elif name == "RATE_LIMITED":
-            # spec §8: the gateway refused a command (op 8 "all members" limit).
-            d = data if isinstance(data, dict) else {}
-            opcode, retry_after = d.get("opcode"), d.get("retry_after")
-            self._events.append(
-                RateLimited(
-                    opcode=opcode if type(opcode) is int else None,
-                    retry_after=float(retry_after)
-                    if isinstance(retry_after, int | float) and not isinstance(retry_after, bool)
-                    else None,
-                    meta=d.get("meta"),
-                    sequence=seq,
-                )
-            )
-        else:
+        if name not in _SESSION_DISPATCHES:
             if self._state is _S.RESUMING:
                 gen.replayed += 1
             self._events.append(DispatchReceived(name=name, sequence=seq, data=data))
+            return False
+        if name == "READY":
+            self._on_ready(gen, now, data)
+            return True
+        if name == "RESUMED":
+            if self._state is not _S.RESUMING:
+                return False
+            self._set_state(Trigger.RESUMED)
+            self._events.append(SessionResumed(sequence=self._sequence, replayed=gen.replayed))
+            self._went_live(gen, now)
+            return True
+        # RATE_LIMITED, by elimination. spec §8: the gateway refused a command (op 8 limit).
+        d = data if isinstance(data, dict) else {}
+        opcode, retry_after = d.get("opcode"), d.get("retry_after")
+        self._events.append(
+            RateLimited(
+                opcode=opcode if type(opcode) is int else None,
+                retry_after=float(retry_after)
+                if isinstance(retry_after, int | float) and not isinstance(retry_after, bool)
+                else None,
+                meta=d.get("meta"),
+                sequence=seq,
+            )
+        )
+        return False
 
     def _on_ready(self, gen: _Generation, now: float, data: Any) -> None:
         d = data if isinstance(data, dict) else {}
@@ -861,11 +898,15 @@ class GatewayConnection:
     # -- small helpers -----------------------------------------------------------------
 
     def _advance(self, now: float) -> None:
+        try:
+            if now >= self._now:  # also false for NaN
+                self._now = now
+                return
+        except TypeError:
+            pass
         if not isinstance(now, int | float) or isinstance(now, bool) or math.isnan(now):
             raise LocalProtocolError("now must be a number of seconds from a monotonic clock")
-        if now < self._now:
-            raise LocalProtocolError(f"time went backwards: now={now} after {self._now}")
-        self._now = now
+        raise LocalProtocolError(f"time went backwards: now={now} after {self._now}")
 
     def _current(self, transport_id: int) -> _Generation | None:
         """The generation ``transport_id`` names, or ``None`` when it is an older one."""

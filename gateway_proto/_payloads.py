@@ -1,8 +1,6 @@
-"""Building and reading the ``{op, d, s, t}`` envelope (spec §2).
+"""Building outbound ``{op, d}`` payloads and reading HELLO (spec §2, §3, §4.1, §5).
 
-Reading is tolerant (spec §2 notes, §15 item 14): keys may be absent instead of null,
-unknown keys are ignored, and a field of the wrong type counts as absent — except ``op``,
-without which a message means nothing.
+Inbound envelopes are read inline on the hot path in ``_connection.py``.
 """
 
 from __future__ import annotations
@@ -12,28 +10,6 @@ from typing import Any
 from ._config import GatewayConfig
 from ._errors import InvalidPayload
 from ._opcodes import Opcode
-
-
-def read_envelope(payload: Any) -> tuple[int, Any, int | None, str | None]:
-    """Split a decoded message into ``(op, d, s, t)``.
-
-    Raises:
-        InvalidPayload: the message is not an object or has no integer ``op``.
-
-    """
-    if not isinstance(payload, dict):
-        raise InvalidPayload(f"gateway message is a {type(payload).__name__}, not an object")
-    op = payload.get("op")
-    if type(op) is not int:
-        raise InvalidPayload("gateway message has no integer 'op'")
-    seq = payload.get("s")
-    name = payload.get("t")
-    return (
-        op,
-        payload.get("d"),
-        seq if type(seq) is int else None,
-        name if type(name) is str else None,
-    )
 
 
 def heartbeat_interval(data: Any) -> float:

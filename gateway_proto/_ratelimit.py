@@ -54,10 +54,10 @@ class SendLimiter:
         return self._command_limit
 
     def _expire(self, now: float) -> None:
-        # A send at t stops counting at exactly t + 60.
+        # A send at t stops counting at exactly t + 60 (the same sum next_slot returns, so
+        # float rounding cannot make the two disagree).
         sent = self._sent
-        horizon = now - SEND_WINDOW
-        while sent and sent[0] <= horizon:
+        while sent and sent[0] + SEND_WINDOW <= now:
             sent.popleft()
 
     def in_window(self, now: float) -> int:

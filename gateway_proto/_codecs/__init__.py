@@ -13,6 +13,7 @@ generation (spec §10.3: "a fresh context for every new connection"):
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .._errors import LocalProtocolError, MessageTooLarge
@@ -70,36 +71,40 @@ def check_supported(encoding: Encoding, compression: TransportCompression) -> No
 
 
 class InboundDecoder:
-    """Decodes the inbound messages of one transport generation, within ``max_size`` bytes."""
+    """Decodes the inbound messages of one transport generation, within ``max_size`` bytes.
 
-    __slots__ = ("_codec", "_decompressor", "_max_size")
+    ``decode(message)`` returns the payload, or ``None`` when the message is only part of a
+    gateway message, and raises ``DecodeError`` or ``MessageTooLarge``. It is specialised
+    once per generation so the per-message path has no branches on the configuration.
+    """
+
+    __slots__ = ("decode",)
+
+    decode: Callable[[str | bytes | bytearray | memoryview], Any | None]
 
     def __init__(self, codec: Codec, compression: TransportCompression, max_size: int) -> None:
-        self._codec = codec
-        self._max_size = max_size
-        self._decompressor: Decompressor | None = (
-            ZlibStreamDecompressor(max_size)
-            if compression is TransportCompression.ZLIB_STREAM
-            else None
-        )
+        loads = codec.loads
 
-    def decode(self, message: str | bytes | bytearray | memoryview) -> Any | None:
-        """Decode one websocket message; ``None`` when it is only part of a gateway message.
+        def plain(message: str | bytes | bytearray | memoryview) -> Any | None:
+            if len(message) > max_size:
+                raise MessageTooLarge(max_size)
+            if isinstance(message, bytearray | memoryview):
+                message = bytes(message)
+            return loads(message)
 
-        Raises:
-            DecodeError: the message cannot be decompressed or parsed.
-            MessageTooLarge: the message is, or decompresses to, more than ``max_size`` bytes.
+        if compression is not TransportCompression.ZLIB_STREAM:
+            self.decode = plain
+            return
+        feed = ZlibStreamDecompressor(max_size).feed
 
-        """
-        if len(message) > self._max_size:
-            raise MessageTooLarge(self._max_size)
-        # A text frame carries no compressed data even on a compressed connection.
-        if self._decompressor is not None and isinstance(message, bytes | bytearray | memoryview):
-            plain = self._decompressor.feed(bytes(message))
-            if plain is None:
-                return None
-            return self._codec.loads(plain)
-        return self._codec.loads(message if isinstance(message, str | bytes) else bytes(message))
+        def zlib_stream(message: str | bytes | bytearray | memoryview) -> Any | None:
+            if isinstance(message, str):
+                # A text frame carries no compressed data even on a compressed connection.
+                return plain(message)
+            inflated = feed(message if isinstance(message, bytes) else bytes(message))
+            return None if inflated is None else loads(inflated)
+
+        self.decode = zlib_stream
 
 
 __all__ = [

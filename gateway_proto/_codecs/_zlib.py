@@ -33,6 +33,8 @@ class ZlibStreamDecompressor:
             MessageTooLarge: the buffered or inflated message exceeds ``max_size``.
 
         """
+        if len(data) > self._max_size:
+            raise MessageTooLarge(self._max_size)
         if self._buffer:
             self._buffer += data
             if len(self._buffer) > self._max_size:

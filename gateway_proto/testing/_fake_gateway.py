@@ -127,7 +127,7 @@ class FakeGateway:
             self.close(transport_id, 4002, "payload too large")
             return
         link.sent.append(now)
-        while link.sent and link.sent[0] <= now - SEND_WINDOW:
+        while link.sent and link.sent[0] + SEND_WINDOW <= now:
             link.sent.popleft()
         if len(link.sent) > SEND_LIMIT:
             self._violate(transport_id, "more than 120 payloads in 60 s")
