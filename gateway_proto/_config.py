@@ -118,6 +118,9 @@ class GatewayConfig:
     backoff_base: float = attrs.field(default=1.0, validator=_positive)
     backoff_cap: float = attrs.field(default=120.0, validator=_positive)
     max_queued_commands: int = attrs.field(default=1000, validator=_positive_int)
+    #: Resume from the sequence the consumer acknowledged, not the last one received
+    #: (``GatewayConnection.acknowledge``; field notes #18).
+    commit_on_ack: bool = False
 
     def __attrs_post_init__(self) -> None:
         check_supported(self.encoding, self.compression)

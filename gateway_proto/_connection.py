@@ -158,6 +158,8 @@ class GatewayConnection:
         self._session_id: str | None = None
         self._resume_url: str | None = None
         self._sequence: int | None = None
+        #: The sequence the consumer acknowledged (``commit_on_ack`` mode; field notes #18).
+        self._committed: int | None = None
         self._failures = 0
         self._resume_failures = 0
         self._latency: float | None = None
@@ -224,7 +226,7 @@ class GatewayConnection:
             return None
         return SessionSnapshot(
             session_id=self._session_id,
-            sequence=self._sequence,
+            sequence=self._checkpoint(),
             resume_url=self._resume_url or self._config.url,
             shard=self._config.shard,
             encoding=self._config.encoding,
@@ -333,6 +335,30 @@ class GatewayConnection:
             gen.identify_sent = True
             self._send_urgent(gen, now, Opcode.IDENTIFY, self._identify_data)
         self._sync_timer()
+
+    def acknowledge(self, sequence: int) -> None:
+        """The consumer has durably handled every dispatch up to ``sequence``.
+
+        Only meaningful with ``config.commit_on_ack``: then RESUME and :meth:`snapshot`
+        carry the acknowledged sequence instead of the last one received, so a dispatch whose
+        hand-off failed is replayed rather than skipped (field notes #18: at-least-once).
+
+        Raises:
+            LocalProtocolError: ``sequence`` is below the last acknowledged one or above the
+                last one received, or the mode is off.
+        """
+        if not self._config.commit_on_ack:
+            raise LocalProtocolError("acknowledge() needs GatewayConfig(commit_on_ack=True)")
+        if isinstance(sequence, bool) or not isinstance(sequence, int):
+            raise LocalProtocolError("sequence must be an int")
+        low = -1 if self._committed is None else self._committed
+        high = -1 if self._sequence is None else self._sequence
+        if not low <= sequence <= high:
+            raise LocalProtocolError(
+                f"cannot acknowledge sequence {sequence}: acknowledged {self._committed}, "
+                f"received {self._sequence}"
+            )
+        self._committed = sequence
 
     # -- inputs from the transport -----------------------------------------------------
 
@@ -582,13 +608,17 @@ class GatewayConnection:
                 "snapshot does not match the config (shard, encoding, compression, API version)"
             )
         self._session_id = snapshot.session_id
-        self._sequence = snapshot.sequence
+        self._sequence = self._committed = snapshot.sequence
         self._resume_url = snapshot.resume_url
+
+    def _checkpoint(self) -> int | None:
+        """The sequence a resume starts after: received, or acknowledged in ack mode."""
+        return self._committed if self._config.commit_on_ack else self._sequence
 
     def _forget_session(self) -> None:
         self._session_id = None
         self._resume_url = None
-        self._sequence = None
+        self._sequence = self._committed = None
         self._resume_failures = 0
 
     def _invalidate(self, *, resumable: bool, reason: str) -> None:
@@ -666,8 +696,8 @@ class GatewayConnection:
         if self._session_id is not None:
             self._set_state(Trigger.HELLO_WITH_SESSION)
             gen.resume_sent = True
-            gen.resume_sequence = self._sequence
-            data = self._encode(resume(self._config.token, self._session_id, self._sequence))
+            gen.resume_sequence = checkpoint = self._checkpoint()
+            data = self._encode(resume(self._config.token, self._session_id, checkpoint))
             self._send_urgent(gen, now, Opcode.RESUME, data)
         else:
             self._set_state(Trigger.HELLO_WITHOUT_SESSION)
@@ -740,6 +770,8 @@ class GatewayConnection:
         self._session_id = session_id if isinstance(session_id, str) and session_id else None
         self._resume_url = resume_url if _is_ws_url(resume_url) else None
         self._resume_failures = 0
+        # READY itself is consumed here, so a new session starts acknowledged up to it.
+        self._committed = self._sequence
         self._set_state(Trigger.READY)
         self._events.append(
             SessionStarted(
