@@ -554,3 +554,13 @@ Command: TypeAlias = (
     | RequestChannelInfo
     | RawCommand
 )
+
+#: The command classes, for ``isinstance`` checks.
+COMMAND_TYPES: tuple[type, ...] = (
+    UpdatePresence,
+    UpdateVoiceState,
+    RequestGuildMembers,
+    RequestSoundboardSounds,
+    RequestChannelInfo,
+    RawCommand,
+)

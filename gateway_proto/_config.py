@@ -73,6 +73,31 @@ def _check_url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
         raise LocalProtocolError(f"{attribute.name} must be a ws:// or wss:// URL")
 
 
+def _check_session_id(_: object, __: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise LocalProtocolError("session_id must be a non-empty string")
+
+
+def _check_sequence(_: object, __: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise LocalProtocolError("sequence must be None or an integer >= 0")
+
+
+def _check_taken_at(_: object, __: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+    ):
+        raise LocalProtocolError("taken_at must be None or a finite number")
+
+
+def _check_enum(kind: type[Any]) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, kind):
+            raise LocalProtocolError(f"{attribute.name} must be a {kind.__name__}")
+
+    return check
+
+
 def _default_properties() -> dict[str, str]:
     return {"os": sys.platform, "browser": "gateway_proto", "device": "gateway_proto"}
 
@@ -142,14 +167,14 @@ class SessionSnapshot:
     discarded with :meth:`is_fresh` rather than retried (field notes #4).
     """
 
-    session_id: str
-    sequence: int | None
-    resume_url: str
-    shard: tuple[int, int]
-    encoding: Encoding
-    compression: TransportCompression
-    api_version: int = API_VERSION
-    taken_at: float | None = None
+    session_id: str = attrs.field(validator=_check_session_id)
+    sequence: int | None = attrs.field(validator=_check_sequence)
+    resume_url: str = attrs.field(validator=_check_url)
+    shard: tuple[int, int] = attrs.field(validator=_check_shard)
+    encoding: Encoding = attrs.field(validator=_check_enum(Encoding))
+    compression: TransportCompression = attrs.field(validator=_check_enum(TransportCompression))
+    api_version: int = attrs.field(default=API_VERSION, validator=_positive_int)
+    taken_at: float | None = attrs.field(default=None, validator=_check_taken_at)
 
     def is_fresh(self, wall_clock: float, *, max_age: float = 120.0) -> bool:
         """Whether the snapshot is younger than ``max_age`` seconds at ``wall_clock``."""
@@ -188,7 +213,7 @@ class SessionSnapshot:
                 api_version=_require(raw["api_version"], int),
                 taken_at=None if taken_at is None else float(_require(taken_at, int | float)),
             )
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError) as exc:
             raise LocalProtocolError(f"not a valid session snapshot: {exc}") from exc
         return snapshot
 

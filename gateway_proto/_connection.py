@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from typing import Any, final
+from typing import Any, TypeGuard, final
 
 import attrs
 
@@ -33,7 +33,7 @@ from ._actions import (
 )
 from ._backoff import backoff_delay, invalid_session_pause
 from ._codecs import Codec, InboundDecoder, make_codec
-from ._commands import Command
+from ._commands import COMMAND_TYPES, Command
 from ._config import API_VERSION, GatewayConfig, SessionSnapshot, gateway_url
 from ._errors import (
     ConnectTimeout,
@@ -268,12 +268,16 @@ class GatewayConnection:
             SendQueueFull: ``max_queued_commands`` commands are already waiting.
 
         """
-        if self._state is _S.CLOSED:
-            raise LocalProtocolError("cannot send on a closed connection")
-        try:
-            opcode, data = command.opcode, command.payload_data()
-        except AttributeError:
-            raise LocalProtocolError(f"not a gateway command: {type(command).__name__}") from None
+        if self._state is _S.CLOSED or (
+            self._state is _S.CLOSING
+            and self._gen is not None
+            and self._gen.exit is not None
+            and self._gen.exit.terminate
+        ):
+            raise LocalProtocolError("cannot send on a closed or closing connection")
+        if not isinstance(command, COMMAND_TYPES):
+            raise LocalProtocolError(f"not a gateway command: {command!r:.80}")
+        opcode, data = command.opcode, command.payload_data()
         encoded = self._encode(envelope(opcode, data))
         if len(self._queue) >= self._config.max_queued_commands:
             raise SendQueueFull(self._config.max_queued_commands)
@@ -298,8 +302,10 @@ class GatewayConnection:
             or not (code == 1000 or 3000 <= code <= 4999)
         ):
             raise LocalProtocolError("close code must be 1000 or in 3000-4999 (RFC 6455 §7.4)")
-        if len(reason.encode()) > 123:
-            raise LocalProtocolError("close reason must be at most 123 bytes (RFC 6455 §5.5)")
+        if not isinstance(reason, str) or len(reason.encode()) > 123:
+            raise LocalProtocolError(
+                "close reason must be a str of at most 123 bytes (RFC 6455 §5.5)"
+            )
         if self._state is _S.CLOSED:
             return
         self._advance(now)
@@ -386,6 +392,7 @@ class GatewayConnection:
         if (
             gen is None
             or gen.id != transport_id
+            or type(transport_id) is not int
             or type(data) not in _MESSAGE_TYPES
             or self._state is _S.CONNECTING
         ):
@@ -754,9 +761,7 @@ class GatewayConnection:
         self._events.append(
             RateLimited(
                 opcode=opcode if type(opcode) is int else None,
-                retry_after=float(retry_after)
-                if isinstance(retry_after, int | float) and not isinstance(retry_after, bool)
-                else None,
+                retry_after=float(retry_after) if _is_duration(retry_after) else None,
                 meta=d.get("meta"),
                 sequence=seq,
             )
@@ -931,7 +936,7 @@ class GatewayConnection:
 
     def _advance(self, now: float) -> None:
         try:
-            if now >= self._now:  # also false for NaN
+            if now >= self._now and now is not True and now is not False:  # False for NaN too
                 self._now = now
                 return
         except TypeError:
@@ -951,6 +956,15 @@ class GatewayConnection:
 
     def _set_state(self, trigger: Trigger) -> None:
         self._state = transition(self._state, trigger)
+
+
+def _is_duration(value: object) -> TypeGuard[int | float]:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
 
 
 def _is_ws_url(value: object) -> bool:

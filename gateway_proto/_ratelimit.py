@@ -36,12 +36,18 @@ def heartbeat_reserve(interval: float) -> int:
 
 
 class SendLimiter:
-    """A sliding-window log of the sends of one connection."""
+    """Sliding-window logs of the sends of one connection: all of them, and commands alone.
 
-    __slots__ = ("_command_limit", "_sent")
+    Every send counts toward the 120 of the whole window; commands also count toward their
+    own lane's ``120 - reserve``, so the reserve is never spent on them and heartbeats are
+    never counted twice against the commands.
+    """
+
+    __slots__ = ("_command_limit", "_commands", "_sent")
 
     def __init__(self, heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL) -> None:
         self._sent: deque[float] = deque()
+        self._commands: deque[float] = deque()
         self._command_limit = SEND_LIMIT - heartbeat_reserve(heartbeat_interval)
 
     def set_heartbeat_interval(self, interval: float) -> None:
@@ -56,9 +62,9 @@ class SendLimiter:
     def _expire(self, now: float) -> None:
         # A send at t stops counting at exactly t + 60 (the same sum next_slot returns, so
         # float rounding cannot make the two disagree).
-        sent = self._sent
-        while sent and sent[0] + SEND_WINDOW <= now:
-            sent.popleft()
+        for log in (self._sent, self._commands):
+            while log and log[0] + SEND_WINDOW <= now:
+                log.popleft()
 
     def in_window(self, now: float) -> int:
         """Payloads sent during the last 60 s."""
@@ -68,17 +74,25 @@ class SendLimiter:
     def try_acquire(self, now: float, *, priority: bool) -> bool:
         """Record a send at ``now`` and return true if the lane has room; else change nothing."""
         self._expire(now)
-        limit = SEND_LIMIT if priority else self._command_limit
-        if len(self._sent) >= limit:
+        if len(self._sent) >= SEND_LIMIT:
             return False
+        if not priority:
+            if len(self._commands) >= self._command_limit:
+                return False
+            self._commands.append(now)
         self._sent.append(now)
         return True
 
     def next_slot(self, now: float, *, priority: bool) -> float:
         """The earliest time at or after ``now`` when the lane will have room."""
         self._expire(now)
-        limit = SEND_LIMIT if priority else self._command_limit
-        excess = len(self._sent) - limit
-        if excess < 0:
-            return now
-        return self._sent[excess] + SEND_WINDOW
+        slot = _free_at(self._sent, SEND_LIMIT, now)
+        if not priority:
+            slot = max(slot, _free_at(self._commands, self._command_limit, now))
+        return slot
+
+
+def _free_at(log: deque[float], limit: int, now: float) -> float:
+    """When ``log`` (already expired at ``now``) will hold fewer than ``limit`` entries."""
+    excess = len(log) - limit
+    return now if excess < 0 else log[excess] + SEND_WINDOW
