@@ -564,12 +564,20 @@ class GatewayConnection:
         reason: str,
         initiated_locally: bool = True,
         pause: float = 0.0,
+        server_requested: bool = False,
     ) -> _Exit:
-        """Decide how the next generation starts: the escalation ladder (DESIGN §4)."""
+        """Decide how the next generation starts: the escalation ladder (DESIGN §4).
+
+        A generation that never went live counts as a failure (backoff grows). Unless the
+        server asked for the reconnect (op 7), it also climbs the ladder: no HELLO from the
+        resume URL drops that URL, and a RESUME that did not end in RESUMED counts toward
+        ``max_resume_failures``.
+        """
         gen = self._gen
         assert gen is not None
         if not gen.live:
             self._failures += 1
+        if not gen.live and not server_requested:
             if gen.on_resume_url and gen.interval is None:
                 # field notes #3, #4: a resume URL we could not reach is dropped; the
                 # session is resumed on the main URL instead.
@@ -684,7 +692,10 @@ class GatewayConnection:
         elif op == Opcode.RECONNECT:
             # spec §6: op 7 may come at any time, even before HELLO; reconnect at once.
             self._end_generation(
-                now, self._reconnect_exit(now, error=None, reason="reconnect requested")
+                now,
+                self._reconnect_exit(
+                    now, error=None, reason="reconnect requested", server_requested=True
+                ),
             )
         elif op == Opcode.INVALID_SESSION:
             self._on_invalid_session(now, resumable=d is True)

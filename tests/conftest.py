@@ -177,9 +177,7 @@ class Driver:
         self.conn.handle_transport_open(self._tid(tid), now=self._at(at))
         return self.drain()
 
-    def receive(
-        self, payload: Any, tid: int | None = None, *, at: float | None = None
-    ) -> Step:
+    def receive(self, payload: Any, tid: int | None = None, *, at: float | None = None) -> Step:
         """Feed one message; a non-``str``/``bytes`` payload is sent as JSON text."""
         data = payload if isinstance(payload, str | bytes) else json.dumps(payload)
         self.conn.receive_message(self._tid(tid), data, now=self._at(at))
