@@ -291,10 +291,12 @@ class GatewayConnection:
     def close(self, code: int = 1000, *, now: float, reason: str = "") -> None:
         """End the connection for good.
 
-        ``1000`` (or ``1001``) also ends the session on Discord's side; any other code
-        (``4000`` is conventional) keeps it resumable, so :meth:`snapshot` can be taken
-        for a cold resume (spec §7 "client-initiated close rule"). Closing a closed
-        connection does nothing.
+        ``1000`` also ends the session on Discord's side; any other code (``4000`` is
+        conventional) keeps it resumable, so :meth:`snapshot` can be taken for a cold
+        resume (spec §7 "client-initiated close rule"). ``1001`` is refused: it means a
+        server going away. Closing a closed connection does nothing. If a close for a
+        reconnect (4000) is already in flight, it becomes the final close and its code
+        stands; with ``code=1000`` the session is still forgotten locally.
         """
         if (
             isinstance(code, bool)
@@ -309,7 +311,7 @@ class GatewayConnection:
         if self._state is _S.CLOSED:
             return
         self._advance(now)
-        if code in (1000, 1001):
+        if code == 1000:
             self._forget_session()
         self._queue.clear()
         end = _Exit(terminate=True, code=code, reason=reason, initiated_locally=True)
