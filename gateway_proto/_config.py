@@ -24,8 +24,9 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise LocalProtocolError(f"{attribute.name} must be a positive number")
+    # A floor of a millisecond keeps every deadline strictly after the time it is set at.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0.001:
+        raise LocalProtocolError(f"{attribute.name} must be a number >= 0.001 (seconds)")
     if not math.isfinite(value):
         raise LocalProtocolError(f"{attribute.name} must be finite")
 

@@ -32,7 +32,7 @@ from ._actions import (
     SetTimer,
 )
 from ._backoff import backoff_delay, invalid_session_pause
-from ._codecs import Codec, InboundDecoder, make_codec
+from ._codecs import NEED_MORE, Codec, InboundDecoder, make_codec
 from ._commands import COMMAND_TYPES, Command
 from ._config import API_VERSION, GatewayConfig, SessionSnapshot, gateway_url
 from ._errors import (
@@ -66,6 +66,7 @@ from ._ratelimit import SendLimiter
 from ._state import OPEN_STATES, ConnectionState, Trigger, transition
 
 _MESSAGE_TYPES = frozenset({str, bytes})
+_MAX_TIME = float(2**53)
 #: Dispatches the connection handles itself instead of emitting ``DispatchReceived``.
 _SESSION_DISPATCHES = frozenset({"READY", "RESUMED", "RATE_LIMITED"})
 
@@ -659,7 +660,7 @@ class GatewayConnection:
         assert gen.decoder is not None
         try:
             payload = gen.decoder.decode(data)
-            if payload is None:
+            if payload is NEED_MORE:
                 return False
             # spec §2: keys may be absent instead of null; a wrong-typed s or t is absent.
             op = payload.get("op") if type(payload) is dict else None
@@ -949,13 +950,21 @@ class GatewayConnection:
 
     def _advance(self, now: float) -> None:
         try:
-            if now >= self._now and now is not True and now is not False:  # False for NaN too
+            # False for NaN too; the ceiling keeps now + timeout > now (2**53 s is 285 My).
+            if self._now <= now < _MAX_TIME and now is not True and now is not False:
                 self._now = now
                 return
         except TypeError:
             pass
-        if not isinstance(now, int | float) or isinstance(now, bool) or math.isnan(now):
-            raise LocalProtocolError("now must be a number of seconds from a monotonic clock")
+        if (
+            not isinstance(now, int | float)
+            or isinstance(now, bool)
+            or not math.isfinite(now)
+            or now >= _MAX_TIME
+        ):
+            raise LocalProtocolError(
+                "now must be a finite number of seconds from a monotonic clock (< 2**53)"
+            )
         raise LocalProtocolError(f"time went backwards: now={now} after {self._now}")
 
     def _current(self, transport_id: int) -> _Generation | None:

@@ -11,6 +11,10 @@ from ._config import GatewayConfig
 from ._errors import InvalidPayload
 from ._opcodes import Opcode
 
+#: The longest interval accepted from HELLO (a day; Discord sends about 41 s). Beyond it a
+#: peer is broken or hostile, and the deadlines it would produce are meaningless.
+MAX_HEARTBEAT_INTERVAL_MS = 86_400_000
+
 
 def heartbeat_interval(data: Any) -> float:
     """The HELLO interval in seconds (spec §3: ``heartbeat_interval`` is in milliseconds).
@@ -23,7 +27,7 @@ def heartbeat_interval(data: Any) -> float:
     if (
         isinstance(interval, bool)
         or not isinstance(interval, int | float)
-        or not 0 < interval < float("inf")
+        or not 0 < interval <= MAX_HEARTBEAT_INTERVAL_MS
     ):
         raise InvalidPayload("HELLO carries no valid heartbeat_interval")
     return interval / 1000.0

@@ -1385,3 +1385,24 @@ def test_op7_and_op9_in_every_open_state_close_4000_and_reconnect(
         assert step.sent[0]["op"] == 6
     else:
         assert step.of(RequestIdentify) == [RequestIdentify(shard_id=0)]
+
+
+@pytest.mark.parametrize("interval_ms", [86_400_001, 1e308, float("inf")])
+def test_absurd_hello_interval_is_an_invalid_payload(interval_ms: float) -> None:
+    """spec §3 + fuzzing: a HELLO interval beyond a day is refused (deadlines stay meaningful)."""
+    d = Driver()
+    d.connect(at=0.0)
+    d.open()
+    step = d.receive({"op": 10, "d": {"heartbeat_interval": interval_ms}}, at=1.0)
+    assert step.of(CloseTransport) == [
+        CloseTransport(code=4000, reason="InvalidPayload", transport_id=1)
+    ]
+
+
+@pytest.mark.parametrize("now", [float("inf"), float(2**53), float("nan")])
+def test_non_finite_or_huge_time_is_refused(now: float) -> None:
+    """DESIGN §3: `now` is a finite monotonic time; otherwise deadlines cannot move past it."""
+    d = live()
+    with pytest.raises(LocalProtocolError):
+        d.conn.handle_timer(now=now)
+    assert d.conn.state is S.CONNECTED

@@ -70,23 +70,33 @@ def check_supported(encoding: Encoding, compression: TransportCompression) -> No
         raise LocalProtocolError("compression 'zstd-stream' is not supported yet")
 
 
+#: What :meth:`InboundDecoder.decode` returns for a message that completes no payload yet
+#: (``None`` would be ambiguous: ``null`` is valid JSON).
+NEED_MORE: Any = object()
+
+
 class InboundDecoder:
     """Decodes the inbound messages of one transport generation, within ``max_size`` bytes.
 
-    ``decode(message)`` returns the payload, or ``None`` when the message is only part of a
-    gateway message, and raises ``DecodeError`` or ``MessageTooLarge``. It is specialised
+    ``decode(message)`` returns the payload, or :data:`NEED_MORE` when the message is only
+    part of a gateway message, and raises ``DecodeError`` or ``MessageTooLarge``. It is specialised
     once per generation so the per-message path has no branches on the configuration.
     """
 
     __slots__ = ("decode",)
 
-    decode: Callable[[str | bytes | bytearray | memoryview], Any | None]
+    decode: Callable[[str | bytes | bytearray | memoryview], Any]
 
     def __init__(self, codec: Codec, compression: TransportCompression, max_size: int) -> None:
         loads = codec.loads
 
-        def plain(message: str | bytes | bytearray | memoryview) -> Any | None:
-            if len(message) > max_size:
+        def plain(message: str | bytes | bytearray | memoryview) -> Any:
+            # The bound is in bytes; a str needs encoding only when it might exceed it.
+            if len(message) > max_size or (
+                isinstance(message, str)
+                and len(message) * 4 > max_size
+                and len(message.encode("utf-8", "surrogatepass")) > max_size
+            ):
                 raise MessageTooLarge(max_size)
             if isinstance(message, bytearray | memoryview):
                 message = bytes(message)
@@ -97,17 +107,18 @@ class InboundDecoder:
             return
         feed = ZlibStreamDecompressor(max_size).feed
 
-        def zlib_stream(message: str | bytes | bytearray | memoryview) -> Any | None:
+        def zlib_stream(message: str | bytes | bytearray | memoryview) -> Any:
             if isinstance(message, str):
                 # A text frame carries no compressed data even on a compressed connection.
                 return plain(message)
             inflated = feed(message if isinstance(message, bytes) else bytes(message))
-            return None if inflated is None else loads(inflated)
+            return NEED_MORE if inflated is None else loads(inflated)
 
         self.decode = zlib_stream
 
 
 __all__ = [
+    "NEED_MORE",
     "Codec",
     "Decompressor",
     "Encoding",

@@ -1,8 +1,14 @@
-"""JSON (spec §10.1): stdlib ``json``, with ``orjson`` as an accelerator when it is installed.
+r"""JSON (spec §10.1): stdlib ``json``, with ``orjson`` as an accelerator when it is installed.
 
 orjson is tried first and the standard library decides whenever orjson refuses, so results
-are identical with and without it (stdlib accepts a few inputs orjson rejects, such as
-integers beyond 64 bits and lone surrogate escapes).
+are the same with and without it, with one documented exception: orjson decodes an integer
+literal outside the 64-bit range (below -2**63 or from 2**64) as the nearest float where the
+standard library keeps the exact int. Discord's JSON never carries one — snowflakes are
+strings in JSON — and detecting them would cost more than the parse itself.
+
+Binary messages must be UTF-8 (RFC 8259 §8.1); the standard library's sniffing of UTF-16 and
+UTF-32 is not used. Text with lone surrogates is encoded as ``\uXXXX`` escapes, so every
+encoded payload is valid UTF-8.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ except ImportError:  # pragma: no cover - exercised only where orjson is absent
     _orjson = None
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ascii_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 class JsonCodec:
@@ -33,7 +40,12 @@ class JsonCodec:
                 return str(_orjson.dumps(payload).decode())
             except TypeError:
                 pass
-        return _encoder.encode(payload)
+        text = _encoder.encode(payload)
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: escape it instead of writing it raw
+            return _ascii_encoder.encode(payload)
+        return text
 
     def loads(self, data: str | bytes) -> Any:
         """Decode one JSON document; raise :class:`DecodeError` if it is not valid JSON."""
@@ -43,6 +55,6 @@ class JsonCodec:
             except _orjson.JSONDecodeError:
                 pass
         try:
-            return json.loads(data)
+            return json.loads(data.decode() if isinstance(data, bytes) else data)
         except (ValueError, RecursionError) as exc:
             raise DecodeError(f"invalid JSON: {exc}") from exc
