@@ -23,7 +23,12 @@ def make_stream(count: int) -> list[bytes]:
     comp = zlib.compressobj()
     messages = []
     hello = {"op": 10, "d": {"heartbeat_interval": 41250}}
-    ready = {"op": 0, "s": 1, "t": "READY", "d": {"session_id": "x", "resume_gateway_url": "wss://r"}}
+    ready = {
+        "op": 0,
+        "s": 1,
+        "t": "READY",
+        "d": {"session_id": "x", "resume_gateway_url": "wss://r"},
+    }
     for payload in (hello, ready):
         messages.append(comp.compress(json.dumps(payload).encode()) + comp.flush(zlib.Z_SYNC_FLUSH))
     for seq in range(2, count + 2):
@@ -53,9 +58,7 @@ def floor(messages: list[bytes]) -> float:
 
 
 def core(messages: list[bytes]) -> float:
-    conn = GatewayConnection(
-        GatewayConfig(token="t", intents=Intents.GUILDS, rng=random.Random(1))
-    )
+    conn = GatewayConnection(GatewayConfig(token="t", intents=Intents.GUILDS, rng=random.Random(1)))
     conn.connect(now=0.0)
     conn.handle_transport_open(1, now=0.0)
     start = time.perf_counter()
