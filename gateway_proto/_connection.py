@@ -760,7 +760,7 @@ class GatewayConnection:
             self._events.append(DispatchReceived(name=name, sequence=seq, data=data))
             return False
         if name == "READY":
-            self._on_ready(gen, now, data)
+            self._on_ready(gen, now, data, seq)
             return True
         if name == "RESUMED":
             if self._state is not _S.RESUMING:
@@ -782,7 +782,9 @@ class GatewayConnection:
         )
         return False
 
-    def _on_ready(self, gen: _Generation, now: float, data: Any) -> None:
+    def _on_ready(self, gen: _Generation, now: float, data: Any, seq: int | None) -> None:
+        # A new session counts from its READY, even one without s (never the old session's).
+        self._sequence = seq
         d = data if isinstance(data, dict) else {}
         session_id = d.get("session_id")
         resume_url = d.get("resume_gateway_url")

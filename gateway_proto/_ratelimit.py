@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from fractions import Fraction
 
 #: Payloads allowed per window on one connection (spec §8).
 SEND_LIMIT = 120
@@ -22,6 +23,10 @@ SEND_LIMIT = 120
 SEND_WINDOW = 60.0
 #: Slots kept beyond the periodic heartbeats: IDENTIFY or RESUME, and replies to op 1.
 EXTRA_RESERVE = 3
+#: The reserve never takes the last slots from commands: an interval short enough to need
+#: them (under about half a second) cannot be honoured anyway, and queued commands must not
+#: wait forever.
+MAX_RESERVE = SEND_LIMIT - 10
 #: The interval assumed before HELLO says otherwise (spec §3: typically 41.25 s).
 DEFAULT_HEARTBEAT_INTERVAL = 41.25
 
@@ -32,7 +37,7 @@ def heartbeat_reserve(interval: float) -> int:
     Periodic heartbeats fall at most ``ceil(60 / interval) + 1`` times into any 60 s window;
     on top come IDENTIFY/RESUME and a few replies to server-requested heartbeats.
     """
-    return min(SEND_LIMIT, math.ceil(SEND_WINDOW / interval) + 1 + EXTRA_RESERVE)
+    return min(MAX_RESERVE, math.ceil(SEND_WINDOW / interval) + 1 + EXTRA_RESERVE)
 
 
 class SendLimiter:
@@ -40,7 +45,8 @@ class SendLimiter:
 
     Every send counts toward the 120 of the whole window; commands also count toward their
     own lane's ``120 - reserve``, so the reserve is never spent on them and heartbeats are
-    never counted twice against the commands.
+    never counted twice against the commands. Each log holds, per send, the instant it stops
+    counting (see :func:`window_end`), in order.
     """
 
     __slots__ = ("_command_limit", "_commands", "_sent")
@@ -60,10 +66,8 @@ class SendLimiter:
         return self._command_limit
 
     def _expire(self, now: float) -> None:
-        # A send at t stops counting at exactly t + 60 (the same sum next_slot returns, so
-        # float rounding cannot make the two disagree).
         for log in (self._sent, self._commands):
-            while log and log[0] + SEND_WINDOW <= now:
+            while log and log[0] <= now:
                 log.popleft()
 
     def in_window(self, now: float) -> int:
@@ -76,11 +80,12 @@ class SendLimiter:
         self._expire(now)
         if len(self._sent) >= SEND_LIMIT:
             return False
+        end = window_end(now)
         if not priority:
             if len(self._commands) >= self._command_limit:
                 return False
-            self._commands.append(now)
-        self._sent.append(now)
+            self._commands.append(end)
+        self._sent.append(end)
         return True
 
     def next_slot(self, now: float, *, priority: bool) -> float:
@@ -95,4 +100,16 @@ class SendLimiter:
 def _free_at(log: deque[float], limit: int, now: float) -> float:
     """When ``log`` (already expired at ``now``) will hold fewer than ``limit`` entries."""
     excess = len(log) - limit
-    return now if excess < 0 else log[excess] + SEND_WINDOW
+    return now if excess < 0 else log[excess]
+
+
+def window_end(sent_at: float) -> float:
+    """The first float ``t`` with ``t - sent_at >= 60`` exactly (not in rounded arithmetic).
+
+    ``sent_at + 60`` can round below the exact sum; a send is rare enough (at most two a
+    second) to afford exact rational arithmetic here.
+    """
+    end = sent_at + SEND_WINDOW
+    while Fraction(end) - Fraction(sent_at) < SEND_WINDOW:
+        end = math.nextafter(end, math.inf)
+    return end

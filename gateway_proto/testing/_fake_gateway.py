@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections import deque
+from fractions import Fraction
 from typing import Any, final
 from urllib.parse import parse_qs, urlsplit
 
@@ -127,7 +128,7 @@ class FakeGateway:
             self.close(transport_id, 4002, "payload too large")
             return
         link.sent.append(now)
-        while link.sent and link.sent[0] + SEND_WINDOW <= now:
+        while link.sent and Fraction(now) - Fraction(link.sent[0]) >= SEND_WINDOW:
             link.sent.popleft()
         if len(link.sent) > SEND_LIMIT:
             self._violate(transport_id, "more than 120 payloads in 60 s")
