@@ -1,0 +1,105 @@
+"""Fuzz the ETF decoder (spec §10.1) with arbitrary bytes.
+
+Accepted outcomes: ``EtfCodec.loads`` returns a value or raises ``DecodeError`` — nothing
+else (no IndexError, RecursionError, MemoryError, UnicodeDecodeError...). A decoded value must
+also survive our own encoder: if it has only string keys it encodes, and decoding that
+encoding gives the value back; if it has other keys (integers, floats) the encoder refuses
+it with ``LocalProtocolError``. COMPRESSED terms are bounded to 1 MiB so every input is fast.
+
+Run with atheris (see fuzz/README.md)::
+
+    python fuzz/fuzz_etf.py -max_total_time=600 -timeout=10 fuzz/corpus-etf
+
+``run_one(data)`` is the whole harness without atheris; tests/test_etf.py calls it on
+generated inputs so it keeps working where atheris is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import sys
+from typing import Any
+
+atheris: Any
+try:
+    atheris = importlib.import_module("atheris")
+except ImportError:  # the harness still imports, and run_one still runs, without atheris
+    atheris = None
+
+
+def _instrumentation() -> contextlib.AbstractContextManager[Any]:
+    # Instrument the package only when atheris drives this file as a script.
+    if atheris is not None and __name__ == "__main__":
+        hooks: contextlib.AbstractContextManager[Any] = atheris.instrument_imports(
+            include=["gateway_proto"]
+        )
+        return hooks
+    return contextlib.nullcontext()
+
+
+with _instrumentation():
+    from gateway_proto import DecodeError, LocalProtocolError
+    from gateway_proto._codecs._etf import EtfCodec
+
+CODEC = EtfCodec(max_inflated_size=1 << 20)
+
+
+class HarnessFailure(AssertionError):
+    """An outcome the contract does not allow."""
+
+
+def _only_string_keys(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _only_string_keys(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_only_string_keys(item) for item in value)
+    return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that tells True from 1 and compares floats exactly."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        return math.copysign(1.0, a) == math.copysign(1.0, b) and a == b
+    return bool(a == b)
+
+
+def run_one(data: bytes) -> None:
+    """The whole harness for one input; raises on any forbidden outcome."""
+    try:
+        value = CODEC.loads(data)
+    except DecodeError:
+        return
+    plain = _only_string_keys(value)
+    try:
+        again = CODEC.dumps(value)
+    except LocalProtocolError as exc:
+        if plain:
+            raise HarnessFailure(f"a decoded value does not encode: {exc}") from exc
+        return
+    if not plain:
+        raise HarnessFailure("a map with non-string keys was encoded")
+    if not _same(CODEC.loads(again), value):
+        raise HarnessFailure("decode(encode(decoded)) differs from decoded")
+
+
+def TestOneInput(data: bytes) -> None:
+    run_one(data)
+
+
+def main() -> None:
+    if atheris is None:
+        sys.exit("atheris is not installed: pip install atheris (see fuzz/README.md)")
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
