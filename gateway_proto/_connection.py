@@ -143,7 +143,7 @@ class GatewayConnection:
         if not isinstance(config, GatewayConfig):
             raise LocalProtocolError("config must be a GatewayConfig")
         self._config = config
-        self._codec: Codec = make_codec(config.encoding)
+        self._codec: Codec = make_codec(config.encoding, config.max_message_size)
         self._identify_data = self._encode(identify(config))
         self._main_url = gateway_url(
             config.url, encoding=config.encoding, compression=config.compression

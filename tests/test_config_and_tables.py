@@ -95,11 +95,34 @@ def test_config_validation(field, value):
         assert value.strip() not in str(info.value)
 
 
-def test_unsupported_encodings_are_refused_clearly():
-    from gateway_proto import Encoding
+def test_etf_session_end_to_end():
+    """spec §10.1: with encoding=etf the URL says so, sends are binary ETF, ETF is decoded."""
+    from gateway_proto import Encoding, OpenTransport, SessionStarted
+    from gateway_proto._codecs._etf import EtfCodec
 
-    with pytest.raises(LocalProtocolError, match="not supported"):
-        GatewayConfig(token="t", intents=1, encoding=Encoding.ETF)
+    etf = EtfCodec()
+    conn = GatewayConnection(
+        GatewayConfig(
+            token="t",
+            intents=1,
+            encoding=Encoding.ETF,
+            compression=TransportCompression.NONE,
+            rng=random.Random(1),
+        )
+    )
+    conn.connect(now=0.0)
+    (opened,) = [a for a in conn.next_actions() if isinstance(a, OpenTransport)]
+    assert opened.url == "wss://gateway.discord.gg/?v=10&encoding=etf"
+    conn.handle_transport_open(1, now=0.0)
+    conn.receive_message(1, etf.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}), now=0.0)
+    conn.grant_identify(now=0.0)
+    (identify,) = [a for a in conn.next_actions() if isinstance(a, SendMessage)]
+    assert isinstance(identify.data, bytes)
+    assert etf.loads(identify.data)["d"]["token"] == "t"
+    ready = {"session_id": "s", "resume_gateway_url": "wss://r.example", "user": {"id": 1}}
+    conn.receive_message(1, etf.dumps({"op": 0, "s": 1, "t": "READY", "d": ready}), now=0.1)
+    (started,) = [e for e in conn.next_events() if isinstance(e, SessionStarted)]
+    assert started.data["user"]["id"] == 1  # snowflakes may arrive as ints in ETF
 
 
 def test_connection_needs_a_config():

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .._errors import LocalProtocolError, MessageTooLarge
+from ._etf import EtfCodec
 from ._json import JsonCodec
 from ._zlib import ZlibStreamDecompressor
 
@@ -56,16 +57,15 @@ class Decompressor(Protocol):
         ...
 
 
-def make_codec(encoding: Encoding) -> Codec:
-    """Build the codec for ``encoding``."""
-    if encoding is Encoding.JSON:
-        return JsonCodec()
-    raise LocalProtocolError(f"encoding {encoding.value!r} is not supported yet")
+def make_codec(encoding: Encoding, max_size: int = 64 << 20) -> Codec:
+    """Build the codec for ``encoding`` (``max_size`` bounds ETF's compressed terms)."""
+    if encoding is Encoding.ETF:
+        return EtfCodec(max_inflated_size=max_size)
+    return JsonCodec()
 
 
 def check_supported(encoding: Encoding, compression: TransportCompression) -> None:
     """Raise :class:`LocalProtocolError` for a combination this version cannot decode."""
-    make_codec(encoding)
     if compression is TransportCompression.ZSTD_STREAM:
         raise LocalProtocolError("compression 'zstd-stream' is not supported yet")
 
