@@ -147,9 +147,14 @@ class GatewayConfig:
     #: Resume from the sequence the consumer acknowledged, not the last one received
     #: (``GatewayConnection.acknowledge``; field notes #18).
     commit_on_ack: bool = False
+    #: Ask the gateway to zlib-compress large payloads one by one (IDENTIFY ``compress``,
+    #: spec §10.2): JSON only, and only without transport compression.
+    payload_compression: bool = False
 
     def __attrs_post_init__(self) -> None:
-        check_supported(self.encoding, self.compression)
+        check_supported(
+            self.encoding, self.compression, payload_compression=self.payload_compression
+        )
 
     @property
     def shard_id(self) -> int:

@@ -384,7 +384,10 @@ class GatewayConnection:
         # spec §1.3: HELLO is the first message; wait for it no longer than hello_timeout.
         gen.hello_deadline = now + self._config.hello_timeout
         gen.decoder = InboundDecoder(
-            self._codec, self._config.compression, self._config.max_message_size
+            self._codec,
+            self._config.compression,
+            self._config.max_message_size,
+            payload_compression=self._config.payload_compression,
         )
         gen.limiter = SendLimiter()
         self._sync_timer()

@@ -46,8 +46,8 @@ def identify(config: GatewayConfig) -> dict[str, Any]:
         "intents": int(config.intents),
         "shard": list(config.shard),
         "large_threshold": config.large_threshold,
-        # spec §10.2: payload compression is a separate, JSON-only mode, not offered yet.
-        "compress": False,
+        # spec §10.2: per-payload zlib, JSON-only, exclusive with transport compression.
+        "compress": config.payload_compression,
     }
     if config.presence is not None:
         data["presence"] = config.presence.payload_data()

@@ -2,7 +2,7 @@
 
 The recordings live in ``../shared/data`` (see its README): real Discord gateway messages and
 messages of Spacebar, an independent server. They are read from there, never copied here.
-zstd-stream (spec §10.4) is not supported yet, so its recording is not used.
+The zstd-stream recording is checked in test_zstd_payload.py and test_wire_formats.py.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Two seams, chosen from the config once per connection and built fresh per transport
 generation (spec §10.3: "a fresh context for every new connection"):
 
-* a :class:`Codec` turns payload objects into message data and back (JSON now; ETF later);
-* a :class:`Decompressor` turns compressed message bytes into codec input (zlib-stream now;
-  zstd-stream and per-payload zlib later).
+* a :class:`Codec` turns payload objects into message data and back (JSON or ETF);
+* a :class:`Decompressor` turns compressed message bytes into codec input (zlib-stream,
+  zstd-stream, or per-payload zlib).
 
 :class:`InboundDecoder` composes the two for one generation and enforces the size bound.
 """
@@ -19,7 +19,9 @@ from typing import Any, Protocol
 from .._errors import LocalProtocolError, MessageTooLarge
 from ._etf import EtfCodec
 from ._json import JsonCodec
+from ._payload_zlib import PayloadZlibDecompressor
 from ._zlib import ZlibStreamDecompressor
+from ._zstd import ZstdStreamDecompressor, zstd_available
 
 
 class Encoding(enum.Enum):
@@ -64,10 +66,22 @@ def make_codec(encoding: Encoding, max_size: int = 64 << 20) -> Codec:
     return JsonCodec()
 
 
-def check_supported(encoding: Encoding, compression: TransportCompression) -> None:
-    """Raise :class:`LocalProtocolError` for a combination this version cannot decode."""
-    if compression is TransportCompression.ZSTD_STREAM:
-        raise LocalProtocolError("compression 'zstd-stream' is not supported yet")
+def check_supported(
+    encoding: Encoding, compression: TransportCompression, *, payload_compression: bool = False
+) -> None:
+    """Raise :class:`LocalProtocolError` for a combination that cannot work."""
+    if compression is TransportCompression.ZSTD_STREAM and not zstd_available():
+        raise LocalProtocolError(
+            "compression 'zstd-stream' needs the zstandard package: "
+            "pip install 'gateway-proto[zstd]'"
+        )
+    # spec §10.2: payload compression is JSON-only and excludes transport compression.
+    if payload_compression and encoding is not Encoding.JSON:
+        raise LocalProtocolError("payload compression works with encoding=json only")
+    if payload_compression and compression is not TransportCompression.NONE:
+        raise LocalProtocolError(
+            "payload compression and transport compression are mutually exclusive"
+        )
 
 
 #: What :meth:`InboundDecoder.decode` returns for a message that completes no payload yet
@@ -87,7 +101,14 @@ class InboundDecoder:
 
     decode: Callable[[str | bytes | bytearray | memoryview], Any]
 
-    def __init__(self, codec: Codec, compression: TransportCompression, max_size: int) -> None:
+    def __init__(
+        self,
+        codec: Codec,
+        compression: TransportCompression,
+        max_size: int,
+        *,
+        payload_compression: bool = False,
+    ) -> None:
         loads = codec.loads
 
         def plain(message: str | bytes | bytearray | memoryview) -> Any:
@@ -102,19 +123,35 @@ class InboundDecoder:
                 message = bytes(message)
             return loads(message)
 
-        if compression is not TransportCompression.ZLIB_STREAM:
+        inflate = _inflater(compression, max_size, payload_compression=payload_compression)
+        if inflate is None:
             self.decode = plain
             return
-        feed = ZlibStreamDecompressor(max_size).feed
 
-        def zlib_stream(message: str | bytes | bytearray | memoryview) -> Any:
+        def compressed(message: str | bytes | bytearray | memoryview) -> Any:
             if isinstance(message, str):
-                # A text frame carries no compressed data even on a compressed connection.
+                # A text frame carries no compressed data, whatever the compression: with
+                # payload compression plain and compressed messages interleave (spec §10.2).
                 return plain(message)
-            inflated = feed(message if isinstance(message, bytes) else bytes(message))
+            if len(message) > max_size:
+                raise MessageTooLarge(max_size)
+            inflated = inflate(message if isinstance(message, bytes) else bytes(message))
             return NEED_MORE if inflated is None else loads(inflated)
 
-        self.decode = zlib_stream
+        self.decode = compressed
+
+
+def _inflater(
+    compression: TransportCompression, max_size: int, *, payload_compression: bool
+) -> Callable[[bytes], bytes | None] | None:
+    """The decompressor of one generation's binary messages, or ``None`` for plain ones."""
+    if compression is TransportCompression.ZLIB_STREAM:
+        return ZlibStreamDecompressor(max_size).feed
+    if compression is TransportCompression.ZSTD_STREAM:
+        return ZstdStreamDecompressor(max_size).feed
+    if payload_compression:
+        return PayloadZlibDecompressor(max_size).feed
+    return None
 
 
 __all__ = [
