@@ -1045,3 +1045,15 @@ def test_fuzz_harness_reaches_a_live_session() -> None:
     conn = HARNESS.play(program)
     assert conn.state is ConnectionState.CONNECTED
     assert (conn.session_id, conn.sequence) == ("abc", 5)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(max_size=400))
+def test_text_codecs_fuzz_harness_run_one(data: bytes) -> None:
+    """fuzz/fuzz_text_codecs.py: zlib-stream and JSON harnesses accept only documented outcomes."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
+    import fuzz_text_codecs
+
+    fuzz_text_codecs.run_one(data)
