@@ -405,7 +405,10 @@ class GatewayConnection:
             gen = self._message_target(transport_id, data)
             if gen is None:
                 return
-        self._advance(now)
+        if self._now <= now < _MAX_TIME and now is not True and now is not False:
+            self._now = now  # _advance's fast path, inlined: this is the per-message path
+        else:
+            self._advance(now)
         if self._state is not _S.CLOSING and self._receive(gen, data, now):
             self._sync_timer()
 
@@ -673,6 +676,16 @@ class GatewayConnection:
             if op == 0:  # Opcode.DISPATCH, compared as an int on the hot path
                 seq = payload.get("s")
                 name = payload.get("t")
+                if (
+                    type(seq) is int
+                    and type(name) is str
+                    and name not in _SESSION_DISPATCHES
+                    and self._state is _S.CONNECTED
+                ):
+                    # The common case, inlined: a live session's ordinary dispatch.
+                    self._sequence = seq
+                    self._events.append(DispatchReceived(name=name, sequence=seq, data=d))
+                    return False
                 return self._on_dispatch(
                     gen,
                     now,
