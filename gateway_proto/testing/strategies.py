@@ -1,0 +1,410 @@
+"""Hypothesis strategies for gateway tests: server payloads, dispatch streams, fault schedules.
+
+This module needs hypothesis, the ``[testing]`` extra::
+
+    pip install 'gateway-proto[testing]'
+
+(:mod:`gateway_proto.testing` itself does not import it.) Every strategy draws values a real
+gateway could send, so a client must handle them without raising:
+
+* :func:`gateway_payloads` — one server → client payload of any opcode (0, 1, 7, 9, 10, 11),
+  as the dict before encoding; the per-opcode strategies are public too.
+* :func:`dispatch_streams` — lists of ``(name, data)`` for :meth:`FakeGateway.dispatch`.
+* :func:`faults` and :func:`fault_schedules` — what to inflict and when, for
+  :meth:`Simulator.inject`: drops, close codes (resumable, new-session, optionally fatal),
+  op 7, op 9 ``true``/``false``, op 1, withheld and late ACKs, outages and session expiry.
+
+Example::
+
+    @given(schedule=fault_schedules(max_faults=10, horizon=300.0), stream=dispatch_streams())
+    def test_my_bot_survives(schedule, stream):
+        sim = Simulator(GatewayConnection(config), FakeGateway(token=config.token))
+        for when, fault in schedule:
+            sim.inject(when, fault)
+        ...
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+try:
+    from hypothesis import strategies as st
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "gateway_proto.testing.strategies needs hypothesis: pip install 'gateway-proto[testing]'"
+    ) from exc
+
+from ._faults import (
+    FATAL_CLOSE_CODES,
+    NEW_SESSION_CLOSE_CODES,
+    RESUMABLE_CLOSE_CODES,
+    AnyFault,
+    CloseConnection,
+    DelayAcks,
+    DropConnection,
+    ExpireSession,
+    InvalidateSession,
+    Outage,
+    RequestHeartbeat,
+    RequestReconnect,
+    WithholdAcks,
+)
+
+__all__ = [
+    "DISPATCH_NAMES",
+    "close_codes",
+    "dispatch_data",
+    "dispatch_payloads",
+    "dispatch_streams",
+    "fault_schedules",
+    "faults",
+    "gateway_payloads",
+    "guild_members_chunk_payloads",
+    "heartbeat_ack_payloads",
+    "heartbeat_request_payloads",
+    "hello_payloads",
+    "invalid_session_payloads",
+    "json_values",
+    "rate_limited_payloads",
+    "ready_payloads",
+    "reconnect_payloads",
+    "resumed_payloads",
+    "sequences",
+    "snowflakes",
+]
+
+#: spec §14: the documented dispatch names, except READY, RESUMED and RATE_LIMITED (the
+#: session dispatches have their own strategies).
+DISPATCH_NAMES: tuple[str, ...] = (
+    "APPLICATION_COMMAND_PERMISSIONS_UPDATE",
+    "AUTO_MODERATION_RULE_CREATE",
+    "AUTO_MODERATION_RULE_UPDATE",
+    "AUTO_MODERATION_RULE_DELETE",
+    "AUTO_MODERATION_ACTION_EXECUTION",
+    "CHANNEL_CREATE",
+    "CHANNEL_UPDATE",
+    "CHANNEL_DELETE",
+    "CHANNEL_INFO",
+    "CHANNEL_PINS_UPDATE",
+    "THREAD_CREATE",
+    "THREAD_UPDATE",
+    "THREAD_DELETE",
+    "THREAD_LIST_SYNC",
+    "THREAD_MEMBER_UPDATE",
+    "THREAD_MEMBERS_UPDATE",
+    "ENTITLEMENT_CREATE",
+    "ENTITLEMENT_UPDATE",
+    "ENTITLEMENT_DELETE",
+    "GUILD_CREATE",
+    "GUILD_UPDATE",
+    "GUILD_DELETE",
+    "GUILD_AUDIT_LOG_ENTRY_CREATE",
+    "GUILD_BAN_ADD",
+    "GUILD_BAN_REMOVE",
+    "GUILD_EMOJIS_UPDATE",
+    "GUILD_STICKERS_UPDATE",
+    "GUILD_INTEGRATIONS_UPDATE",
+    "GUILD_MEMBER_ADD",
+    "GUILD_MEMBER_REMOVE",
+    "GUILD_MEMBER_UPDATE",
+    "GUILD_MEMBERS_CHUNK",
+    "GUILD_ROLE_CREATE",
+    "GUILD_ROLE_UPDATE",
+    "GUILD_ROLE_DELETE",
+    "GUILD_SCHEDULED_EVENT_CREATE",
+    "GUILD_SCHEDULED_EVENT_UPDATE",
+    "GUILD_SCHEDULED_EVENT_DELETE",
+    "GUILD_SCHEDULED_EVENT_USER_ADD",
+    "GUILD_SCHEDULED_EVENT_USER_REMOVE",
+    "GUILD_SOUNDBOARD_SOUND_CREATE",
+    "GUILD_SOUNDBOARD_SOUND_UPDATE",
+    "GUILD_SOUNDBOARD_SOUND_DELETE",
+    "GUILD_SOUNDBOARD_SOUNDS_UPDATE",
+    "SOUNDBOARD_SOUNDS",
+    "INTEGRATION_CREATE",
+    "INTEGRATION_UPDATE",
+    "INTEGRATION_DELETE",
+    "INTERACTION_CREATE",
+    "INVITE_CREATE",
+    "INVITE_DELETE",
+    "MESSAGE_CREATE",
+    "MESSAGE_UPDATE",
+    "MESSAGE_DELETE",
+    "MESSAGE_DELETE_BULK",
+    "MESSAGE_REACTION_ADD",
+    "MESSAGE_REACTION_REMOVE",
+    "MESSAGE_REACTION_REMOVE_ALL",
+    "MESSAGE_REACTION_REMOVE_EMOJI",
+    "PRESENCE_UPDATE",
+    "STAGE_INSTANCE_CREATE",
+    "STAGE_INSTANCE_UPDATE",
+    "STAGE_INSTANCE_DELETE",
+    "SUBSCRIPTION_CREATE",
+    "SUBSCRIPTION_UPDATE",
+    "SUBSCRIPTION_DELETE",
+    "TYPING_START",
+    "USER_UPDATE",
+    "VOICE_CHANNEL_EFFECT_SEND",
+    "VOICE_CHANNEL_START_TIME_UPDATE",
+    "VOICE_CHANNEL_STATUS_UPDATE",
+    "VOICE_STATE_UPDATE",
+    "VOICE_SERVER_UPDATE",
+    "WEBHOOKS_UPDATE",
+    "MESSAGE_POLL_VOTE_ADD",
+    "MESSAGE_POLL_VOTE_REMOVE",
+)
+
+Payload = dict[str, Any]
+CloseKind = Literal["any", "resumable", "new_session", "fatal"]
+
+
+def snowflakes() -> st.SearchStrategy[str]:
+    """Snowflakes as JSON carries them: decimal strings of unsigned 64-bit ints (spec §10.1)."""
+    return st.integers(min_value=0, max_value=2**64 - 1).map(str)
+
+
+def sequences() -> st.SearchStrategy[int]:
+    """Dispatch sequence numbers (``s``), from 1."""
+    return st.integers(min_value=1, max_value=2**31 - 1)
+
+
+def json_values(*, max_leaves: int = 8) -> st.SearchStrategy[Any]:
+    """Any JSON value (finite numbers; nested lists and objects)."""
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**53), max_value=2**53)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=20)
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def dispatch_data() -> st.SearchStrategy[dict[str, Any]]:
+    """A dispatch's ``d``: an object (with an ``id`` snowflake, as most events have)."""
+    return st.builds(
+        lambda ident, extra: {"id": ident, **extra},
+        snowflakes(),
+        st.dictionaries(st.text(min_size=1, max_size=8), json_values(), max_size=4),
+    )
+
+
+def hello_payloads(
+    *, min_interval_ms: int = 1000, max_interval_ms: int = 60_000
+) -> st.SearchStrategy[Payload]:
+    """Op 10 HELLO with an interval in ms, sometimes with ``_trace`` and null ``s``/``t`` (§3)."""
+    return st.builds(
+        lambda interval, trace, nulls: {
+            "op": 10,
+            "d": {"heartbeat_interval": interval, **({"_trace": trace} if trace else {})},
+            **({"s": None, "t": None} if nulls else {}),
+        },
+        st.integers(min_value=min_interval_ms, max_value=max_interval_ms),
+        st.lists(st.text(max_size=12), max_size=2),
+        st.booleans(),
+    )
+
+
+def heartbeat_request_payloads() -> st.SearchStrategy[Payload]:
+    """Op 1: the server asks for an immediate heartbeat (spec §3)."""
+    return st.sampled_from([{"op": 1, "d": None}, {"op": 1, "d": None, "s": None, "t": None}])
+
+
+def heartbeat_ack_payloads() -> st.SearchStrategy[Payload]:
+    """Op 11, with or without ``d`` (spec §15 item 14)."""
+    return st.sampled_from([{"op": 11}, {"op": 11, "d": None}, {"op": 11, "s": None, "t": None}])
+
+
+def reconnect_payloads() -> st.SearchStrategy[Payload]:
+    """Op 7 Reconnect (spec §6)."""
+    return st.sampled_from([{"op": 7, "d": None}, {"op": 7, "d": None, "s": None, "t": None}])
+
+
+def invalid_session_payloads(resumable: bool | None = None) -> st.SearchStrategy[Payload]:
+    """Op 9 with ``d`` ``true``/``false`` (any when ``resumable`` is ``None``) (spec §6)."""
+    values = st.booleans() if resumable is None else st.just(resumable)
+    return values.map(lambda d: {"op": 9, "d": d})
+
+
+def ready_payloads(seq: st.SearchStrategy[int] | None = None) -> st.SearchStrategy[Payload]:
+    """A READY dispatch (spec §4.2) with a session id and a ``wss://`` resume URL."""
+    return st.builds(
+        lambda s, session_id, host, user_id, guilds, shard: {
+            "op": 0,
+            "s": s,
+            "t": "READY",
+            "d": {
+                "v": 10,
+                "session_id": session_id,
+                "resume_gateway_url": f"wss://{host}.gateway.test",
+                "user": {"id": user_id, "username": "bot", "bot": True},
+                "guilds": [{"id": g, "unavailable": True} for g in guilds],
+                **({"shard": list(shard)} if shard else {}),
+                "application": {"id": user_id, "flags": 0},
+            },
+        },
+        seq if seq is not None else st.just(1),
+        st.text(alphabet="0123456789abcdef", min_size=8, max_size=32),
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=12),
+        snowflakes(),
+        st.lists(snowflakes(), max_size=3),
+        st.none()
+        | st.integers(1, 16).flatmap(lambda n: st.tuples(st.integers(0, n - 1), st.just(n))),
+    )
+
+
+def resumed_payloads() -> st.SearchStrategy[Payload]:
+    """The RESUMED dispatch (spec §5): no documented fields; ``s`` null or absent."""
+    return st.sampled_from(
+        [{"op": 0, "s": None, "t": "RESUMED", "d": {}}, {"op": 0, "t": "RESUMED", "d": None}]
+    )
+
+
+def dispatch_payloads(
+    *, names: st.SearchStrategy[str] | None = None, seq: st.SearchStrategy[int] | None = None
+) -> st.SearchStrategy[Payload]:
+    """An op 0 dispatch of an ordinary event (spec §14)."""
+    return st.builds(
+        lambda s, t, d: {"op": 0, "s": s, "t": t, "d": d},
+        seq if seq is not None else sequences(),
+        names if names is not None else st.sampled_from(DISPATCH_NAMES),
+        dispatch_data(),
+    )
+
+
+def guild_members_chunk_payloads(
+    seq: st.SearchStrategy[int] | None = None,
+) -> st.SearchStrategy[Payload]:
+    """A GUILD_MEMBERS_CHUNK dispatch (spec §12): ``0 <= chunk_index < chunk_count``."""
+
+    def build(  # noqa: PLR0917 - st.builds passes the drawn values positionally
+        s: int, guild: str, count: int, index: int, users: list[str], nonce: Any
+    ) -> Payload:
+        d: dict[str, Any] = {
+            "guild_id": guild,
+            "members": [{"user": {"id": u, "username": f"user{u[-4:]}"}} for u in users],
+            "chunk_index": index % count,
+            "chunk_count": count,
+        }
+        if nonce is not None:
+            d["nonce"] = nonce
+        return {"op": 0, "s": s, "t": "GUILD_MEMBERS_CHUNK", "d": d}
+
+    return st.builds(
+        build,
+        seq if seq is not None else sequences(),
+        snowflakes(),
+        st.integers(min_value=1, max_value=50),
+        st.integers(min_value=0, max_value=49),
+        st.lists(snowflakes(), max_size=5),
+        st.none() | st.text(alphabet="abcdefghij0123456789", max_size=32),
+    )
+
+
+def rate_limited_payloads() -> st.SearchStrategy[Payload]:
+    """A RATE_LIMITED dispatch for op 8 (spec §8): ``retry_after`` in seconds, no ``s``."""
+    return st.builds(
+        lambda retry, guild, nonce: {
+            "op": 0,
+            "s": None,
+            "t": "RATE_LIMITED",
+            "d": {
+                "opcode": 8,
+                "retry_after": retry,
+                "meta": {"guild_id": guild, **({"nonce": nonce} if nonce is not None else {})},
+            },
+        },
+        st.floats(min_value=0.0, max_value=30.0, allow_nan=False),
+        snowflakes(),
+        st.none() | st.text(alphabet="abcdefghij0123456789", max_size=32),
+    )
+
+
+def gateway_payloads() -> st.SearchStrategy[Payload]:
+    """One server → client payload of any opcode the gateway sends (0, 1, 7, 9, 10, 11)."""
+    return st.one_of(
+        hello_payloads(),
+        heartbeat_request_payloads(),
+        heartbeat_ack_payloads(),
+        reconnect_payloads(),
+        invalid_session_payloads(),
+        ready_payloads(),
+        resumed_payloads(),
+        dispatch_payloads(),
+        guild_members_chunk_payloads(),
+        rate_limited_payloads(),
+    )
+
+
+def dispatch_streams(
+    *,
+    min_size: int = 0,
+    max_size: int = 30,
+    names: st.SearchStrategy[str] | None = None,
+) -> st.SearchStrategy[list[tuple[str, dict[str, Any]]]]:
+    """A list of ``(name, data)`` for :meth:`FakeGateway.dispatch`, in emission order."""
+    return st.lists(
+        st.tuples(names if names is not None else st.sampled_from(DISPATCH_NAMES), dispatch_data()),
+        min_size=min_size,
+        max_size=max_size,
+    )
+
+
+def close_codes(kind: CloseKind = "any") -> st.SearchStrategy[int]:
+    """Close codes a server sends (spec §7): ``resumable``, ``new_session``, ``fatal`` or any."""
+    pools = {
+        "resumable": RESUMABLE_CLOSE_CODES,
+        "new_session": NEW_SESSION_CLOSE_CODES,
+        "fatal": FATAL_CLOSE_CODES,
+        "any": RESUMABLE_CLOSE_CODES + NEW_SESSION_CLOSE_CODES + FATAL_CLOSE_CODES,
+    }
+    return st.sampled_from(pools[kind])
+
+
+def faults(
+    *, include_fatal: bool = False, max_duration: float = 120.0
+) -> st.SearchStrategy[AnyFault]:
+    """One fault (the fault classes of :mod:`gateway_proto.testing` say what each does).
+
+    Drop, close (resumable / new-session / fatal if asked), op 1, op 7, op 9, withheld or
+    late ACKs, an outage, or session expiry.
+    """
+    durations = st.floats(min_value=0.5, max_value=max_duration, allow_nan=False)
+    codes = close_codes("any" if include_fatal else "resumable") | close_codes("new_session")
+    options: list[st.SearchStrategy[Any]] = [
+        st.just(DropConnection()),
+        codes.map(CloseConnection),
+        st.just(RequestReconnect()),
+        st.booleans().map(InvalidateSession),
+        st.just(RequestHeartbeat()),
+        durations.map(WithholdAcks),
+        st.builds(DelayAcks, st.floats(min_value=0.01, max_value=10.0), durations),
+        durations.map(Outage),
+        st.just(ExpireSession()),
+    ]
+    return st.one_of(options)
+
+
+def fault_schedules(
+    *,
+    min_faults: int = 0,
+    max_faults: int = 20,
+    horizon: float = 600.0,
+    include_fatal: bool = False,
+    max_duration: float = 120.0,
+) -> st.SearchStrategy[list[tuple[float, AnyFault]]]:
+    """``(time, fault)`` pairs in time order within ``[0, horizon)`` for :meth:`Simulator.inject`."""
+    entry = st.tuples(
+        st.floats(min_value=0.0, max_value=horizon, exclude_max=True, allow_nan=False),
+        faults(include_fatal=include_fatal, max_duration=max_duration),
+    )
+    return st.lists(entry, min_size=min_faults, max_size=max_faults).map(
+        lambda pairs: sorted(pairs, key=lambda pair: pair[0])
+    )
