@@ -15,6 +15,7 @@ Run: ``python bench/bench_decode.py`` (a few minutes). Not a test.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import sys
@@ -46,13 +47,16 @@ def zstd_stream(texts: list[bytes]) -> list[bytes]:
     return [comp.compress(t) + comp.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK) for t in texts]
 
 
-def best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
+def timed(fn: Callable[[], object]) -> float:
+    """One run with the garbage collector paused, so its pauses do not land on one side."""
+    gc.collect()
+    gc.disable()
+    try:
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        return time.perf_counter() - start
+    finally:
+        gc.enable()
 
 
 def run_floor_zlib(messages: list[bytes]) -> None:
@@ -115,10 +119,15 @@ def main() -> None:
     def measure(
         label: str, floor: Callable[[], object], ours: dict[str, Callable[[], object]]
     ) -> None:
-        floor_time = min(best(floor, 1) for _ in range(args.repeat))
-        for name, fn in ours.items():
-            t = min(best(fn, 1) for _ in range(args.repeat))
-            rows.append((label, name, floor_time, t))
+        # Interleaved: each round times the floor and then every path, best of the rounds.
+        floor_times: list[float] = []
+        our_times: dict[str, list[float]] = {name: [] for name in ours}
+        for _ in range(args.repeat):
+            floor_times.append(timed(floor))
+            for name, fn in ours.items():
+                our_times[name].append(timed(fn))
+        for name in ours:
+            rows.append((label, name, min(floor_times), min(our_times[name])))
 
     J, NONE = Encoding.JSON, TransportCompression.NONE
     z = zlib_stream(texts)
