@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
+import conftest
 import pytest
 
 from gateway_proto import (
@@ -70,29 +71,9 @@ FIRST_BEAT = 20.625
 # --- a private hand driver -------------------------------------------------------------------
 
 
-class FixedRandom(random.Random):
-    """``random()`` returns ``value``; ``uniform(a, b)`` returns ``a + (b - a) * value``."""
-
-    def __init__(self, value: float = 0.5) -> None:
-        super().__init__(0)
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.value
-
-
 def make_config(**overrides: Any) -> GatewayConfig:
-    fields: dict[str, Any] = {
-        "token": TOKEN,
-        "intents": 513,
-        "compression": TransportCompression.NONE,
-        "rng": FixedRandom(),
-    }
-    fields.update(overrides)
-    return GatewayConfig(**fields)
+    """conftest's test config with this file's distinctive token (for the secrecy tests)."""
+    return conftest.make_config(**{"token": TOKEN, **overrides})
 
 
 def wire(action: SendMessage) -> Any:
