@@ -1,10 +1,10 @@
 """The ``gateway-proto`` command line.
 
-``gateway-proto demo`` runs a scripted session against the in-memory fake gateway in virtual
-time and prints its timeline: identify, dispatches, a dropped connection and a resume with
-replay, a server-requested reconnect, a zombie connection, and an invalidated session. No
-token and no network are needed. (Connecting to a real gateway needs the drivers, which are
-not part of this release.)
+``gateway-proto demo`` connects the real client, through the asyncio driver, to the embedded
+gateway on loopback and prints what happens: identify, dispatches, a reset connection and a
+resume with replay, a server-requested reconnect. ``demo --virtual`` runs a longer scripted
+session in virtual time (a zombie connection, an invalidated session too). ``listen``
+connects a shard to Discord, or any compatible server, and prints events as JSON lines.
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ from . import (
 from .testing import FakeGateway, Simulator
 
 
-def describe(item: Any) -> str | None:
-    """One human line for a log entry, or ``None`` for the ones not worth showing."""
+def describe(item: Any, origin: float = 0.0) -> str | None:
+    """One human line for a log entry, or ``None`` for the ones not worth showing.
+
+    Times in the entry (a reconnect deadline) are shown relative to ``origin``.
+    """
     match item:
         case SetTimer():
             return None
@@ -64,7 +67,9 @@ def describe(item: Any) -> str | None:
         case Disconnected() as d:
             why = type(d.error).__name__ if d.error else f"code {d.code}"
             mode = "resume" if d.will_resume else "identify"
-            return f"disconnected #{d.transport_id} ({why}); {mode} at t={d.reconnect_at:.3f}"
+            return (
+                f"disconnected #{d.transport_id} ({why}); {mode} at t={d.reconnect_at - origin:.3f}"
+            )
         case Terminated(code=code, error=error):
             return f"terminated (code {code}{', ' + str(error) if error else ''})"
         case _:
@@ -110,10 +115,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gateway-proto`` console script."""
     parser = argparse.ArgumentParser(prog="gateway-proto", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run a scripted session in virtual time")
-    demo.add_argument("--seed", type=int, default=7, help="seed of the session's randomness")
+    demo = commands.add_parser(
+        "demo", help="connect the real client to the embedded loopback gateway, with faults"
+    )
+    demo.add_argument(
+        "--virtual", action="store_true", help="run the scripted session in virtual time instead"
+    )
+    demo.add_argument("--seed", type=int, default=7, help="seed of the virtual session")
+    listen = commands.add_parser("listen", help="connect a shard and print events as JSON lines")
+    listen.add_argument("--token-file", help="file holding the bot token (default: $DISCORD_TOKEN)")
+    listen.add_argument(
+        "--intents", default="GUILDS", help="names (GUILDS,GUILD_MESSAGES) or a number"
+    )
+    listen.add_argument("--shard", default="0/1", help="shard as ID/COUNT (default 0/1)")
+    listen.add_argument("--encoding", choices=["json", "etf"], default="json")
+    listen.add_argument(
+        "--compression", choices=["zlib-stream", "zstd-stream", "none"], default="zlib-stream"
+    )
+    listen.add_argument("--gateway-url", help="connect here instead of asking GET /gateway/bot")
+    listen.add_argument("--api-base", default="https://discord.com/api/v10", help="REST API base")
+    listen.add_argument("--ca-file", help="trust this CA bundle instead of the system store")
     args = parser.parse_args(argv)
-    return run_demo(args.seed, sys.stdout)
+    if args.command == "demo" and args.virtual:
+        return run_demo(args.seed, sys.stdout)
+    import asyncio  # noqa: PLC0415 - the I/O half is only loaded when it runs
+    import importlib  # noqa: PLC0415
+
+    # adapters/ installs as gateway_proto.adapters; imported by name so that the pure
+    # package never depends on the drivers statically.
+    cli = importlib.import_module("gateway_proto.adapters.cli")
+
+    if args.command == "listen":
+        return int(cli.listen_main(args))
+    return int(asyncio.run(cli.run_demo(sys.stdout)))
 
 
 if __name__ == "__main__":

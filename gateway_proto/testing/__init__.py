@@ -41,6 +41,7 @@ from ._faults import (
     RequestReconnect,
     WithholdAcks,
 )
+from ._loopback import LoopbackGateway
 from ._simulator import DeliveryReport, LogEntry, Simulator
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "Fault",
     "InvalidateSession",
     "LogEntry",
+    "LoopbackGateway",
     "Outage",
     "RequestHeartbeat",
     "RequestReconnect",

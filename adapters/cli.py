@@ -1,0 +1,266 @@
+"""The I/O half of the ``gateway-proto`` command: ``listen`` and the live ``demo``.
+
+``listen`` connects a real shard (to Discord or any compatible server) through the asyncio
+driver and prints one JSON line per event. ``demo`` starts the embedded loopback gateway
+from :mod:`gateway_proto.testing`, connects the real client to it over TCP, and scripts a
+few faults so that identify, dispatches, a dropped connection, a resume with replay and a
+server-requested reconnect show up within seconds, with no token and no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from gateway_proto import (
+    Disconnected,
+    DispatchReceived,
+    Encoding,
+    Event,
+    GatewayConfig,
+    HeartbeatAcknowledged,
+    Intents,
+    SessionResumed,
+    SessionStarted,
+    Terminated,
+    TransportCompression,
+)
+from gateway_proto.__main__ import describe
+from gateway_proto.testing import FakeGateway, LoopbackGateway
+
+from ._common import DiscoveryError
+from .asyncio import Shard, discover_gateway
+
+__all__ = ["event_record", "parse_intents", "read_token", "run_demo", "run_listen"]
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message is printed as it is."""
+
+
+def read_token(token_file: str | None, environ: dict[str, str] | os._Environ[str]) -> str:
+    """The token from ``--token-file`` or ``DISCORD_TOKEN``; never from an argument."""
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read the token file: {exc.strerror}") from exc
+    else:
+        token = environ.get("DISCORD_TOKEN", "").strip()
+    if not token:
+        raise UsageError("no token: set DISCORD_TOKEN or pass --token-file PATH")
+    return token
+
+
+def parse_intents(text: str) -> Intents:
+    """``GUILDS,GUILD_MESSAGES`` (names of :class:`Intents`, any case) or a number."""
+    if text.strip().isdigit():
+        return Intents(int(text))
+    value = Intents.NONE
+    for name in filter(None, (part.strip().upper() for part in text.split(","))):
+        member = Intents.__members__.get(name)
+        if member is None:
+            known = ", ".join(Intents.__members__)
+            raise UsageError(f"unknown intent {name!r}; known: {known}")
+        value |= member
+    return value
+
+
+def event_record(event: Event, now: float) -> dict[str, Any]:
+    """One JSON-ready object per event (``listen``'s output line)."""
+    record: dict[str, Any] = {"time": round(now, 6), "event": type(event).__name__}
+    match event:
+        case DispatchReceived(name=name, sequence=seq, data=data):
+            record.update(name=name, seq=seq, data=data)
+        case SessionStarted(session_id=sid, sequence=seq):
+            record.update(session_id=sid, seq=seq)
+        case SessionResumed(sequence=seq, replayed=replayed):
+            record.update(seq=seq, replayed=replayed)
+        case HeartbeatAcknowledged(latency=latency):
+            record.update(latency=round(latency, 6))
+        case Disconnected() as d:
+            record.update(
+                code=d.code,
+                reason=d.reason,
+                error=None if d.error is None else str(d.error),
+                will_resume=d.will_resume,
+            )
+        case Terminated(code=code, error=error):
+            record.update(code=code, error=None if error is None else str(error))
+        case _:
+            record.update(repr=repr(event))
+    return record
+
+
+class _Status:
+    """The live status line on a terminal's stderr: state, shard, sequence, latency, rate."""
+
+    def __init__(self, shard: Shard, out: TextIO) -> None:
+        self._shard = shard
+        self._out = out
+        self._count = 0
+        self._window_start = time.monotonic()
+        self._rate = 0.0
+
+    def saw_event(self) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._rate = self._count / (now - self._window_start)
+            self._count = 0
+            self._window_start = now
+            self.draw()
+
+    def draw(self) -> None:
+        gateway = self._shard.gateway
+        latency = gateway.latency
+        shard = gateway.config.shard
+        text = (
+            f"{gateway.state.value:<12} shard {shard[0]}/{shard[1]}  seq {gateway.sequence}  "
+            f"latency {'-' if latency is None else f'{latency * 1000:.0f} ms'}  "
+            f"{self._rate:.1f} events/s"
+        )
+        self._out.write(f"\r\x1b[2K{text}")
+        self._out.flush()
+
+
+async def run_listen(
+    config: GatewayConfig,
+    *,
+    out: TextIO,
+    err: TextIO,
+    ssl_context: ssl.SSLContext | None = None,
+    give_up_after: int = 3,
+) -> int:
+    """Print every event as a JSON line until a fatal close or Ctrl-C; return an exit code."""
+    failures = 0
+    live = False
+    async with Shard(config, ssl_context=ssl_context) as shard:
+        status = _Status(shard, err) if err.isatty() else None
+        start = time.monotonic()
+        async for event in shard:
+            out.write(json.dumps(event_record(event, time.monotonic() - start), default=str))
+            out.write("\n")
+            out.flush()
+            if status is not None:
+                status.saw_event()
+            if isinstance(event, SessionStarted | SessionResumed):
+                live, failures = True, 0
+            elif isinstance(event, Disconnected) and event.error is not None:
+                failures += 1
+                err.write(f"\nconnection failed: {event.error}\n")
+                if not live and failures >= give_up_after:
+                    err.write(f"error: giving up after {failures} failed connection attempts\n")
+                    return 1
+            elif isinstance(event, Terminated):
+                if event.error is not None:
+                    err.write(f"\nerror: the gateway ended the connection: {event.error}\n")
+                    return 2
+                return 0
+    return 0
+
+
+async def _discover_url(token: str, api_base: str, context: ssl.SSLContext | None) -> str:
+    info = await discover_gateway(token, api_base=api_base, ssl_context=context)
+    return info.url
+
+
+def listen_main(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """``gateway-proto listen``: build the config from ``args`` and run :func:`run_listen`."""
+    try:
+        token = read_token(args.token_file, os.environ)
+        intents = parse_intents(args.intents)
+        index, _, count = args.shard.partition("/")
+        context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
+        url = args.gateway_url or asyncio.run(_discover_url(token, args.api_base, context))
+        config = GatewayConfig(
+            token=token,
+            intents=intents,
+            shard=(int(index), int(count or 1)),
+            url=url,
+            encoding=Encoding(args.encoding),
+            compression=TransportCompression(args.compression),
+        )
+    except (UsageError, DiscoveryError, ValueError) as exc:
+        err.write(f"error: {exc}\n")
+        return 1
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(run_listen(config, out=out, err=err, ssl_context=context))
+    return 0
+
+
+# -- the live demo ---------------------------------------------------------------------
+
+DEMO_TOKEN = "demo-token"
+
+
+def _demo_script(server: LoopbackGateway) -> list[tuple[float, str, Callable[[], object]]]:
+    """(second, what the server does, how) — realistic traffic and a few faults."""
+
+    def say(name: str, data: dict[str, Any]) -> Callable[[], object]:
+        return lambda: server.call(lambda gw: gw.dispatch(name, data))
+
+    guild = {"id": "81384788765712384", "name": "demo guild", "member_count": 3}
+    return [
+        (0.6, "a guild becomes available", say("GUILD_CREATE", guild)),
+        (0.8, "a message", say("MESSAGE_CREATE", {"content": "hello from loopback"})),
+        (1.5, "restarts: connections reset, port closed for 0.3 s", lambda: server.restart(0.3)),
+        (1.6, "a message while the bot is away", say("MESSAGE_CREATE", {"content": "missed?"})),
+        (
+            4.0,
+            "op 7: the server asks for a reconnect",
+            lambda: server.call(lambda gw: gw.request_reconnect()),
+        ),
+        (4.5, "a typing event", say("TYPING_START", {"channel_id": "1"})),
+    ]
+
+
+def _announce_then_run(
+    loop: asyncio.AbstractEventLoop,
+    note: Callable[[str], None],
+    text: str,
+    step: Callable[[], object],
+) -> None:
+    """Print what the server is about to do, then do it off the loop (it blocks)."""
+    note(text)
+    loop.run_in_executor(None, step)
+
+
+async def run_demo(out: TextIO) -> int:
+    """Serve the loopback gateway, connect the real client, print what happens; 0 if clean."""
+    fake = FakeGateway(token=DEMO_TOKEN, heartbeat_interval_ms=1000)
+    with LoopbackGateway(fake) as server:
+        config = GatewayConfig(
+            token=DEMO_TOKEN,
+            intents=Intents.GUILDS | Intents.GUILD_MESSAGES,
+            url=server.url,
+            compression=TransportCompression.ZLIB_STREAM,
+        )
+        server.call(lambda gw: setattr(gw, "resume_url", server.url))
+        out.write(f"embedded gateway listening on {server.url} (zlib-stream, JSON)\n")
+        loop = asyncio.get_running_loop()
+        start = time.monotonic()
+        origin = loop.time()
+
+        def note(text: str) -> None:
+            out.write(f"{time.monotonic() - start:7.3f}s  server: {text}\n")
+
+        async with Shard(config) as shard:
+            for when, text, step in _demo_script(server):
+                loop.call_at(loop.time() + when, _announce_then_run, loop, note, text, step)
+            loop.call_at(loop.time() + 5.5, lambda: loop.create_task(shard.close()))
+            async for event in shard:
+                line = describe(event, origin)
+                if line is not None:
+                    out.write(f"{time.monotonic() - start:7.3f}s  client: {line}\n")
+        violations = server.call(lambda gw: list(gw.violations))
+    out.write(f"\nfake gateway rule violations: {len(violations)}\n")
+    return 1 if violations else 0

@@ -1,0 +1,335 @@
+"""The core composed with websocket framing: TCP bytes in, TCP work out, still sans-I/O.
+
+:class:`WebSocketConnection` owns a :class:`~gateway_proto.GatewayConnection` and turns its
+transport actions into TCP work: ``OpenTransport`` becomes :class:`OpenTcp` and, once the
+socket is up, an HTTP upgrade; ``SendMessage`` a masked frame; ``CloseTransport`` a close
+frame whose answer (or EOF, code 1006) is reported back to the core. Pings are answered
+here. The only deadline is the core's, so exactly one timer comes out.
+
+Driving it (the same loop as the core's, one layer lower)::
+
+    ws = WebSocketConnection(GatewayConnection(config))
+    ws.connect(now=clock())
+    while True:
+        for action in ws.next_actions():     # OpenTcp / SendBytes / CloseTcp / SetTimer /
+            perform(action)                   # RequestIdentify
+        for event in ws.next_events():       # the core's events, unchanged
+            deliver(event)
+        # then feed exactly one of: handle_tcp_open, receive_data (None at EOF),
+        # handle_tcp_failed, handle_timer, grant_identify, send, close
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import os
+from collections.abc import Callable
+from typing import Final, final
+from urllib.parse import urlsplit
+
+from .._actions import (
+    AbortTransport,
+    CloseTransport,
+    OpenTransport,
+    RequestIdentify,
+    SendMessage,
+    SetTimer,
+)
+from .._commands import Command
+from .._connection import GatewayConnection
+from .._events import Event
+from ._actions import CloseTcp, OpenTcp, SendBytes, WsAction
+from ._errors import HandshakeError, WebSocketProtocolError
+from ._frames import FrameReader, WsOpcode, close_payload, encode_frame, parse_close_payload
+from ._handshake import build_request, check_response, split_head
+
+__all__ = ["DEFAULT_USER_AGENT", "WebSocketConnection"]
+
+DEFAULT_USER_AGENT: Final = "gateway_proto (https://github.com/gateway-proto, 0.1.0)"
+_TEXT: Final = int(WsOpcode.TEXT)
+_BINARY: Final = int(WsOpcode.BINARY)
+_DEFAULT_PORTS: Final = {"ws": 80, "wss": 443}
+
+
+class _Phase(enum.Enum):
+    TCP = "opening TCP"
+    UPGRADE = "upgrading to websocket"
+    OPEN = "open"
+    CLOSE_SENT = "close frame sent"
+
+
+@final
+class _Link:
+    """One TCP connection, one per core transport generation."""
+
+    __slots__ = ("head", "host", "key", "phase", "reader", "target")
+
+    def __init__(self, host: str, target: str, max_size: int) -> None:
+        self.phase = _Phase.TCP
+        self.host = host
+        self.target = target
+        self.key = ""
+        self.head = b""
+        self.reader = FrameReader(max_message_size=max_size)
+
+
+@final
+class WebSocketConnection:
+    """A :class:`GatewayConnection` spoken over raw TCP bytes (DESIGN §5).
+
+    Args:
+        gateway: the core; it must be fresh (not yet connected) and is driven only
+            through this object from now on.
+        entropy: the source of masking keys and handshake nonces (RFC 6455 §5.3, §4.1);
+            ``os.urandom`` by default, injectable so a test can replay a run exactly.
+        user_agent: the ``User-Agent`` header of the upgrade request.
+
+    Inputs never raise because of what the peer sent: a framing error, a refused upgrade
+    or EOF ends that transport and the core reconnects as its policy says.
+    """
+
+    __slots__ = ("_actions", "_entropy", "_gateway", "_links", "_user_agent")
+
+    def __init__(
+        self,
+        gateway: GatewayConnection,
+        *,
+        entropy: Callable[[int], bytes] = os.urandom,
+        user_agent: str = DEFAULT_USER_AGENT,
+    ) -> None:
+        self._gateway = gateway
+        self._entropy = entropy
+        self._user_agent = user_agent
+        self._links: dict[int, _Link] = {}
+        self._actions: list[WsAction] = []
+
+    @property
+    def gateway(self) -> GatewayConnection:
+        """The core, for its state, session, latency and :meth:`~GatewayConnection.snapshot`."""
+        return self._gateway
+
+    def next_actions(self) -> list[WsAction]:
+        """Return and forget the TCP actions emitted since the last call, in order."""
+        actions, self._actions = self._actions, []
+        return actions
+
+    def next_events(self) -> list[Event]:
+        """Return and forget the core's events emitted since the last call, in order."""
+        return self._gateway.next_events()
+
+    # -- inputs from the application (forwarded; the core validates them) ---------------
+
+    def connect(self, *, now: float) -> None:
+        """Start connecting (see :meth:`GatewayConnection.connect`)."""
+        self._gateway.connect(now=now)
+        self._pump(now)
+
+    def send(self, command: Command, *, now: float) -> None:
+        """Queue a command (see :meth:`GatewayConnection.send`)."""
+        self._gateway.send(command, now=now)
+        self._pump(now)
+
+    def close(self, code: int = 1000, *, now: float, reason: str = "") -> None:
+        """End the connection (see :meth:`GatewayConnection.close`)."""
+        self._gateway.close(code, now=now, reason=reason)
+        self._pump(now)
+
+    def grant_identify(self, *, now: float) -> None:
+        """The identify scheduler allows one IDENTIFY now."""
+        self._gateway.grant_identify(now=now)
+        self._pump(now)
+
+    def handle_timer(self, *, now: float) -> None:
+        """Handle every deadline at or before ``now``."""
+        self._gateway.handle_timer(now=now)
+        self._pump(now)
+
+    # -- inputs from the socket ---------------------------------------------------------
+
+    def handle_tcp_open(self, transport_id: int, *, now: float) -> None:
+        """The connection of ``OpenTcp(transport_id)`` is up (and TLS done): send the upgrade."""
+        link = self._links.get(transport_id)
+        if link is None or link.phase is not _Phase.TCP:
+            return
+        link.phase = _Phase.UPGRADE
+        link.key = base64.b64encode(self._entropy(16)).decode("ascii")
+        request = build_request(link.host, link.target, link.key, self._user_agent)
+        self._actions.append(SendBytes(request, transport_id))
+
+    def handle_tcp_failed(self, transport_id: int, reason: str, *, now: float) -> None:
+        """The connection could not be made or broke (refused, DNS, TLS, reset)."""
+        if self._links.pop(transport_id, None) is None:
+            return
+        self._actions.append(CloseTcp(transport_id, abort=True))
+        self._gateway.handle_transport_closed(transport_id, None, reason, now=now)
+        self._pump(now)
+
+    def receive_data(self, transport_id: int, data: bytes | None, *, now: float) -> None:
+        """Bytes read from ``transport_id``, any amount; ``None`` at EOF (reported as 1006)."""
+        link = self._links.get(transport_id)
+        if link is None:
+            return
+        if data is None:
+            self._end_link(transport_id, CloseTcp(transport_id, abort=False))
+            if link.phase is _Phase.OPEN or link.phase is _Phase.CLOSE_SENT:
+                # RFC 6455 §7.1.5: a connection closed without a close frame is 1006.
+                reason = "connection closed without a close frame"
+                self._gateway.handle_transport_closed(transport_id, 1006, reason, now=now)
+            else:
+                reason = f"connection closed while {link.phase.value}"
+                self._gateway.handle_transport_closed(transport_id, None, reason, now=now)
+        elif link.phase is _Phase.OPEN:
+            try:
+                frames = link.reader.feed(data)
+            except WebSocketProtocolError as exc:
+                self._protocol_error(transport_id, exc, now)
+            else:
+                self._deliver(transport_id, frames, now)
+        elif link.phase is _Phase.UPGRADE:
+            self._upgrade(transport_id, link, data, now)
+        elif link.phase is _Phase.CLOSE_SENT:
+            try:
+                frames = link.reader.feed(data)
+            except WebSocketProtocolError as exc:
+                self._protocol_error(transport_id, exc, now)
+            else:
+                self._await_close(transport_id, frames, now)
+        self._pump(now)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _deliver(self, transport_id: int, frames: list[tuple[int, bytes]], now: float) -> None:
+        # The core ignores messages once it has started closing, so the rest of a read is
+        # fed as it is; only a close frame or a framing error ends the loop.
+        receive = self._gateway.receive_message
+        for opcode, payload in frames:
+            if opcode == _BINARY:
+                receive(transport_id, payload, now=now)
+            elif opcode == _TEXT:
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    # RFC 6455 §8.1: a text message that is not UTF-8 fails the connection.
+                    error = WebSocketProtocolError(1007, "text message is not valid UTF-8")
+                    self._protocol_error(transport_id, error, now)
+                    return
+                receive(transport_id, text, now=now)
+            elif opcode == WsOpcode.PING:
+                # RFC 6455 §5.5.2: answer with a pong carrying the same data.
+                self._send_frame(transport_id, WsOpcode.PONG, payload)
+            elif opcode == WsOpcode.CLOSE:
+                self._peer_closed(transport_id, payload, echo=True, now=now)
+                return
+
+    def _await_close(self, transport_id: int, frames: list[tuple[int, bytes]], now: float) -> None:
+        """After our close frame, only the peer's close frame matters (RFC 6455 §5.5.1)."""
+        for opcode, payload in frames:
+            if opcode == WsOpcode.CLOSE:
+                self._peer_closed(transport_id, payload, echo=False, now=now)
+                return
+
+    def _upgrade(self, transport_id: int, link: _Link, data: bytes, now: float) -> None:
+        link.head += data
+        try:
+            parsed = split_head(link.head)
+            if parsed is None:
+                return
+            start_line, headers, rest = parsed
+            check_response(start_line, headers, link.key)
+        except HandshakeError as exc:
+            self._end_link(transport_id, CloseTcp(transport_id, abort=True))
+            self._gateway.handle_transport_closed(transport_id, None, str(exc), now=now)
+            return
+        link.head = b""
+        link.phase = _Phase.OPEN
+        self._gateway.handle_transport_open(transport_id, now=now)
+        if rest:
+            self._pump(now)
+            self.receive_data(transport_id, rest, now=now)
+
+    def _peer_closed(self, transport_id: int, payload: bytes, *, echo: bool, now: float) -> None:
+        try:
+            code, reason = parse_close_payload(payload)
+        except WebSocketProtocolError as exc:
+            self._protocol_error(transport_id, exc, now)
+            return
+        if echo:
+            # RFC 6455 §5.5.1: answer a close frame with one carrying the same code.
+            self._send_frame(transport_id, WsOpcode.CLOSE, close_payload(code))
+        self._end_link(transport_id, CloseTcp(transport_id, abort=False))
+        # RFC 6455 §7.1.5: a close frame without a code reports 1005.
+        reported = 1005 if code is None else code
+        self._gateway.handle_transport_closed(transport_id, reported, reason, now=now)
+
+    def _protocol_error(self, transport_id: int, error: WebSocketProtocolError, now: float) -> None:
+        """Fail the connection (RFC 6455 §7.1.7): a close frame with the code, then the socket."""
+        self._send_frame(transport_id, WsOpcode.CLOSE, close_payload(error.code, str(error)))
+        self._end_link(transport_id, CloseTcp(transport_id, abort=False))
+        self._gateway.handle_transport_closed(
+            transport_id, None, f"websocket protocol error: {error}", now=now
+        )
+
+    def _end_link(self, transport_id: int, action: CloseTcp) -> None:
+        self._links.pop(transport_id, None)
+        self._actions.append(action)
+
+    def _send_frame(self, transport_id: int, opcode: int, payload: bytes) -> None:
+        frame = encode_frame(opcode, payload, self._entropy(4))
+        self._actions.append(SendBytes(frame, transport_id))
+
+    def _pump(self, now: float) -> None:
+        """Translate the core's actions into TCP work, until it has none left."""
+        gateway = self._gateway
+        actions = gateway.next_actions()
+        while actions:
+            for action in actions:
+                if isinstance(action, SendMessage):
+                    link = self._links.get(action.transport_id)
+                    if link is not None and link.phase is _Phase.OPEN:
+                        data = action.data
+                        if isinstance(data, str):
+                            self._send_frame(action.transport_id, _TEXT, data.encode("utf-8"))
+                        else:
+                            self._send_frame(action.transport_id, _BINARY, data)
+                elif isinstance(action, SetTimer | RequestIdentify):
+                    self._actions.append(action)
+                elif isinstance(action, OpenTransport):
+                    self._open(action, now)
+                elif isinstance(action, CloseTransport):
+                    self._close(action, now)
+                else:
+                    assert isinstance(action, AbortTransport)
+                    if self._links.pop(action.transport_id, None) is not None:
+                        self._actions.append(CloseTcp(action.transport_id, abort=True))
+            actions = gateway.next_actions()
+
+    def _open(self, action: OpenTransport, now: float) -> None:
+        tid = action.transport_id
+        parts = urlsplit(action.url)
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+        except ValueError:
+            port = 0
+        host = parts.hostname
+        if scheme not in _DEFAULT_PORTS or not host or not port:
+            # A resume URL from READY is the peer's data: a bad one fails this attempt only.
+            reason = f"cannot open a websocket to {action.url[:100]!r}"
+            self._gateway.handle_transport_closed(tid, None, reason, now=now)
+            return
+        netloc = parts.netloc.rpartition("@")[2]
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._links[tid] = _Link(netloc, target, self._gateway.config.max_message_size)
+        self._actions.append(OpenTcp(host, port, scheme == "wss", tid))
+
+    def _close(self, action: CloseTransport, now: float) -> None:
+        link = self._links.get(action.transport_id)
+        if link is None:
+            return
+        if link.phase is _Phase.OPEN:
+            link.phase = _Phase.CLOSE_SENT
+            payload = close_payload(action.code, action.reason)
+            self._send_frame(action.transport_id, WsOpcode.CLOSE, payload)
+        else:  # pragma: no cover - the core aborts transports that are not open
+            self._end_link(action.transport_id, CloseTcp(action.transport_id, abort=True))
