@@ -65,6 +65,10 @@ __all__ = [
 ]
 
 
+#: Seconds a custom transport gets to close after the core aborted it.
+_ABORT_GRACE = 2.0
+
+
 class TransportClosedError(Exception):
     """Raised by a :class:`MessageTransport`'s ``recv`` when the websocket has closed."""
 
@@ -323,6 +327,11 @@ class Shard:
         assert self._loop is not None
         self._timer = None
         now = self._loop.time()
+        if now < self._timer_deadline:
+            # asyncio may run a handle up to its clock resolution early; the core would do
+            # nothing and emit no new SetTimer, so the timer is re-armed here.
+            self._timer = self._loop.call_at(self._timer_deadline, self._on_timer)
+            return
         self.watch.fired(self._timer_deadline, now, self._config.shard)
         self._input(lambda at: self._engine().handle_timer(now=at))
 
@@ -440,9 +449,11 @@ class Shard:
         except TransportClosedError as closed:
             code, reason = closed.code, closed.reason
         except asyncio.CancelledError:
+            # The core aborted this transport: close it without ending the session (4000;
+            # 1006 may never be sent, RFC 6455 §7.4.1), and do not wait on it for long.
             writer.cancel()
             with contextlib.suppress(Exception):
-                await transport.close(1006, "")
+                await asyncio.wait_for(transport.close(4000, "abort"), _ABORT_GRACE)
             raise
         except Exception as exc:
             code, reason = None, f"connection lost: {exc}"

@@ -71,6 +71,10 @@ _FLUSH_POLL: Final = 0.001
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 
+#: FakeGateway's default ``resume_url``, which resolves nowhere.
+_UNROUTABLE_RESUME_URL = "wss://resume.fake.gateway"
+
+
 class _Phase(enum.Enum):
     HEAD = "reading the HTTP head"
     OPEN = "websocket open (a FakeGateway transport)"
@@ -437,6 +441,9 @@ class LoopbackGateway:
             self._stopped = True
             self._join()
             raise
+        if self.call(lambda gw: gw.resume_url) == _UNROUTABLE_RESUME_URL:
+            # READY's resume URL must lead back here, or every resume would fail DNS.
+            self.call(lambda gw: setattr(gw, "resume_url", self.url))
         return self
 
     def stop(self) -> None:

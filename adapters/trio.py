@@ -1,0 +1,896 @@
+"""The trio driver: one shard (or a group) over real sockets, owned by one task.
+
+::
+
+    async with Shard(GatewayConfig(token=..., intents=...)) as shard:
+        async for event in shard:
+            if isinstance(event, DispatchReceived) and event.name == "MESSAGE_CREATE":
+                await shard.send(UpdatePresence(...))
+
+The core (a :class:`gateway_proto.ws.WebSocketConnection` over the
+:class:`~gateway_proto.GatewayConnection`) belongs to one task, the shard's main task
+(:meth:`Shard.run`, started in a nursery that ``async with`` opens). Nothing else touches it:
+every other task posts to the main task's inbox, a trio memory channel (DESIGN §5):
+
+* one connection task per TCP connection opens it (``trio.open_tcp_stream``, then
+  :class:`trio.SSLStream` for ``wss://``) and runs a reader, which posts what it reads, EOF
+  or the error, and a writer (see below);
+* :meth:`Shard.send` and :meth:`Shard.close` post the call and wait for its answer, so an
+  error of the core (``PayloadTooLarge``, ``LocalProtocolError``...) is raised to the caller
+  unchanged, and the call changed nothing;
+* the identify gate's grant posts a grant.
+
+The main loop drains the core's actions (performing them), queues its events for
+``async for``, then waits on the inbox until the core's one deadline
+(``trio.move_on_at``); at the deadline it calls ``handle_timer`` (and tells
+:class:`~gateway_proto.adapters._common.LoopWatch` how late it ran). Whatever is already in
+the inbox is fed before an overdue deadline is handled, so an ACK that has arrived counts
+(DESIGN §4). ``now`` is ``trio.current_time()`` throughout. There are no locks: only the
+main task calls the core.
+
+Cancellation: a :meth:`Shard.send` that raised ``Cancelled`` did not post anything (the
+wait for the answer is shielded; the main task answers at once). Cancelling the main task
+drops every connection without a close handshake (the session stays resumable on Discord's
+side); :meth:`Shard.close` is the graceful way.
+
+Writes: every connection has its own writer task fed by an unbounded memory channel, so
+bytes keep their order and the main task never waits on a slow socket (a peer that stops
+reading would otherwise stall heartbeats and timers of the whole shard). The writer joins
+what has queued up into one ``send_all``. ``CloseTcp`` queues a marker after the pending
+bytes: the writer flushes, then closes; an abort sets ``SO_LINGER`` to zero (a TCP RST) and
+cancels the connection's tasks at once.
+
+Two transports: the built-in TCP/TLS one, or any websocket client that sends and receives
+whole messages, through a :data:`Connector` returning a :class:`MessageTransport` (the same
+shape as :mod:`gateway_proto.adapters.asyncio`'s). With trio-websocket, for example::
+
+    from trio_websocket import ConnectionClosed, connect_websocket_url
+
+    def trio_websocket_connector(nursery: trio.Nursery) -> Connector:
+        class Adapter:
+            def __init__(self, ws): self._ws = ws
+            async def send(self, data): await self._ws.send_message(data)
+            async def recv(self):
+                try:
+                    return await self._ws.get_message()
+                except ConnectionClosed as exc:
+                    raise TransportClosedError(exc.reason.code, exc.reason.reason or "")
+            async def close(self, code, reason): await self._ws.aclose(code, reason)
+
+        async def connect(url: str) -> MessageTransport:
+            # The core bounds messages itself (config.max_message_size).
+            ws = await connect_websocket_url(nursery, url, max_message_size=2**31)
+            return Adapter(ws)
+
+        return connect
+
+    async with trio.open_nursery() as nursery:
+        async with Shard(config, connector=trio_websocket_connector(nursery)) as shard:
+            ...
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import math
+import socket
+import ssl
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Final, NoReturn, Protocol, assert_never, final
+
+import attrs
+import trio
+
+from gateway_proto import (
+    AbortTransport,
+    CloseTransport,
+    Command,
+    ConnectionState,
+    Event,
+    GatewayConfig,
+    GatewayConnection,
+    IdentifyScheduler,
+    OpenTransport,
+    RequestIdentify,
+    SendMessage,
+    SessionSnapshot,
+    SetTimer,
+    Terminated,
+)
+from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection
+
+from ._common import (
+    DEFAULT_API_BASE,
+    GatewayInfo,
+    IdentifyGate,
+    LoopWatch,
+    default_ssl_context,
+    discover,
+    logger,
+)
+
+__all__ = [
+    "Connector",
+    "MessageTransport",
+    "Shard",
+    "ShardGroup",
+    "ShardNotRunningError",
+    "TransportClosedError",
+    "discover_gateway",
+]
+
+#: Bytes asked for per read; READY and GUILD_CREATE reach megabytes.
+_READ_SIZE: Final = 256 * 1024
+#: Seconds a graceful TCP/TLS close (and a shard's last writes) may take before a hard close.
+_CLOSE_GRACE: Final = 2.0
+#: SO_LINGER on, zero seconds: closing then sends RST instead of FIN.
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)
+#: The close code for a custom transport dropped without a handshake (keeps the session).
+_ABORT_CODE: Final = 4000
+
+
+class TransportClosedError(Exception):
+    """Raised by a :class:`MessageTransport`'s ``recv`` when the websocket has closed."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(f"websocket closed ({code}) {reason}".strip())
+        self.code = code
+        self.reason = reason
+
+
+class ShardNotRunningError(RuntimeError):
+    """The shard was not started yet, or its main task has stopped (it was cancelled)."""
+
+
+class MessageTransport(Protocol):
+    """A websocket from another library, one whole message at a time."""
+
+    async def send(self, data: str | bytes) -> None:
+        """Send one message (text for ``str``)."""
+
+    async def recv(self) -> str | bytes:
+        """Return the next message; raise :class:`TransportClosedError` once closed."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Start (and finish) the close handshake."""
+
+
+#: Opens a :class:`MessageTransport` to a gateway URL.
+Connector = Callable[[str], Awaitable[MessageTransport]]
+
+
+async def discover_gateway(
+    token: str, *, api_base: str = DEFAULT_API_BASE, ssl_context: ssl.SSLContext | None = None
+) -> GatewayInfo:
+    """``GET /gateway/bot`` in a worker thread, so the run loop never blocks (spec §1.1).
+
+    Cancelling the caller abandons the thread (it ends by itself within its timeout).
+    """
+    call = functools.partial(discover, token, api_base=api_base, ssl_context=ssl_context)
+    return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+
+
+# -- what the main task's inbox carries -----------------------------------------------------
+
+
+@final
+@attrs.frozen(slots=True)
+class _TcpOpened:
+    transport_id: int
+
+
+@final
+@attrs.frozen(slots=True)
+class _TcpData:
+    transport_id: int
+    data: bytes | None  # None: EOF
+
+
+@final
+@attrs.frozen(slots=True)
+class _TcpFailed:
+    transport_id: int
+    reason: str
+
+
+@final
+@attrs.frozen(slots=True)
+class _MessageOpened:
+    transport_id: int
+
+
+@final
+@attrs.frozen(slots=True)
+class _Message:
+    transport_id: int
+    data: str | bytes
+
+
+@final
+@attrs.frozen(slots=True)
+class _MessageClosed:
+    transport_id: int
+    code: int | None
+    reason: str
+
+
+@final
+@attrs.frozen(slots=True)
+class _Grant:
+    pass
+
+
+@final
+class _Call:
+    """An application call (send, close) run by the main task; the caller awaits ``done``."""
+
+    __slots__ = ("done", "error", "feed")
+
+    def __init__(self, feed: Callable[[float], None]) -> None:
+        self.feed = feed
+        self.done = trio.Event()
+        self.error: Exception | None = None
+
+    def run(self, now: float) -> None:
+        try:
+            self.feed(now)
+        except Exception as exc:  # handed to the caller, unchanged
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+_Input = (
+    _TcpOpened | _TcpData | _TcpFailed | _MessageOpened | _Message | _MessageClosed | _Grant | _Call
+)
+#: What a connection's writer is given: bytes (TCP) or a message (custom transport); a
+#: ``(code, reason)`` pair starts a custom transport's close; ``None`` ends the writer.
+_Out = bytes | str | tuple[int, str] | None
+
+
+@final
+class _Link:
+    """One connection's tasks, as the main task sees them."""
+
+    __slots__ = ("outbox", "scope", "tcp")
+
+    def __init__(self, outbox: trio.MemorySendChannel[_Out]) -> None:
+        self.outbox = outbox
+        self.scope = trio.CancelScope()
+        #: The raw socket stream, once connected (for SO_LINGER on abort).
+        self.tcp: trio.SocketStream | None = None
+
+
+@final
+class _GateTimer:
+    """An :class:`IdentifyGate`'s one timer, as a task: :meth:`set` moves it, :meth:`run` polls."""
+
+    __slots__ = ("_deadline", "_scope")
+
+    def __init__(self) -> None:
+        self._deadline = math.inf
+        self._scope: trio.CancelScope | None = None
+
+    def set(self, deadline: float | None) -> None:
+        self._deadline = math.inf if deadline is None else deadline
+        if self._scope is not None:
+            self._scope.deadline = self._deadline
+
+    async def run(self, gate: IdentifyGate) -> NoReturn:
+        while True:
+            with trio.CancelScope(deadline=self._deadline) as scope:
+                self._scope = scope
+                await trio.sleep_forever()
+            self._scope = None
+            self._deadline = math.inf
+            gate.poll(now=trio.current_time())
+
+
+def _why(exc: BaseException) -> str:
+    """The useful part of an I/O error (trio wraps TLS and socket errors)."""
+    cause = exc.__cause__
+    return str(cause if cause is not None else exc) or type(exc).__name__
+
+
+@final
+class Shard:
+    """One gateway connection, run by one trio task.
+
+    Args:
+        config: the core's configuration (token, intents, shard, URL, encoding...).
+        ssl_context: for ``wss://``; by default the system trust store with full checks.
+        connector: run over another websocket library instead of the built-in transport.
+        identify: an :class:`IdentifyGate` shared with other shards (see :class:`ShardGroup`;
+            its timer must be run by whoever made it); by default the shard has its own,
+            with one identify per 5 s.
+        stall_warning: seconds a timer may fire late before a blocked-loop warning.
+        snapshot: resume this session on the first connection (a cold resume).
+
+    Use it with ``async with`` (which runs :meth:`run` in a nursery of its own), or start
+    :meth:`run` in your nursery: ``await nursery.start(shard.run)``.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        connector: Connector | None = None,
+        identify: IdentifyGate | None = None,
+        stall_warning: float = 1.0,
+        snapshot: SessionSnapshot | None = None,
+    ) -> None:
+        self._config = config
+        gateway = GatewayConnection(config, snapshot=snapshot)
+        self._gateway = gateway
+        self._ws = WebSocketConnection(gateway) if connector is None else None
+        self._engine: WebSocketConnection | GatewayConnection = (
+            self._ws if self._ws is not None else gateway
+        )
+        self._connector = connector
+        self._ssl = ssl_context
+        self._gate = identify
+        self._started = False
+        self._inbox: trio.MemorySendChannel[_Input] | None = None
+        self._nursery: trio.Nursery | None = None
+        self._links: dict[int, _Link] = {}
+        self._deadline: float | None = None
+        self._terminated = False
+        self._events: collections.deque[Event] = collections.deque()
+        self._wakeup = trio.Event()
+        self._done = trio.Event()
+        self._exhausted = False
+        self._manager: contextlib.AbstractAsyncContextManager[trio.Nursery] | None = None
+        self.watch = LoopWatch(stall_warning)
+
+    # -- the public API -----------------------------------------------------------------
+
+    @property
+    def gateway(self) -> GatewayConnection:
+        """The core (state, session id, sequence, latency); do not feed it directly."""
+        return self._gateway
+
+    @property
+    def backlog(self) -> int:
+        """Events received but not yet taken by the application."""
+        return len(self._events)
+
+    async def __aenter__(self) -> Shard:
+        if self._started:
+            raise RuntimeError("this shard was already started")
+        manager = trio.open_nursery()
+        nursery = await manager.__aenter__()
+        try:
+            await nursery.start(self.run)
+        except BaseException as exc:
+            await manager.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._manager = manager
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        manager = self._manager
+        assert manager is not None
+        self._manager = None
+        try:
+            await self.close()
+        finally:
+            # The body's own exception (if any) propagates unchanged: it is not handed to
+            # the nursery, which would wrap it in an ExceptionGroup.
+            await manager.__aexit__(None, None, None)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect and run the shard until it terminates (the task that owns the core).
+
+        ``await nursery.start(shard.run)`` returns once the shard accepts calls. Cancelling
+        this task drops the connection without a close handshake; :meth:`close` is the
+        graceful way.
+        """
+        if self._started:
+            raise RuntimeError("this shard was already started")
+        self._started = True
+        inbox, receive = trio.open_memory_channel[_Input](math.inf)
+        gate_scope = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            gate = self._gate
+            if gate is None:
+                timer = _GateTimer()
+                gate = self._gate = IdentifyGate(IdentifyScheduler(), timer.set)
+                nursery.start_soon(_run_in_scope, gate_scope, timer.run, gate)
+            gate.register(self._config.shard[0], self._grant)
+            self._inbox = inbox
+            task_status.started()
+            try:
+                await self._serve(receive)
+            finally:
+                self._finish(receive)
+                gate_scope.cancel()
+                # Let graceful closes (close frame echoes, TLS close_notify) finish, briefly.
+                nursery.cancel_scope.deadline = trio.current_time() + _CLOSE_GRACE
+
+    async def send(self, command: Command) -> None:
+        """Queue a command; it goes out once the session is live, within the rate limit.
+
+        Raises what :meth:`GatewayConnection.send` raises (misuse changes nothing), and
+        :class:`ShardNotRunningError` before the shard starts or after it was cancelled.
+        """
+        engine = self._engine
+        await self._call(lambda now: engine.send(command, now=now))
+
+    async def close(self, *, resumable: bool = False) -> SessionSnapshot | None:
+        """Close and wait until the connection is gone.
+
+        With ``resumable=True`` the session stays alive on Discord's side (close 4000) and
+        its :class:`SessionSnapshot` is returned for a cold resume; otherwise the session
+        ends (close 1000) and ``None`` is returned.
+        """
+        if not self._started:
+            return None
+        if not self._done.is_set():
+            code = 4000 if resumable else 1000
+            engine = self._engine
+            with contextlib.suppress(ShardNotRunningError):
+                await self._call(lambda now: engine.close(code, now=now, reason="closing"))
+            await self._done.wait()
+        return self._gateway.snapshot(taken_at=time.time()) if resumable else None
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection has terminated (fatal close, :meth:`close`, cancel)."""
+        await self._done.wait()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        if not self._started:
+            raise ShardNotRunningError("start the shard first (async with Shard(...) as shard)")
+        return self
+
+    async def __anext__(self) -> Event:
+        await trio.lowlevel.checkpoint()
+        while not self._events:
+            if self._exhausted or self._done.is_set():
+                raise StopAsyncIteration
+            self._wakeup = trio.Event()
+            await self._wakeup.wait()
+        event = self._events.popleft()
+        if isinstance(event, Terminated):
+            self._exhausted = True
+        return event
+
+    # -- the main task ------------------------------------------------------------------
+
+    async def _call(self, feed: Callable[[float], None]) -> None:
+        """Run ``feed`` on the main task and re-raise its error here."""
+        inbox = self._inbox
+        if inbox is None:
+            raise ShardNotRunningError("start the shard first (async with Shard(...) as shard)")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        call = _Call(feed)
+        try:
+            inbox.send_nowait(call)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The main task is gone and nothing else uses the core: a closed core answers
+            # the call itself (send raises, close does nothing).
+            if self._gateway.state is not ConnectionState.CLOSED:
+                raise ShardNotRunningError("the shard's main task was cancelled") from None
+            feed(trio.current_time())
+            return
+        # The main task answers at once (it never blocks), and answers every call left in
+        # its inbox when it stops; shielding keeps "cancelled means not done" exact.
+        with trio.CancelScope(shield=True):
+            await call.done.wait()
+        if call.error is not None:
+            raise call.error
+
+    async def _serve(self, inbox: trio.MemoryReceiveChannel[_Input]) -> None:
+        """The main loop: perform actions, deliver events, wait for one input or the timer."""
+        self._engine.connect(now=trio.current_time())
+        self._step()
+        while not self._terminated:
+            item: _Input | None = None
+            try:
+                item = inbox.receive_nowait()
+            except trio.WouldBlock:
+                # Everything received is fed before a deadline is judged (DESIGN §4: an ACK
+                # already read must count before the heartbeat deadline).
+                deadline = self._deadline
+                if deadline is not None and trio.current_time() >= deadline:
+                    self._fire(deadline)
+                    continue
+                with trio.move_on_at(math.inf if deadline is None else deadline):
+                    item = await inbox.receive()
+                if item is None:
+                    continue  # the deadline: handled at the top of the loop
+            self._feed(item)
+            self._step()
+
+    def _fire(self, deadline: float) -> None:
+        now = trio.current_time()
+        self.watch.fired(deadline, now, self._config.shard)
+        # SetTimer is one-shot: the core sets a new one whenever its deadline moves.
+        self._deadline = None
+        self._engine.handle_timer(now=now)
+        self._step()
+
+    def _feed(self, item: _Input) -> None:
+        now = trio.current_time()
+        match item:
+            case _TcpData(transport_id=tid, data=data):
+                assert self._ws is not None
+                self._ws.receive_data(tid, data, now=now)
+            case _TcpOpened(transport_id=tid):
+                assert self._ws is not None
+                self._ws.handle_tcp_open(tid, now=now)
+            case _TcpFailed(transport_id=tid, reason=reason):
+                assert self._ws is not None
+                self._ws.handle_tcp_failed(tid, reason, now=now)
+            case _Call():
+                item.run(now)
+            case _Grant():
+                self._engine.grant_identify(now=now)
+            case _Message(transport_id=tid, data=data):
+                self._gateway.receive_message(tid, data, now=now)
+            case _MessageOpened(transport_id=tid):
+                self._gateway.handle_transport_open(tid, now=now)
+            case _MessageClosed(transport_id=tid, code=code, reason=reason):
+                self._links.pop(tid, None)
+                self._gateway.handle_transport_closed(tid, code, reason, now=now)
+            case _:
+                assert_never(item)
+
+    def _step(self) -> None:
+        """Perform the core's actions, then queue its events for the application."""
+        engine = self._engine
+        for action in engine.next_actions():
+            self._perform(action)
+        events = engine.next_events()
+        if events:
+            self._events.extend(events)
+            self._wakeup.set()
+            if isinstance(events[-1], Terminated):
+                self._terminated = True
+
+    def _perform(
+        self,
+        action: OpenTcp
+        | SendBytes
+        | CloseTcp
+        | SetTimer
+        | RequestIdentify
+        | OpenTransport
+        | SendMessage
+        | CloseTransport
+        | AbortTransport,
+    ) -> None:
+        match action:
+            case SendBytes(data=data, transport_id=tid):
+                self._write(tid, data)
+            case SetTimer(deadline=deadline):
+                self._deadline = deadline
+            case OpenTcp(transport_id=tid):
+                self._open(tid, functools.partial(self._run_tcp, action))
+            case CloseTcp(transport_id=tid, abort=abort):
+                self._end_link(tid, abort=abort)
+            case RequestIdentify(shard_id=shard_id):
+                assert self._gate is not None
+                self._gate.request(shard_id, now=trio.current_time())
+            case SendMessage(data=data, transport_id=tid):
+                self._write(tid, data)
+            case OpenTransport(url=url, transport_id=tid):
+                self._open(tid, functools.partial(self._run_custom, url, tid))
+            case CloseTransport(code=code, reason=reason, transport_id=tid):
+                self._write(tid, (code, reason))
+            case AbortTransport(transport_id=tid):
+                self._end_link(tid, abort=True)
+            case _:
+                assert_never(action)
+
+    def _grant(self) -> None:
+        """The identify gate's grant (called on the gate's timer task or ours)."""
+        inbox = self._inbox
+        if inbox is not None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                inbox.send_nowait(_Grant())
+
+    def _post(self, item: _Input) -> None:
+        """Give the main task one input (from a connection task)."""
+        inbox = self._inbox
+        assert inbox is not None
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            inbox.send_nowait(item)
+
+    def _finish(self, inbox: trio.MemoryReceiveChannel[_Input]) -> None:
+        """The main loop ended: answer waiting calls, release waiters, drop connections."""
+        assert self._gate is not None
+        self._gate.unregister(self._config.shard[0])
+        while True:
+            try:
+                item = inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if isinstance(item, _Call):
+                item.run(trio.current_time())
+        inbox.close()
+        # Nothing performs actions any more; what a late call produced is dropped.
+        self._engine.next_actions()
+        self._events.extend(self._engine.next_events())
+        for link in self._links.values():
+            link.scope.cancel()  # links the core never closed (only when cancelled)
+        self._links.clear()
+        self._deadline = None
+        self._done.set()
+        self._wakeup.set()
+
+    # -- connections --------------------------------------------------------------------
+
+    def _open(
+        self, tid: int, run: Callable[[_Link, trio.MemoryReceiveChannel[_Out]], Awaitable[None]]
+    ) -> None:
+        assert self._nursery is not None
+        outbox, pending = trio.open_memory_channel[_Out](math.inf)
+        link = _Link(outbox)
+        self._links[tid] = link
+        self._nursery.start_soon(run, link, pending)
+
+    def _write(self, tid: int, item: _Out) -> None:
+        link = self._links.get(tid)
+        if link is not None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                link.outbox.send_nowait(item)
+
+    def _end_link(self, tid: int, *, abort: bool) -> None:
+        link = self._links.pop(tid, None)
+        if link is None:
+            return
+        if not abort:
+            self._write_last(link)
+            return
+        if link.tcp is not None:
+            with contextlib.suppress(OSError):
+                link.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        link.scope.cancel()
+
+    @staticmethod
+    def _write_last(link: _Link) -> None:
+        """Close after the bytes already queued (the writer sees ``None``)."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            link.outbox.send_nowait(None)
+
+    async def _run_tcp(
+        self, action: OpenTcp, link: _Link, pending: trio.MemoryReceiveChannel[_Out]
+    ) -> None:
+        """One TCP (and TLS) connection: connect, then read and write until closed."""
+        tid = action.transport_id
+        stream: trio.abc.Stream | None = None
+        try:
+            with link.scope:
+                try:
+                    tcp = await trio.open_tcp_stream(action.host, action.port)
+                    link.tcp = stream = tcp
+                    if action.tls:
+                        if self._ssl is None:
+                            self._ssl = default_ssl_context()
+                        tls = trio.SSLStream(
+                            tcp, self._ssl, server_hostname=action.host, https_compatible=True
+                        )
+                        stream = tls
+                        await tls.do_handshake()
+                except (OSError, trio.BrokenResourceError) as exc:
+                    reason = f"cannot connect to {action.host}:{action.port}: {_why(exc)}"
+                    logger.debug("shard %s: %s", self._config.shard, reason)
+                    self._post(_TcpFailed(tid, reason))
+                    return
+                self._post(_TcpOpened(tid))
+                async with trio.open_nursery() as io:
+                    io.start_soon(self._read_tcp, tid, stream)
+                    await self._write_tcp(tid, stream, pending)
+                    io.cancel_scope.cancel()
+                with (
+                    trio.move_on_after(_CLOSE_GRACE),
+                    contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+                ):
+                    await stream.aclose()
+        finally:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+
+    async def _read_tcp(self, tid: int, stream: trio.abc.Stream) -> None:
+        try:
+            while True:
+                data = await stream.receive_some(_READ_SIZE)
+                if not data:
+                    self._post(_TcpData(tid, None))
+                    return
+                self._post(_TcpData(tid, data if type(data) is bytes else bytes(data)))
+        except trio.ClosedResourceError:
+            return
+        except (OSError, trio.BrokenResourceError) as exc:
+            self._post(_TcpFailed(tid, f"connection lost: {_why(exc)}"))
+
+    async def _write_tcp(
+        self, tid: int, stream: trio.abc.Stream, pending: trio.MemoryReceiveChannel[_Out]
+    ) -> None:
+        """Write queued bytes in order, several at once when they piled up; stop at ``None``."""
+        while True:
+            item = await pending.receive()
+            chunks: list[bytes] = []
+            while item is not None:
+                assert isinstance(item, bytes)
+                chunks.append(item)
+                try:
+                    item = pending.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            if chunks:
+                try:
+                    await stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._post(_TcpFailed(tid, f"connection lost: {_why(exc)}"))
+                    return
+            if item is None:
+                return
+
+    async def _run_custom(
+        self, url: str, tid: int, link: _Link, pending: trio.MemoryReceiveChannel[_Out]
+    ) -> None:
+        """One connection through the :data:`Connector`, whole messages each way."""
+        assert self._connector is not None
+        transport: MessageTransport | None = None
+        #: How it ended: (code, reason, whether the peer's close was seen).
+        ended: list[tuple[int | None, str, bool]] = []
+        try:
+            with link.scope:
+                try:
+                    transport = await self._connector(url)
+                except Exception as exc:
+                    ended.append((None, f"cannot connect: {exc}", True))
+                    return
+                self._post(_MessageOpened(tid))
+                async with trio.open_nursery() as io:
+                    io.start_soon(self._write_custom, transport, pending, ended, io.cancel_scope)
+                    try:
+                        while True:
+                            message = await transport.recv()
+                            self._post(_Message(tid, message))
+                    except TransportClosedError as closed:
+                        ended.append((closed.code, closed.reason, True))
+                    except Exception as exc:
+                        ended.append((None, f"connection lost: {exc}", False))
+                    io.cancel_scope.cancel()
+        finally:
+            if ended:
+                code, reason, _ = ended[0]
+                self._post(_MessageClosed(tid, code, reason))
+            if transport is not None and not any(seen for _, _, seen in ended):
+                # Aborted, broken, or the shard stopped: drop it without waiting for long.
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + _CLOSE_GRACE
+                    with contextlib.suppress(Exception):
+                        await transport.close(_ABORT_CODE, "aborted")
+
+    @staticmethod
+    async def _write_custom(
+        transport: MessageTransport,
+        pending: trio.MemoryReceiveChannel[_Out],
+        ended: list[tuple[int | None, str, bool]],
+        io: trio.CancelScope,
+    ) -> None:
+        """Send queued messages in order; a ``(code, reason)`` item starts the close handshake."""
+        try:
+            async for item in pending:
+                if item is None:
+                    return
+                if isinstance(item, tuple):
+                    await transport.close(*item)
+                    return
+                await transport.send(item)
+        except Exception as exc:
+            ended.append((None, f"connection lost: {exc}", False))
+            io.cancel()
+
+
+async def _run_in_scope(
+    scope: trio.CancelScope, run: Callable[[IdentifyGate], Awaitable[NoReturn]], gate: IdentifyGate
+) -> None:
+    with scope:
+        await run(gate)
+
+
+@final
+class ShardGroup:
+    """Many shards in one trio run, sharing one identify scheduler (spec §8, §11).
+
+    ``async for shard_id, event in group`` interleaves every shard's events in arrival
+    order and ends once every shard has terminated.
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[GatewayConfig],
+        *,
+        scheduler: IdentifyScheduler | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connector: Connector | None = None,
+    ) -> None:
+        if not configs:
+            raise ValueError("a shard group needs at least one configuration")
+        self._configs = list(configs)
+        self._scheduler = scheduler if scheduler is not None else IdentifyScheduler()
+        self._ssl = ssl_context
+        self._connector = connector
+        self.shards: list[Shard] = []
+        self._send, self._receive = trio.open_memory_channel[tuple[int, Event]](math.inf)
+        self._manager: contextlib.AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._nursery: trio.Nursery | None = None
+        self._timer_scope = trio.CancelScope()
+
+    async def __aenter__(self) -> ShardGroup:
+        if self._manager is not None or self.shards:
+            raise RuntimeError("this shard group was already started")
+        timer = _GateTimer()
+        gate = IdentifyGate(self._scheduler, timer.set)
+        manager = trio.open_nursery()
+        nursery = await manager.__aenter__()
+        try:
+            nursery.start_soon(_run_in_scope, self._timer_scope, timer.run, gate)
+            for config in self._configs:
+                shard = Shard(
+                    config, ssl_context=self._ssl, connector=self._connector, identify=gate
+                )
+                self.shards.append(shard)
+                await nursery.start(shard.run)
+                nursery.start_soon(self._pump, shard, self._send.clone())
+            self._send.close()
+        except BaseException as exc:
+            self._timer_scope.cancel()
+            nursery.cancel_scope.cancel()
+            await manager.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._manager = manager
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        manager = self._manager
+        assert manager is not None
+        self._manager = None
+        try:
+            await self.close()
+        finally:
+            self._timer_scope.cancel()
+            await manager.__aexit__(None, None, None)
+
+    async def close(self, *, resumable: bool = False) -> list[SessionSnapshot | None]:
+        """Close every shard; with ``resumable`` return their snapshots, in shard order."""
+        snapshots: list[SessionSnapshot | None] = [None] * len(self.shards)
+
+        async def close_one(index: int, shard: Shard) -> None:
+            snapshots[index] = await shard.close(resumable=resumable)
+
+        async with trio.open_nursery() as nursery:
+            for index, shard in enumerate(self.shards):
+                nursery.start_soon(close_one, index, shard)
+        return snapshots
+
+    @staticmethod
+    async def _pump(shard: Shard, send: trio.MemorySendChannel[tuple[int, Event]]) -> None:
+        async with send:
+            shard_id = shard.gateway.config.shard[0]
+            async for event in shard:
+                send.send_nowait((shard_id, event))
+
+    def __aiter__(self) -> AsyncIterator[tuple[int, Event]]:
+        return self._receive.__aiter__()
