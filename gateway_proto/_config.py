@@ -70,8 +70,12 @@ def _check_large_threshold(_: object, __: attrs.Attribute[Any], value: int) -> N
 
 def _check_url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise LocalProtocolError(f"{attribute.name} must be a ws:// or wss:// URL")
+    try:
+        port = None if parts is None else parts.port
+    except ValueError:
+        port = 0
+    if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname or port == 0:
+        raise LocalProtocolError(f"{attribute.name} must be a ws:// or wss:// URL with a host")
 
 
 def _check_session_id(_: object, __: attrs.Attribute[Any], value: object) -> None:

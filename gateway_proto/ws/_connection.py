@@ -263,8 +263,13 @@ class WebSocketConnection:
         self._gateway.handle_transport_closed(transport_id, reported, reason, now=now)
 
     def _protocol_error(self, transport_id: int, error: WebSocketProtocolError, now: float) -> None:
-        """Fail the connection (RFC 6455 §7.1.7): a close frame with the code, then the socket."""
-        self._send_frame(transport_id, WsOpcode.CLOSE, close_payload(error.code, str(error)))
+        """Fail the connection (RFC 6455 §7.1.7): a close frame with the code, then the socket.
+
+        After our own close frame no second one is sent (RFC 6455 §5.5.1).
+        """
+        link = self._links.get(transport_id)
+        if link is not None and link.phase is not _Phase.CLOSE_SENT:
+            self._send_frame(transport_id, WsOpcode.CLOSE, close_payload(error.code, str(error)))
         self._end_link(transport_id, CloseTcp(transport_id, abort=False))
         self._gateway.handle_transport_closed(
             transport_id, None, f"websocket protocol error: {error}", now=now
@@ -309,7 +314,7 @@ class WebSocketConnection:
         parts = urlsplit(action.url)
         scheme = parts.scheme.lower()
         try:
-            port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+            port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(scheme, 0)
         except ValueError:
             port = 0
         host = parts.hostname

@@ -59,7 +59,8 @@ def split_head(buffer: bytes) -> tuple[str, dict[str, str], bytes] | None:
     """
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
-        if len(buffer) > MAX_HEAD_SIZE:
+        # A head of exactly MAX_HEAD_SIZE may still be waiting for its last 3 bytes.
+        if len(buffer) > MAX_HEAD_SIZE + 3:
             raise HandshakeError(f"HTTP head longer than {MAX_HEAD_SIZE} bytes")
         return None
     if end > MAX_HEAD_SIZE:
@@ -93,7 +94,11 @@ def check_response(start_line: str, headers: dict[str, str], key: str) -> None:
     """
     version, _, rest = start_line.partition(" ")
     status_text, _, phrase = rest.partition(" ")
-    if not version.startswith("HTTP/1.") or not status_text.isdigit():
+    if (
+        not version.startswith("HTTP/1.")
+        or len(status_text) != 3
+        or not (status_text.isascii() and status_text.isdigit())
+    ):
         raise HandshakeError(f"not an HTTP answer: {start_line[:80]!r}")
     status = int(status_text)
     if status != 101:
@@ -107,8 +112,11 @@ def check_response(start_line: str, headers: dict[str, str], key: str) -> None:
         raise HandshakeError("HTTP 101 without 'Upgrade: websocket'", status=status)
     if headers.get("sec-websocket-accept") != accept_key(key):
         raise HandshakeError("wrong Sec-WebSocket-Accept in the server's answer", status=status)
+    # RFC 6455 §4.1: the client offered no extension and no subprotocol.
     if "sec-websocket-extensions" in headers:
         raise HandshakeError("server enabled an extension the client did not offer", status=status)
+    if "sec-websocket-protocol" in headers:
+        raise HandshakeError("server chose a subprotocol the client did not offer", status=status)
 
 
 def parse_request(start_line: str, headers: dict[str, str]) -> tuple[str, str]:
