@@ -25,16 +25,28 @@ from gateway_proto import GatewayError, IdentifyScheduler, SessionStartLimit
 
 __all__ = [
     "DEFAULT_API_BASE",
+    "IDENTIFY_MARGIN",
     "DiscoveryError",
     "GatewayInfo",
     "IdentifyGate",
     "LoopWatch",
+    "default_scheduler",
     "default_ssl_context",
     "discover",
     "logger",
 ]
 
 logger: Final = logging.getLogger("gateway_proto.adapters")
+
+#: Seconds added to each identify window by the drivers' default schedulers: the gateway
+#: times IDENTIFYs on arrival, and network delays differ between two of them (spec §8).
+IDENTIFY_MARGIN: Final = 0.5
+
+
+def default_scheduler() -> IdentifyScheduler:
+    """The scheduler a shard or group gets when none is given: one bucket, with a margin."""
+    return IdentifyScheduler(margin=IDENTIFY_MARGIN)
+
 
 #: spec §1.1: the REST API base that serves ``/gateway/bot``.
 DEFAULT_API_BASE: Final = "https://discord.com/api/v10"
@@ -151,8 +163,8 @@ class IdentifyGate:
         """Hand out every slot available at ``now`` and re-arm the timer."""
         with self._lock:
             granted = [self._grants[s] for s in self._scheduler.poll(now=now) if s in self._grants]
-            deadline = self._scheduler.next_deadline()
-        self._set_timer(deadline)
+            # Under the lock: two threads polling at once must not store deadlines out of order.
+            self._set_timer(self._scheduler.next_deadline())
         for grant in granted:
             grant()
 

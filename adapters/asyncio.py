@@ -49,6 +49,7 @@ from ._common import (
     GatewayInfo,
     IdentifyGate,
     LoopWatch,
+    default_scheduler,
     default_ssl_context,
     discover,
     logger,
@@ -197,7 +198,7 @@ class Shard:
         self._wakeup = asyncio.Event()
         self._done = asyncio.Event()
         if self._gate is None:
-            self._gate = _loop_gate(loop, IdentifyScheduler())
+            self._gate = _loop_gate(loop, default_scheduler())
         self._gate.register(self._config.shard[0], self._grant)
         self._input(self._engine_connect)
 
@@ -508,7 +509,7 @@ class ShardGroup:
         if not configs:
             raise ValueError("a shard group needs at least one configuration")
         self._configs = list(configs)
-        self._scheduler = scheduler if scheduler is not None else IdentifyScheduler()
+        self._scheduler = scheduler if scheduler is not None else default_scheduler()
         self._ssl = ssl_context
         self._connector = connector
         self.shards: list[Shard] = []

@@ -109,6 +109,7 @@ from ._common import (
     GatewayInfo,
     IdentifyGate,
     LoopWatch,
+    default_scheduler,
     default_ssl_context,
     discover,
     logger,
@@ -406,7 +407,7 @@ class Shard:
             gate = self._gate
             if gate is None:
                 timer = _GateTimer()
-                gate = self._gate = IdentifyGate(IdentifyScheduler(), timer.set)
+                gate = self._gate = IdentifyGate(default_scheduler(), timer.set)
                 nursery.start_soon(_run_in_scope, gate_scope, timer.run, gate)
             gate.register(self._config.shard[0], self._grant)
             self._inbox = inbox
@@ -824,7 +825,7 @@ class ShardGroup:
         if not configs:
             raise ValueError("a shard group needs at least one configuration")
         self._configs = list(configs)
-        self._scheduler = scheduler if scheduler is not None else IdentifyScheduler()
+        self._scheduler = scheduler if scheduler is not None else default_scheduler()
         self._ssl = ssl_context
         self._connector = connector
         self.shards: list[Shard] = []

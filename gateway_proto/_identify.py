@@ -73,6 +73,7 @@ class IdentifyScheduler:
         limit: SessionStartLimit | None = None,
         reserve: int = 0,
         now: float = 0.0,
+        margin: float = 0.0,
     ) -> None:
         """Build a scheduler.
 
@@ -81,6 +82,9 @@ class IdentifyScheduler:
             limit: the daily budget from ``GET /gateway/bot``; ``None`` means untracked.
             reserve: starts to keep unspent (for a human's emergency restart).
             now: the caller's monotonic time when ``limit`` was fetched.
+            margin: seconds added to each 5 s window. The gateway measures the window by
+                when IDENTIFYs arrive, so over a real network a first IDENTIFY delayed more
+                than the next one would look early; the drivers use a margin for that.
 
         """
         concurrency = limit.max_concurrency if limit is not None else max_concurrency
@@ -88,6 +92,9 @@ class IdentifyScheduler:
             raise LocalProtocolError("max_concurrency must be an integer >= 1")
         if reserve < 0:
             raise LocalProtocolError("reserve must be >= 0")
+        if not 0.0 <= margin < IDENTIFY_WINDOW:
+            raise LocalProtocolError("margin must be >= 0 and below the 5 s window")
+        self._window = IDENTIFY_WINDOW + margin
         self._concurrency = concurrency
         self._reserve = reserve
         self._limit = limit
@@ -126,7 +133,7 @@ class IdentifyScheduler:
             bucket = shard_id % self._concurrency
             if self._bucket_free_at.get(bucket, float("-inf")) > now:
                 continue
-            self._bucket_free_at[bucket] = now + IDENTIFY_WINDOW
+            self._bucket_free_at[bucket] = now + self._window
             del self._waiting[shard_id]
             if self._remaining is not None:
                 self._remaining -= 1

@@ -24,6 +24,21 @@ def test_one_bucket_grants_one_identify_per_five_seconds():
     assert sched.next_deadline() is None
 
 
+def test_margin_widens_each_window():
+    """spec §8: the gateway times IDENTIFYs on arrival; a margin keeps a grant from looking
+    early when the previous IDENTIFY was delayed in transit. Out-of-range margins are refused."""
+    sched = IdentifyScheduler(max_concurrency=1, margin=0.5)
+    sched.request(0, now=0.0)
+    sched.request(1, now=0.0)
+    assert sched.poll(now=0.0) == [0]
+    assert sched.next_deadline() == 5.5
+    assert sched.poll(now=5.4) == []
+    assert sched.poll(now=5.5) == [1]
+    for bad in (-0.1, 5.0):
+        with pytest.raises(LocalProtocolError, match="margin"):
+            IdentifyScheduler(margin=bad)
+
+
 def test_buckets_are_shard_id_modulo_max_concurrency():
     """spec §8: rate_limit_key = shard_id % max_concurrency; one grant per key per window."""
     sched = IdentifyScheduler(max_concurrency=4)

@@ -1,0 +1,1053 @@
+"""The threads driver: each shard owns its core in one thread that waits with ``selectors``.
+
+::
+
+    with Shard(GatewayConfig(token=..., intents=...)) as shard:
+        for event in shard.events():
+            if isinstance(event, DispatchReceived) and event.name == "MESSAGE_CREATE":
+                shard.send(UpdatePresence(...))  # from any thread
+
+One thread per shard owns its :class:`~gateway_proto.ws.WebSocketConnection` (and the core
+under it); nothing else touches them, so the core needs no lock (DESIGN §5). The thread
+waits in a selector on its sockets and on a wake-up socket pair, with the core's next
+deadline as the timeout. Other threads post inputs (commands, close, identify grants) to its
+inbox and wake it. Sockets are non-blocking from the first ``connect``, TLS included, so
+nothing but the selector ever blocks the owner thread; name resolution of a host name that
+is not an address runs in a short-lived helper thread, whose answer is posted back.
+
+Events reach the application in one of two ways, chosen when the shard is built:
+
+* a blocking iterator, ``for event in shard.events(timeout=...)``, on any one thread;
+* a callback, ``Shard(..., on_event=callable)`` or ``shard.run(callable)``, called on the
+  shard's own thread. It must return quickly: while it runs nothing is read and no
+  heartbeat is sent, and :class:`~gateway_proto.adapters._common.LoopWatch` warns when a
+  timer fires late because of it. It may call :meth:`Shard.send` and :meth:`Shard.close`.
+
+Unlike the asyncio driver there is no connector for other websocket libraries: a blocking
+client needs a reader thread per connection, which would break the one-owner-thread rule.
+Drive :class:`~gateway_proto.GatewayConnection` by hand to use one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import functools
+import queue
+import selectors
+import socket
+import ssl
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from typing import Final, TypeAlias, assert_never, final
+
+from gateway_proto import (
+    Command,
+    Event,
+    GatewayConfig,
+    GatewayConnection,
+    IdentifyScheduler,
+    LocalProtocolError,
+    RequestIdentify,
+    SessionSnapshot,
+    SetTimer,
+    Terminated,
+)
+from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection, WsAction
+
+from ._common import (
+    DEFAULT_API_BASE,
+    DiscoveryError,
+    GatewayInfo,
+    IdentifyGate,
+    LoopWatch,
+    default_scheduler,
+    default_ssl_context,
+    discover,
+    logger,
+)
+
+__all__ = [
+    "DEFAULT_API_BASE",
+    "DiscoveryError",
+    "EventCallback",
+    "GatewayInfo",
+    "Shard",
+    "ShardGroup",
+    "discover",
+    "identify_gate",
+]
+
+#: Called with each event, on the shard's thread.
+EventCallback: TypeAlias = Callable[[Event], None]
+_Input: TypeAlias = Callable[[float], None]
+
+_READ_SIZE: Final = 256 * 1024
+#: Bytes read from one socket per wake-up before timers and the inbox get a turn.
+_READ_BUDGET: Final = 4 * 1024 * 1024
+#: At most this much per ``send``: a TLS write that must be retried is retried with the
+#: same bytes at the front (OpenSSL's rule for SSL_write after WANT_WRITE).
+_WRITE_CHUNK: Final = 64 * 1024
+#: A shard waiting for an identify slot polls the gate at least this often, whatever its
+#: deadline says (a safety net: see :class:`_GateClock`).
+_GATE_RECHECK: Final = 1.0
+_CONNECTING_ERRNOS: Final = frozenset({0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN})
+_READ: Final = selectors.EVENT_READ
+_WRITE: Final = selectors.EVENT_WRITE
+
+
+class _Phase(enum.Enum):
+    RESOLVING = "resolving"
+    CONNECTING = "connecting"
+    HANDSHAKING = "TLS handshake"
+    OPEN = "open"
+    FLUSHING = "flushing before close"
+    CLOSED = "closed"
+
+
+@final
+class _Conn:
+    """One TCP (or TLS) socket, for one ``OpenTcp`` of the websocket layer."""
+
+    __slots__ = (
+        "addrs",
+        "error",
+        "fd",
+        "host",
+        "mask",
+        "more",
+        "out",
+        "phase",
+        "port",
+        "read_wants_write",
+        "sock",
+        "tid",
+        "tls",
+        "want",
+    )
+
+    def __init__(self, action: OpenTcp) -> None:
+        self.tid = action.transport_id
+        self.host = action.host
+        self.port = action.port
+        self.tls = action.tls
+        self.phase = _Phase.RESOLVING
+        self.addrs: list[tuple[int, int, int, object]] = []
+        self.error: OSError | None = None
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        #: The selector interest registered now (0: not registered).
+        self.mask = 0
+        #: What the TLS handshake waits for.
+        self.want = _READ
+        #: A TLS read asked for a write (renegotiation) and waits until writable.
+        self.read_wants_write = False
+        #: Stopped reading with the budget spent: TLS may hold decrypted bytes
+        #: (``pending()``) the selector cannot see, so read again without waiting.
+        self.more = False
+        self.out = bytearray()
+
+
+@final
+class _Crash:
+    """Put in the event queue when the shard's thread failed (a driver or core bug)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+@final
+class _GateClock:
+    """The timer of a gate from :func:`identify_gate`: a deadline the shards poll at."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self) -> None:
+        # Written by whichever thread polls the gate, read by the waiting shards' threads;
+        # a float attribute is replaced atomically. IdentifyGate calls set_timer after
+        # releasing its lock, so two concurrent polls may store their deadlines in the
+        # wrong order; waiting shards therefore also re-poll every _GATE_RECHECK seconds.
+        self.deadline: float | None = None
+
+    def set_timer(self, deadline: float | None) -> None:
+        self.deadline = deadline
+
+
+_CLOCKS: weakref.WeakKeyDictionary[IdentifyGate, _GateClock] = weakref.WeakKeyDictionary()
+
+
+def identify_gate(scheduler: IdentifyScheduler | None = None) -> IdentifyGate:
+    """An :class:`IdentifyGate` for shards of this driver (spec §8 identify concurrency).
+
+    It needs no timer thread: its next deadline is kept where the shards that wait for an
+    identify slot can see it, and the first of their threads to reach it polls the gate
+    (each waiting shard also re-polls at least once a second, in case a deadline written by
+    two threads at once was lost). A grant is fed at once when it is for the polling shard
+    and posted to the inbox of the shard it is for otherwise.
+    """
+    clock = _GateClock()
+    gate = IdentifyGate(
+        scheduler if scheduler is not None else default_scheduler(), clock.set_timer
+    )
+    _CLOCKS[gate] = clock
+    return gate
+
+
+@final
+class Shard:
+    """One gateway connection, owned by one thread.
+
+    Args:
+        config: the core's configuration (token, intents, shard, URL, encoding...).
+        ssl_context: for ``wss://``; by default the system trust store with certificate
+            and host name checks.
+        identify: an :class:`IdentifyGate` shared with other shards (see :class:`ShardGroup`
+            and :func:`identify_gate`); by default the shard has its own, one identify per
+            5 s. A gate built elsewhere works too when its own timer calls ``poll``.
+        snapshot: a :class:`SessionSnapshot` to resume (cold resume after a restart).
+        stall_warning: seconds a timer may fire late before a blocked-thread warning.
+        on_event: called with each event on the shard's thread, instead of
+            :meth:`events`. It must not block for long (see the module doc); an exception
+            it raises is logged and the shard carries on.
+
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        identify: IdentifyGate | None = None,
+        snapshot: SessionSnapshot | None = None,
+        stall_warning: float = 1.0,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        self._config = config
+        self._shard = config.shard
+        self._gateway = GatewayConnection(config, snapshot=snapshot)
+        self._ws = WebSocketConnection(self._gateway)
+        self._ssl = ssl_context
+        self._gate = identify if identify is not None else identify_gate()
+        self._gate_clock = _CLOCKS.get(self._gate)
+        self._on_event = on_event
+        self._on_crash: Callable[[BaseException], None] | None = None
+        self.watch = LoopWatch(stall_warning)
+        # Shared with other threads (each guarded as noted).
+        self._events: queue.SimpleQueue[Event | _Crash] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[_Input, Future[None] | None]] = queue.SimpleQueue()
+        self._post_lock = threading.Lock()  # guards _accepting and the wake-up writes
+        self._accepting = False
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._started = False
+        self._owner: int | None = None
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._iter_finished = False
+        #: The exception that stopped the shard's thread, if one did (a bug).
+        self.exception: BaseException | None = None
+        # Owned by the shard's thread.
+        self._selector: selectors.BaseSelector | None = None
+        self._conns: dict[int, _Conn] = {}
+        self._dirty: dict[_Conn, None] = {}
+        self._deadline: float | None = None
+        self._identify_waiting = False
+        self._gate_checked = float("-inf")
+        self._draining = False
+        self._deferred: list[_Input] = []
+        self._pending: deque[Event] = deque()
+        self._delivering = False
+        self._terminated = False
+        self._linger_until = 0.0
+        self._context: ssl.SSLContext | None = None
+
+    # -- the public API -----------------------------------------------------------------
+
+    @property
+    def gateway(self) -> GatewayConnection:
+        """The core (state, session id, sequence, latency).
+
+        Owned by the shard's thread: read it from others for monitoring only (values may be
+        a moment old) and never feed it.
+        """
+        return self._gateway
+
+    @property
+    def shard_id(self) -> int:
+        """The shard's id (``config.shard[0]``)."""
+        return self._shard[0]
+
+    @property
+    def backlog(self) -> int:
+        """Events received but not yet taken from :meth:`events` (approximate)."""
+        return self._events.qsize()
+
+    def __enter__(self) -> Shard:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the shard's thread, which connects at once (``with`` does this)."""
+        self._prepare()
+        thread = threading.Thread(
+            target=self._main,
+            kwargs={"reraise": False},
+            name=f"gateway-shard-{self._shard[0]}",
+            daemon=True,
+        )
+        self._thread = thread
+        thread.start()
+
+    def run(self, callback: EventCallback | None = None) -> None:
+        """Run the shard in the calling thread until it terminates.
+
+        ``callback`` (or the ``on_event`` given to the constructor) receives each event on
+        this thread; without either, another thread takes them from :meth:`events`. Other
+        threads may :meth:`send` and :meth:`close` meanwhile. An exception that stops the
+        driver (a bug) is raised here.
+        """
+        if callback is not None:
+            self._on_event = callback
+        self._prepare()
+        self._main(reraise=True)
+
+    def send(self, command: Command, *, timeout: float | None = None) -> None:
+        """Queue a command; it goes out once the session is live, within the rate limit.
+
+        Safe from any thread: the command is handed to the shard's thread and this call
+        waits for the core's answer, so misuse raises here, in the caller's thread, exactly
+        what :meth:`GatewayConnection.send` raises (``PayloadTooLarge``, ``SendQueueFull``,
+        ``LocalProtocolError``), and changes nothing.
+
+        Raises:
+            TimeoutError: the shard's thread did not take the command within ``timeout``
+                seconds (it is then withdrawn, unless it was being fed at that moment, in
+                which case this waits for the answer).
+            RuntimeError: the shard was never started.
+
+        """
+        self._require_started()
+        if threading.get_ident() == self._owner:
+            self._ws.send(command, now=time.monotonic())
+            self._drain()
+            return
+        future: Future[None] = Future()
+        ws = self._ws
+
+        def feed(now: float) -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                ws.send(command, now=now)
+            except Exception as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+        if not self._post(feed, future):
+            # The thread has finished: the core is closed (it would say the same).
+            raise LocalProtocolError("cannot send on a closed or closing connection")
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            if future.cancel():
+                raise TimeoutError(
+                    f"the shard's thread did not take the command in {timeout} s"
+                ) from None
+            future.result()
+
+    def close(
+        self, *, resumable: bool = False, timeout: float | None = None
+    ) -> SessionSnapshot | None:
+        """Close and wait until the connection is gone and the thread has finished.
+
+        With ``resumable=True`` the session stays alive on Discord's side (close 4000) and
+        its :class:`SessionSnapshot` is returned for a cold resume; otherwise the session
+        ends (close 1000) and ``None`` is returned. From the shard's own thread (a
+        callback) this starts the close and returns without waiting.
+
+        Raises:
+            TimeoutError: the thread had not finished after ``timeout`` seconds (the core's
+                ``close_timeout`` bounds the handshake, so ``None`` waits a bounded time).
+
+        """
+        if not self._started:
+            return self._snapshot() if resumable else None
+        self._request_close(resumable=resumable)
+        if threading.get_ident() != self._owner and not self._done.wait(timeout):
+            raise TimeoutError(f"shard {self._shard} did not close within {timeout} s")
+        return self._snapshot() if resumable else None
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the shard's thread has finished; return whether it has."""
+        return self._done.wait(timeout)
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Iterate over the events as they arrive; the iteration ends after ``Terminated``.
+
+        Args:
+            timeout: the longest wait for each event; ``None`` waits as long as it takes.
+
+        Raises:
+            TimeoutError: (while iterating) no event came within ``timeout`` seconds.
+            RuntimeError: the shard delivers to a callback, or was never started; while
+                iterating, the shard's thread failed (chained to the error).
+
+        """
+        if self._on_event is not None:
+            raise RuntimeError("this shard delivers its events to its on_event callback")
+        self._require_started()
+        return self._iterate(timeout)
+
+    # -- other threads -> the shard's thread --------------------------------------------
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError("start the shard first (with Shard(...) as shard, or start())")
+
+    def _prepare(self) -> None:
+        if self._started:
+            raise RuntimeError("this shard was already started")
+        self._started = True
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        self._wake_r, self._wake_w = wake_r, wake_w
+        with self._post_lock:
+            self._accepting = True
+
+    def _post(self, feed: _Input, future: Future[None] | None = None) -> bool:
+        """Hand an input to the shard's thread; ``False`` once the thread has finished."""
+        with self._post_lock:
+            if not self._accepting:
+                return False
+            self._inbox.put((feed, future))
+            assert self._wake_w is not None
+            with contextlib.suppress(OSError):  # full: the thread is awake anyway
+                self._wake_w.send(b"\0")
+        return True
+
+    def _request_close(self, *, resumable: bool) -> None:
+        code = 4000 if resumable else 1000
+        ws = self._ws
+        if threading.get_ident() == self._owner:
+            ws.close(code, now=time.monotonic(), reason="closing")
+            self._drain()
+        else:
+            self._post(lambda now: ws.close(code, now=now, reason="closing"))
+
+    def _grant(self) -> None:
+        """The gate granted this shard an identify (called on any thread).
+
+        On the shard's own thread (its request or its poll of the gate) the grant is fed at
+        once, so IDENTIFY leaves when the slot starts; another thread posts it.
+        """
+        if threading.get_ident() == self._owner:
+            self._input(self._granted)
+        else:
+            self._post(self._granted)
+
+    def _snapshot(self) -> SessionSnapshot | None:
+        return self._gateway.snapshot(taken_at=time.time())
+
+    def _iterate(self, timeout: float | None) -> Iterator[Event]:
+        while not self._iter_finished:
+            try:
+                item = self._events.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"no event within {timeout} s") from None
+            if isinstance(item, _Crash):
+                self._iter_finished = True
+                raise RuntimeError(f"shard {self._shard}: the driver thread failed") from item.error
+            if isinstance(item, Terminated):
+                self._iter_finished = True
+            yield item
+
+    # -- the shard's thread -------------------------------------------------------------
+
+    def _main(self, *, reraise: bool) -> None:
+        self._owner = threading.get_ident()
+        try:
+            self._loop()
+        except Exception as exc:
+            self.exception = exc
+            if not reraise:
+                logger.error("shard %s: the driver thread failed", self._shard, exc_info=exc)
+            if self._on_crash is not None:
+                self._on_crash(exc)
+            elif self._on_event is None:
+                self._events.put(_Crash(exc))
+            if reraise:
+                raise
+        finally:
+            self._shutdown()
+
+    def _loop(self) -> None:
+        selector = selectors.DefaultSelector()
+        self._selector = selector
+        assert self._wake_r is not None
+        selector.register(self._wake_r.fileno(), _READ, None)
+        self._gate.register(self._shard[0], self._grant)
+        self._input(lambda now: self._ws.connect(now=now))
+        while not (self._terminated and not self._conns):
+            if self._terminated and time.monotonic() >= self._linger_until:
+                break
+            for key, mask in selector.select(self._timeout()):
+                conn = key.data
+                if conn is None:
+                    self._drain_wakeups()
+                else:
+                    self._io(conn, mask)
+            for conn in [c for c in self._conns.values() if c.more]:
+                if conn.phase is _Phase.OPEN:
+                    self._read(conn)
+            self._run_inbox()
+            # field notes #14: timers only after every byte already read has been fed.
+            self._check_timers()
+
+    def _timeout(self) -> float | None:
+        if any(conn.more for conn in self._conns.values()):
+            return 0.0
+        deadline = self._deadline
+        gate_at = self._gate_due()
+        if gate_at is not None:
+            deadline = gate_at if deadline is None else min(deadline, gate_at)
+        if self._terminated:
+            linger = self._linger_until
+            deadline = linger if deadline is None else min(deadline, linger)
+        if deadline is None:
+            return None
+        return max(0.0, deadline - time.monotonic())
+
+    def _check_timers(self) -> None:
+        now = time.monotonic()
+        deadline = self._deadline
+        if deadline is not None and deadline <= now:
+            self._deadline = None  # the core's next SetTimer re-arms it
+            self.watch.fired(deadline, now, self._shard)
+            self._input(lambda at: self._ws.handle_timer(now=at))
+        gate_at = self._gate_due()
+        if gate_at is not None and gate_at <= now:
+            # spec §8: the first waiting shard to reach the gate's deadline polls it; each
+            # grant goes to the shard it is for (its inbox, or at once on this thread).
+            self._gate_checked = now
+            self._gate.poll(now=now)
+
+    def _gate_due(self) -> float | None:
+        """When this shard should poll its gate: only while it waits for an identify slot."""
+        clock = self._gate_clock
+        if clock is None or not self._identify_waiting:
+            return None
+        due = self._gate_checked + _GATE_RECHECK
+        gate_at = clock.deadline
+        if gate_at is not None and gate_at > self._gate_checked:
+            due = min(due, gate_at)
+        return due
+
+    def _drain_wakeups(self) -> None:
+        assert self._wake_r is not None
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def _run_inbox(self) -> None:
+        inbox = self._inbox
+        while True:
+            try:
+                feed, _ = inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._input(feed)
+
+    def _granted(self, now: float) -> None:
+        self._identify_waiting = False
+        self._ws.grant_identify(now=now)
+
+    def _input(self, feed: _Input) -> None:
+        """Feed one input now, then perform and deliver what it produced.
+
+        During :meth:`_drain` (an action failed at once) the input waits for the end of
+        the batch, so the core never sees an input in the middle of performing actions.
+        """
+        if self._draining:
+            self._deferred.append(feed)
+            return
+        feed(time.monotonic())
+        self._drain()
+
+    def _drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        ws = self._ws
+        try:
+            while True:
+                for action in ws.next_actions():
+                    self._perform(action)
+                events = ws.next_events()
+                if events:
+                    self._pending.extend(events)
+                    if isinstance(events[-1], Terminated):
+                        self._on_terminated()
+                while self._dirty:
+                    conn = next(iter(self._dirty))
+                    del self._dirty[conn]
+                    self._flush(conn)
+                if not self._deferred:
+                    break
+                deferred, self._deferred = self._deferred, []
+                for feed in deferred:
+                    feed(time.monotonic())
+        finally:
+            self._draining = False
+        self._deliver()
+
+    def _deliver(self) -> None:
+        # A callback that sends or closes feeds the core again; its events queue up behind
+        # the ones being delivered, so the order stays the core's.
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            pending = self._pending
+            callback = self._on_event
+            while pending:
+                event = pending.popleft()
+                if callback is None:
+                    self._events.put(event)
+                    continue
+                try:
+                    callback(event)
+                except Exception:
+                    logger.exception("shard %s: the on_event callback raised", self._shard)
+        finally:
+            self._delivering = False
+
+    def _on_terminated(self) -> None:
+        self._terminated = True
+        self._deadline = None
+        self._identify_waiting = False
+        self._linger_until = time.monotonic() + self._config.close_timeout
+        self._gate.unregister(self._shard[0])
+
+    def _perform(self, action: WsAction) -> None:
+        match action:
+            case SendBytes(data=data, transport_id=tid):
+                conn = self._conns.get(tid)
+                if conn is not None and conn.phase is _Phase.OPEN:
+                    conn.out += data
+                    self._dirty[conn] = None
+            case SetTimer(deadline=deadline):
+                self._deadline = deadline
+            case OpenTcp():
+                self._open(action)
+            case CloseTcp(transport_id=tid, abort=abort):
+                self._close_conn(tid, abort=abort)
+            case RequestIdentify(shard_id=shard_id):
+                self._identify_waiting = True
+                self._gate_checked = now = time.monotonic()
+                self._gate.request(shard_id, now=now)
+            case _:
+                assert_never(action)
+
+    def _shutdown(self) -> None:
+        with self._post_lock:
+            self._accepting = False
+        crashed = self.exception is not None
+        while True:
+            try:
+                feed, future = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if crashed:
+                if future is not None and future.set_running_or_notify_cancel():
+                    future.set_exception(RuntimeError(f"shard {self._shard} has stopped"))
+                continue
+            # The core is closed: a command gets its LocalProtocolError, the rest do nothing.
+            with contextlib.suppress(Exception):
+                feed(time.monotonic())
+        for conn in list(self._conns.values()):
+            self._drop(conn)
+        self._gate.unregister(self._shard[0])
+        if self._selector is not None:
+            self._selector.close()
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._owner = None  # a later thread may reuse this thread's id
+        self._done.set()
+
+    # -- the built-in TCP/TLS transport ---------------------------------------------------
+
+    def _open(self, action: OpenTcp) -> None:
+        conn = _Conn(action)
+        self._conns[conn.tid] = conn
+        try:
+            infos = socket.getaddrinfo(
+                action.host, action.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+            )
+        except (OSError, UnicodeError):
+            self._resolve_in_thread(conn)
+            return
+        conn.addrs = [(f, t, p, addr) for f, t, p, _, addr in infos]
+        self._next_address(conn)
+
+    def _resolve_in_thread(self, conn: _Conn) -> None:
+        """Look a host name up off the shard's thread (``getaddrinfo`` blocks)."""
+
+        def resolve() -> None:
+            try:
+                infos = socket.getaddrinfo(conn.host, conn.port, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError) as exc:
+                result: list[tuple[int, int, int, object]] | Exception = exc
+            else:
+                result = [(f, t, p, addr) for f, t, p, _, addr in infos]
+            self._post(lambda now: self._resolved(conn, result))
+
+        threading.Thread(target=resolve, name=f"gateway-resolve-{conn.host}", daemon=True).start()
+
+    def _resolved(
+        self, conn: _Conn, result: list[tuple[int, int, int, object]] | Exception
+    ) -> None:
+        if self._conns.get(conn.tid) is not conn or conn.phase is not _Phase.RESOLVING:
+            return  # the core gave up on this connection meanwhile (connect timeout)
+        if isinstance(result, Exception):
+            self._fail(conn, f"cannot resolve {conn.host}: {result}")
+        else:
+            conn.addrs = result
+            self._next_address(conn)
+
+    def _next_address(self, conn: _Conn) -> None:
+        """Start a non-blocking connect to the next address; fail when none is left."""
+        while conn.addrs:
+            family, kind, proto, addr = conn.addrs.pop(0)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as exc:
+                conn.error = exc
+                continue
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                code = sock.connect_ex(addr)  # type: ignore[arg-type]
+            except OSError as exc:
+                code = exc.errno or errno.EINVAL
+            if code in _CONNECTING_ERRNOS:
+                conn.sock, conn.fd, conn.phase = sock, sock.fileno(), _Phase.CONNECTING
+                self._update_interest(conn)
+                return
+            sock.close()
+            conn.error = OSError(code, errno.errorcode.get(code, str(code)))
+        self._fail(conn, f"cannot connect to {conn.host}:{conn.port}: {conn.error}")
+
+    def _connected(self, conn: _Conn) -> None:
+        sock = conn.sock
+        assert sock is not None
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self._unregister(conn)
+            sock.close()
+            conn.sock, conn.fd = None, -1
+            conn.error = OSError(code, errno.errorcode.get(code, str(code)))
+            self._next_address(conn)
+            return
+        if not conn.tls:
+            self._opened(conn)
+            return
+        if self._context is None:
+            self._context = self._ssl if self._ssl is not None else default_ssl_context()
+        try:
+            conn.sock = self._context.wrap_socket(
+                sock, server_hostname=conn.host, do_handshake_on_connect=False
+            )
+        except (OSError, ValueError) as exc:
+            self._fail(conn, f"TLS setup for {conn.host}:{conn.port} failed: {exc}")
+            return
+        conn.phase = _Phase.HANDSHAKING
+        self._handshake(conn)
+
+    def _handshake(self, conn: _Conn) -> None:
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            conn.want = _READ
+        except ssl.SSLWantWriteError:
+            conn.want = _WRITE
+        except (OSError, ValueError) as exc:
+            self._fail(conn, f"TLS handshake with {conn.host}:{conn.port} failed: {exc}")
+            return
+        else:
+            self._opened(conn)
+            return
+        self._update_interest(conn)
+
+    def _opened(self, conn: _Conn) -> None:
+        conn.phase = _Phase.OPEN
+        self._update_interest(conn)
+        ws, tid = self._ws, conn.tid
+        self._input(lambda now: ws.handle_tcp_open(tid, now=now))
+
+    def _io(self, conn: _Conn, mask: int) -> None:
+        phase = conn.phase
+        if phase is _Phase.CONNECTING:
+            self._connected(conn)
+        elif phase is _Phase.HANDSHAKING:
+            self._handshake(conn)
+        elif phase is _Phase.OPEN:
+            if mask & _WRITE:
+                if conn.read_wants_write:
+                    conn.read_wants_write = False
+                    mask |= _READ
+                self._flush(conn)
+            if mask & _READ and conn.phase is _Phase.OPEN:
+                self._read(conn)
+        elif phase is _Phase.FLUSHING:
+            self._flush(conn)
+
+    def _read(self, conn: _Conn) -> None:
+        sock = conn.sock
+        assert sock is not None
+        ws, tid = self._ws, conn.tid
+        conn.more = False
+        budget = _READ_BUDGET
+        while budget > 0:
+            try:
+                data = sock.recv(_READ_SIZE)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                return
+            except ssl.SSLWantWriteError:
+                conn.read_wants_write = True
+                self._update_interest(conn)
+                return
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                data = b""
+            except OSError as exc:
+                self._fail(conn, f"connection lost: {exc}")
+                return
+            if not data:
+                self._input(lambda now: ws.receive_data(tid, None, now=now))
+                return
+            ws.receive_data(tid, data, now=time.monotonic())
+            self._drain()
+            if conn.phase is not _Phase.OPEN:
+                return  # closed by what was just read
+            if not conn.tls and len(data) < _READ_SIZE:
+                return  # the kernel's buffer is empty; the selector sees new bytes
+            budget -= len(data)
+        conn.more = True
+
+    def _flush(self, conn: _Conn) -> None:
+        sock = conn.sock
+        if sock is None:
+            return
+        out = conn.out
+        while out:
+            try:
+                sent = sock.send(out[:_WRITE_CHUNK])
+            except (
+                BlockingIOError,
+                InterruptedError,
+                ssl.SSLWantWriteError,
+                ssl.SSLWantReadError,
+            ):
+                break
+            except OSError as exc:
+                if conn.phase is _Phase.FLUSHING:
+                    self._drop(conn)
+                else:
+                    self._fail(conn, f"connection lost: {exc}")
+                return
+            del out[:sent]
+        if not out and conn.phase is _Phase.FLUSHING:
+            self._drop(conn)
+            return
+        self._update_interest(conn)
+
+    def _close_conn(self, tid: int, *, abort: bool) -> None:
+        conn = self._conns.get(tid)
+        if conn is None:
+            return
+        if abort or not conn.out or conn.phase is not _Phase.OPEN:
+            self._drop(conn)
+            return
+        # The close frame may still be queued: send it, then close.
+        conn.phase = _Phase.FLUSHING
+        self._dirty[conn] = None
+
+    def _fail(self, conn: _Conn, reason: str) -> None:
+        """The connection could not be made or broke: drop it and tell the core."""
+        logger.debug("shard %s: %s", self._shard, reason)
+        self._drop(conn)
+        ws, tid = self._ws, conn.tid
+        self._input(lambda now: ws.handle_tcp_failed(tid, reason, now=now))
+
+    def _drop(self, conn: _Conn) -> None:
+        self._unregister(conn)
+        if conn.sock is not None:
+            conn.sock.close()
+            conn.sock = None
+        conn.fd = -1
+        conn.phase = _Phase.CLOSED
+        conn.more = False
+        conn.out.clear()
+        self._dirty.pop(conn, None)
+        if self._conns.get(conn.tid) is conn:
+            del self._conns[conn.tid]
+
+    def _unregister(self, conn: _Conn) -> None:
+        if conn.mask and self._selector is not None:
+            self._selector.unregister(conn.fd)
+        conn.mask = 0
+
+    def _update_interest(self, conn: _Conn) -> None:
+        phase = conn.phase
+        if conn.sock is None or phase is _Phase.CLOSED:
+            return
+        if phase is _Phase.CONNECTING or phase is _Phase.FLUSHING:
+            mask = _WRITE
+        elif phase is _Phase.HANDSHAKING:
+            mask = conn.want
+        else:
+            mask = _READ | (_WRITE if conn.out or conn.read_wants_write else 0)
+        if mask == conn.mask:
+            return
+        selector = self._selector
+        assert selector is not None
+        if conn.mask:
+            selector.modify(conn.fd, mask, conn)
+        else:
+            selector.register(conn.fd, mask, conn)
+        conn.mask = mask
+
+
+@final
+class ShardGroup:
+    """Many shards in one process, one thread each, sharing one identify gate (spec §8, §11).
+
+    The gate has no timer thread of its own (see :func:`identify_gate`): while shards
+    wait for an identify slot, the first of their threads to reach the gate's next deadline
+    polls it, and each grant is posted to the inbox of the shard it is for. With no shard
+    waiting nothing wakes up for it.
+
+    ``for shard_id, event in group.events()`` interleaves every shard's events in arrival
+    order and ends once every shard has terminated; or give ``on_event(shard_id, event)``,
+    called on the shards' threads.
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[GatewayConfig],
+        *,
+        scheduler: IdentifyScheduler | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        stall_warning: float = 1.0,
+        on_event: Callable[[int, Event], None] | None = None,
+    ) -> None:
+        if not configs:
+            raise ValueError("a shard group needs at least one configuration")
+        self.gate = identify_gate(scheduler)
+        self._queue: queue.SimpleQueue[tuple[int, Event | _Crash]] = queue.SimpleQueue()
+        self._on_event = on_event
+        self._started = False
+        self._iter_finished = False
+        self.shards: list[Shard] = []
+        for config in configs:
+            shard_id = config.shard[0]
+            shard = Shard(
+                config,
+                ssl_context=ssl_context,
+                identify=self.gate,
+                stall_warning=stall_warning,
+                on_event=functools.partial(self._collect, shard_id),
+            )
+            shard._on_crash = functools.partial(self._crashed, shard_id)
+            self.shards.append(shard)
+
+    def __enter__(self) -> ShardGroup:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start every shard's thread."""
+        if self._started:
+            raise RuntimeError("this shard group was already started")
+        self._started = True
+        for shard in self.shards:
+            shard.start()
+
+    def send(self, shard_id: int, command: Command, *, timeout: float | None = None) -> None:
+        """:meth:`Shard.send` on the shard with ``shard_id``."""
+        for shard in self.shards:
+            if shard.shard_id == shard_id:
+                shard.send(command, timeout=timeout)
+                return
+        raise KeyError(shard_id)
+
+    def close(
+        self, *, resumable: bool = False, timeout: float | None = None
+    ) -> list[SessionSnapshot | None]:
+        """Close every shard at once and wait; with ``resumable`` return their snapshots."""
+        if self._started:
+            for shard in self.shards:
+                shard._request_close(resumable=resumable)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        snapshots: list[SessionSnapshot | None] = []
+        for shard in self.shards:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            snapshots.append(shard.close(resumable=resumable, timeout=left))
+        return snapshots
+
+    def events(self, timeout: float | None = None) -> Iterator[tuple[int, Event]]:
+        """``(shard_id, event)`` pairs in arrival order, until every shard has terminated.
+
+        Raises:
+            TimeoutError: (while iterating) no event came within ``timeout`` seconds.
+            RuntimeError: the group delivers to a callback or was not started; while
+                iterating, a shard's thread failed.
+
+        """
+        if self._on_event is not None:
+            raise RuntimeError("this shard group delivers its events to its on_event callback")
+        if not self._started:
+            raise RuntimeError("start the shard group first")
+        return self._iterate(timeout)
+
+    def _iterate(self, timeout: float | None) -> Iterator[tuple[int, Event]]:
+        running = {shard.shard_id for shard in self.shards}
+        while running and not self._iter_finished:
+            try:
+                shard_id, item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"no event within {timeout} s") from None
+            if isinstance(item, _Crash):
+                self._iter_finished = True
+                raise RuntimeError(f"shard {shard_id}: the driver thread failed") from item.error
+            if isinstance(item, Terminated):
+                running.discard(shard_id)
+            yield shard_id, item
+        self._iter_finished = True
+
+    def _collect(self, shard_id: int, event: Event) -> None:
+        if self._on_event is not None:
+            self._on_event(shard_id, event)
+        else:
+            self._queue.put((shard_id, event))
+
+    def _crashed(self, shard_id: int, error: BaseException) -> None:
+        self._queue.put((shard_id, _Crash(error)))
