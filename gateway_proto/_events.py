@@ -6,7 +6,7 @@ stay raw (``dict`` as decoded): the core has no object model.
 
 from __future__ import annotations
 
-from typing import Any, final
+from typing import Any, NamedTuple, final
 
 import attrs
 
@@ -39,13 +39,20 @@ class SessionResumed:
 
 
 @final
-@attrs.frozen(slots=True, kw_only=True)
-class DispatchReceived:
-    """A dispatch (op 0) other than READY, RESUMED and RATE_LIMITED arrived."""
+class DispatchReceived(NamedTuple):
+    """A dispatch (op 0) other than READY, RESUMED and RATE_LIMITED arrived.
+
+    The one event built per message, so it is an immutable named tuple rather than a frozen
+    attrs class: construction costs a third (bench/bench_ws.py). Build it with keywords;
+    the repr leaves ``data`` out, like the other events.
+    """
 
     name: str | None
     sequence: int | None
-    data: Any = attrs.field(repr=False)
+    data: Any
+
+    def __repr__(self) -> str:
+        return f"DispatchReceived(name={self.name!r}, sequence={self.sequence!r})"
 
 
 @final

@@ -212,7 +212,7 @@ def identify_payload() -> dict[str, Any]:
 
 def describe(event: Any) -> dict[str, Any]:
     """An event's fields with ``error`` replaced by (type, message): exceptions lack ``==``."""
-    fields = attrs.asdict(event, recurse=False)
+    fields = event._asdict() if isinstance(event, tuple) else attrs.asdict(event, recurse=False)
     error = fields.get("error")
     if error is not None:
         fields["error"] = (type(error), str(error))

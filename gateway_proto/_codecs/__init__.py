@@ -13,14 +13,15 @@ generation (spec §10.3: "a fresh context for every new connection"):
 from __future__ import annotations
 
 import enum
+import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .._errors import LocalProtocolError, MessageTooLarge
+from .._errors import DecodeError, LocalProtocolError, MessageTooLarge
 from ._etf import EtfCodec
-from ._json import JsonCodec
+from ._json import JsonCodec, fast_loads
 from ._payload_zlib import PayloadZlibDecompressor
-from ._zlib import ZlibStreamDecompressor
+from ._zlib import ZLIB_SUFFIX, ZlibStreamDecompressor
 from ._zstd import ZstdStreamDecompressor, zstd_available
 
 
@@ -123,7 +124,16 @@ class InboundDecoder:
                 message = bytes(message)
             return loads(message)
 
-        inflate = _inflater(compression, max_size, payload_compression=payload_compression)
+        stream = (
+            ZlibStreamDecompressor(max_size)
+            if compression is TransportCompression.ZLIB_STREAM
+            else None
+        )
+        inflate = (
+            stream.feed
+            if stream is not None
+            else _inflater(compression, max_size, payload_compression=payload_compression)
+        )
         if inflate is None:
             self.decode = plain
             return
@@ -138,7 +148,36 @@ class InboundDecoder:
             inflated = inflate(message if isinstance(message, bytes) else bytes(message))
             return NEED_MORE if inflated is None else loads(inflated)
 
-        self.decode = compressed
+        fast = fast_loads() if isinstance(codec, JsonCodec) else None
+        if stream is None or fast is None:
+            self.decode = compressed
+            return
+        parse, parse_error = fast
+        decompress = stream.inflater.decompress
+        bound = max_size + 1
+
+        def zlib_json(message: str | bytes | bytearray | memoryview) -> Any:
+            # The default configuration's common case in one frame: a whole message, bytes,
+            # nothing pending. Anything else takes the general path with the same checks.
+            if (
+                type(message) is not bytes
+                or message[-4:] != ZLIB_SUFFIX
+                or len(message) > max_size
+                or stream.buffer
+            ):
+                return compressed(message)
+            try:
+                inflated = decompress(message, bound)
+            except zlib.error as exc:
+                raise DecodeError(f"corrupt zlib-stream data: {exc}") from exc
+            if len(inflated) > max_size:
+                raise MessageTooLarge(max_size)
+            try:
+                return parse(inflated)
+            except parse_error:
+                return loads(inflated)  # the codec decides: stdlib fallback or DecodeError
+
+        self.decode = zlib_json
 
 
 def _inflater(

@@ -14,6 +14,7 @@ encoded payload is valid UTF-8.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .._errors import DecodeError
@@ -58,3 +59,14 @@ class JsonCodec:
             return json.loads(data.decode() if isinstance(data, bytes) else data)
         except (ValueError, RecursionError) as exc:
             raise DecodeError(f"invalid JSON: {exc}") from exc
+
+
+def fast_loads() -> tuple[Callable[[bytes], Any], type[Exception]] | None:
+    """The ``loads`` of orjson and its error, for hot paths that fall back to ``JsonCodec.loads``.
+
+    ``None`` without orjson. A document orjson refuses must go through
+    :meth:`JsonCodec.loads`, which decides (the stdlib fallback, or :class:`DecodeError`).
+    """
+    if _orjson is None:
+        return None
+    return _orjson.loads, _orjson.JSONDecodeError

@@ -18,11 +18,13 @@ ZLIB_SUFFIX = b"\x00\x00\xff\xff"
 class ZlibStreamDecompressor:
     """Inflates the messages of one zlib-stream connection."""
 
-    __slots__ = ("_buffer", "_inflater", "_max_size")
+    __slots__ = ("_max_size", "buffer", "inflater")
 
     def __init__(self, max_size: int) -> None:
-        self._inflater = zlib.decompressobj()
-        self._buffer = bytearray()
+        #: The connection's inflate context (read by the fused zlib+JSON fast path).
+        self.inflater = zlib.decompressobj()
+        #: Part of a message (no flush marker yet) waiting for the rest.
+        self.buffer = bytearray()
         self._max_size = max_size
 
     def feed(self, data: bytes) -> bytes | None:
@@ -35,22 +37,22 @@ class ZlibStreamDecompressor:
         """
         if len(data) > self._max_size:
             raise MessageTooLarge(self._max_size)
-        if self._buffer:
-            self._buffer += data
-            if len(self._buffer) > self._max_size:
+        if self.buffer:
+            self.buffer += data
+            if len(self.buffer) > self._max_size:
                 raise MessageTooLarge(self._max_size)
-            if not self._buffer.endswith(ZLIB_SUFFIX):
+            if not self.buffer.endswith(ZLIB_SUFFIX):
                 return None
-            compressed: bytes | bytearray = self._buffer
-            self._buffer = bytearray()
+            compressed: bytes | bytearray = self.buffer
+            self.buffer = bytearray()
         elif data.endswith(ZLIB_SUFFIX):
             compressed = data  # the common case: one message, one frame, no copy
         else:
-            self._buffer += data
+            self.buffer += data
             return None
         try:
             # One byte over the bound proves the bound was exceeded without inflating the rest.
-            plain = self._inflater.decompress(compressed, self._max_size + 1)
+            plain = self.inflater.decompress(compressed, self._max_size + 1)
         except zlib.error as exc:
             raise DecodeError(f"corrupt zlib-stream data: {exc}") from exc
         if len(plain) > self._max_size:

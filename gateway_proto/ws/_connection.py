@@ -200,27 +200,38 @@ class WebSocketConnection:
     # -- internals ----------------------------------------------------------------------
 
     def _deliver(self, transport_id: int, frames: list[tuple[int, bytes]], now: float) -> None:
-        # The core ignores messages once it has started closing, so the rest of a read is
-        # fed as it is; only a close frame or a framing error ends the loop.
-        receive = self._gateway.receive_message
+        # Data messages go to the core in batches (one call per read, not per message);
+        # a control frame first hands over the messages before it. The core ignores what
+        # follows a message that ended the generation; a close frame or a framing error
+        # ends the loop here.
+        receive = self._gateway.receive_messages
+        batch: list[str | bytes] = []
         for opcode, payload in frames:
             if opcode == _BINARY:
-                receive(transport_id, payload, now=now)
-            elif opcode == _TEXT:
+                batch.append(payload)
+                continue
+            if opcode == _TEXT:
                 try:
-                    text = payload.decode("utf-8")
+                    batch.append(payload.decode("utf-8"))
+                    continue
                 except UnicodeDecodeError:
                     # RFC 6455 §8.1: a text message that is not UTF-8 fails the connection.
                     error = WebSocketProtocolError(1007, "text message is not valid UTF-8")
+                    if batch:
+                        receive(transport_id, batch, now=now)
                     self._protocol_error(transport_id, error, now)
                     return
-                receive(transport_id, text, now=now)
-            elif opcode == WsOpcode.PING:
+            if batch:
+                receive(transport_id, batch, now=now)
+                batch = []
+            if opcode == WsOpcode.PING:
                 # RFC 6455 §5.5.2: answer with a pong carrying the same data.
                 self._send_frame(transport_id, WsOpcode.PONG, payload)
             elif opcode == WsOpcode.CLOSE:
                 self._peer_closed(transport_id, payload, echo=True, now=now)
                 return
+        if batch:
+            receive(transport_id, batch, now=now)
 
     def _await_close(self, transport_id: int, frames: list[tuple[int, bytes]], now: float) -> None:
         """After our close frame, only the peer's close frame matters (RFC 6455 §5.5.1)."""

@@ -33,6 +33,8 @@ class WsOpcode(enum.IntEnum):
 
 
 _FIN: Final = 0x80
+#: First header bytes of an unfragmented TEXT or BINARY frame.
+_FINAL_DATA: Final = frozenset({0x81, 0x82})
 _RSV: Final = 0x70
 _MASKED: Final = 0x80
 #: RFC 6455 §5.5: control frames carry at most 125 bytes and are never fragmented.
@@ -168,6 +170,7 @@ class FrameReader:
             data = self._head + data
             self._head = b""
             size = len(data)
+        max_size = self._max_size
         while pos < size:
             if size - pos < 2:
                 self._head = data[pos:]
@@ -188,6 +191,19 @@ class FrameReader:
                     break
                 (length,) = _U64.unpack_from(data, start)
                 start += 8
+            end = start + length
+            if (
+                b0 in _FINAL_DATA
+                and end <= size
+                and b1 < _MASKED
+                and not self._fragment_op
+                and not self._expect_masked
+                and length <= max_size
+            ):
+                # The common case, inlined: a whole unfragmented data frame in this read.
+                out.append((b0 & 0x0F, data[start:end]))
+                pos = end
+                continue
             mask: bytes | None = None
             if b1 & _MASKED:
                 if size < start + 4:

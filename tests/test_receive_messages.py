@@ -1,0 +1,88 @@
+"""GatewayConnection.receive_messages: one read's messages in one call, same outcome as one by one."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import Driver
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway_proto import (
+    CloseTransport,
+    DispatchReceived,
+    LocalProtocolError,
+)
+
+
+def dispatch(name: str, seq: int, data: Any = None) -> str:
+    return json.dumps({"op": 0, "t": name, "s": seq, "d": data})
+
+
+RECONNECT = json.dumps({"op": 7, "d": None})
+ACK = json.dumps({"op": 11})
+HEARTBEAT_REQUEST = json.dumps({"op": 1, "d": None})
+
+message = st.one_of(
+    st.integers(2, 50).map(lambda s: dispatch("MESSAGE_CREATE", s, {"n": s})),
+    st.just(ACK),
+    st.just(HEARTBEAT_REQUEST),
+    st.just(RECONNECT),
+    st.just("not json"),
+)
+
+
+@given(st.lists(message, max_size=8))
+def test_batch_equals_one_by_one(messages: list[str]) -> None:
+    """spec §2, §6: a batch gives the actions, events and state of feeding each in turn —
+    including stopping at a message that ends the generation (op 7, a decode error)."""
+    one, many = Driver(), Driver()
+    for driver in (one, many):
+        driver.start_session(interval_ms=41250)
+    for text in messages:
+        one.conn.receive_message(one.tid, text, now=1.0)
+    many.conn.receive_messages(many.tid, messages, now=1.0)
+    assert one.drain() == many.drain()
+    assert (one.conn.state, one.conn.sequence) == (many.conn.state, many.conn.sequence)
+
+
+def test_messages_after_an_ending_message_are_ignored() -> None:
+    """spec §6: after op 7 the generation is closing; a dispatch behind it in the same read
+    is not delivered (the resume replays it)."""
+    d = Driver()
+    d.start_session()
+    d.conn.receive_messages(d.tid, [dispatch("A", 2), RECONNECT, dispatch("B", 3)], now=1.0)
+    step = d.drain()
+    assert [e.name for e in step.of(DispatchReceived)] == ["A"]
+    assert [a.code for a in step.of(CloseTransport)] == [4000]
+    assert d.conn.sequence == 2
+
+
+def test_misuse_in_a_batch_changes_nothing() -> None:
+    """DESIGN §3: a batch holding a non-message raises before anything is handled."""
+    d = Driver()
+    d.start_session()
+    with pytest.raises(LocalProtocolError, match="str or bytes"):
+        d.conn.receive_messages(d.tid, [dispatch("A", 2), 42], now=1.0)  # type: ignore[list-item]
+    assert d.drain().events == [] and d.conn.sequence == 1
+
+
+def test_unusual_batches_take_the_checked_path() -> None:
+    """A transport never opened is misuse (nothing changes); one that is gone is ignored;
+    bytearray messages are accepted."""
+    d = Driver()
+    d.start_session()
+    with pytest.raises(LocalProtocolError, match="never opened"):
+        d.conn.receive_messages(d.tid + 1, [dispatch("A", 2)], now=1.0)
+    d.server_close(4000, at=1.0)
+    d.run_until(10.0)
+    assert d.tid == 2
+    d.conn.receive_messages(1, [dispatch("A", 2)], now=10.0)
+    assert d.drain().events == []
+    d.open(at=10.0)
+    d.hello(at=10.0)
+    d.receive({"op": 0, "t": "RESUMED", "s": None, "d": {}}, at=10.0)
+    d.conn.receive_messages(d.tid, [bytearray(dispatch("B", 2).encode())], now=10.0)
+    assert [e.name for e in d.drain().of(DispatchReceived)] == ["B"]
