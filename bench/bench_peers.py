@@ -83,6 +83,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _ws_stream
+from gateway_proto.adapters.asyncio import Shard
 
 from gateway_proto import (
     DispatchReceived,
@@ -441,10 +442,74 @@ def run_ours(chunks: list[bytes]) -> int:
     return delivered
 
 
+#: Hand-offs each stream holds, counted once (untimed, on main's check run) by ``run_ours``.
+_EXPECTED: dict[int, int] = {}
+
+
+def run_ours_asyncio_driver(reads: list[bytes]) -> int:
+    """The real asyncio driver end to end: ``Shard`` and its ``asyncio.Protocol``, the
+    application's ``async for event in shard`` loop taking every event off the queue.
+
+    Only the socket is simulated: ``loop.create_connection`` hands the driver's own protocol
+    the same FakeTransport the peers read from, and the reads arrive through its
+    ``data_received``, one per loop iteration, like the peers'. Setup (the loop, the shard)
+    is timed.
+    """
+    key = id(reads)
+    if key not in _EXPECTED:
+        _EXPECTED[key] = run_ours(reads)
+    target = _EXPECTED[key]
+    loop = asyncio.new_event_loop()
+    links: list[tuple[Any, FakeTransport]] = []
+
+    async def create_connection(factory: Callable[[], Any], *_: Any, **__: Any) -> Any:
+        protocol, transport = factory(), FakeTransport(loop)
+        protocol.connection_made(transport)
+        links.append((protocol, transport))
+        return transport, protocol
+
+    loop.create_connection = create_connection  # type: ignore[method-assign]
+
+    async def main() -> int:
+        config = GatewayConfig(
+            token="bench-token",
+            intents=Intents.GUILDS,
+            url="ws://gateway.bench",
+            compression=TransportCompression.ZLIB_STREAM,
+        )
+        shard = Shard(config)
+        shard.start()
+        while not links:
+            await asyncio.sleep(0)
+        protocol, transport = links[0]
+        head = split_head(transport.written[0])
+        assert head is not None
+        feeder = asyncio.ensure_future(
+            feed(protocol, transport, [build_response(head[1]["sec-websocket-key"]), *reads])
+        )
+        delivered = 0
+        async for event in shard:
+            if type(event) is DispatchReceived or type(event) is SessionStarted:
+                delivered += 1
+                if delivered == target:
+                    break
+        await feeder
+        return delivered
+
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
 #: Our contenders: name -> (run(reads) -> hand-offs delivered, label). Each is compared with
-#: every peer. Add the asyncio driver here when adapters/asyncio.py exists.
+#: every peer.
 OUR_CONTENDERS: dict[str, tuple[Callable[[list[bytes]], int], str]] = {
     "ours": (run_ours, "ours: asyncio.Protocol-shaped WebSocketConnection driver (setup timed)"),
+    "ours-driver": (
+        run_ours_asyncio_driver,
+        "ours: gateway_proto.adapters.asyncio.Shard end to end (setup timed)",
+    ),
 }
 
 
