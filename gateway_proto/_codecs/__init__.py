@@ -149,10 +149,26 @@ class InboundDecoder:
             return NEED_MORE if inflated is None else loads(inflated)
 
         fast = fast_loads() if isinstance(codec, JsonCodec) else None
-        if stream is None or fast is None:
+        if fast is None:
             self.decode = compressed
             return
         parse, parse_error = fast
+        if stream is None:
+
+            def inflate_json(message: str | bytes | bytearray | memoryview) -> Any:
+                # JSON with orjson over zstd-stream or payload zlib: one call less per layer.
+                if type(message) is not bytes or len(message) > max_size:
+                    return compressed(message)
+                inflated = inflate(message)
+                if inflated is None:
+                    return NEED_MORE
+                try:
+                    return parse(inflated)
+                except parse_error:
+                    return loads(inflated)  # the codec decides: stdlib fallback or DecodeError
+
+            self.decode = inflate_json
+            return
         decompress = stream.inflater.decompress
         bound = max_size + 1
 
