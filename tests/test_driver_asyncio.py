@@ -339,3 +339,28 @@ def test_demo_runs_clean() -> None:
     assert "1 missed dispatch(es) replayed" in text
     assert "terminated (code 1000)" in text
     assert "fake gateway rule violations: 0" in text
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_listen_keeps_a_status_line_on_a_terminal(
+    server: LoopbackGateway, monkeypatch: Any
+) -> None:
+    """CLI listen on a terminal: a live status line (state, shard, seq, latency, events/s)."""
+    monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
+    out, err = io.StringIO(), _Terminal()
+
+    def script() -> None:
+        for n in range(12):
+            time.sleep(0.1)
+            server.call(lambda gw, n=n: gw.dispatch("MESSAGE_CREATE", {"n": n}))
+        server.call(lambda gw: gw.close(None, 4004, "authentication failed"))
+
+    threading.Thread(target=script, daemon=True).start()
+    assert cli.listen_main(_listen_args(server), out, err) == 2
+    status = err.getvalue()
+    assert "\r\x1b[2Kconnected    shard 0/1  seq " in status
+    assert "latency " in status and " events/s" in status
