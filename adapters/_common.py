@@ -4,6 +4,8 @@
   blocking call; the async drivers run it in a worker thread so it never blocks a loop.
 * :class:`IdentifyGate` puts one :class:`~gateway_proto.IdentifyScheduler` between many
   shards (spec §8 identify concurrency); drivers give it a way to set its one timer.
+* :class:`MessageTransport` / :data:`Connector`: the shape of a websocket from another
+  library (websockets, aiohttp, trio-websocket) that the async drivers can run over.
 * :class:`LoopWatch` notices when a timer fires late — the application blocked the loop —
   and warns before heartbeats are missed.
 """
@@ -16,8 +18,8 @@ import ssl
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from typing import Any, Final, final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol, final
 
 import attrs
 
@@ -26,10 +28,13 @@ from gateway_proto import GatewayError, IdentifyScheduler, SessionStartLimit
 __all__ = [
     "DEFAULT_API_BASE",
     "IDENTIFY_MARGIN",
+    "Connector",
     "DiscoveryError",
     "GatewayInfo",
     "IdentifyGate",
     "LoopWatch",
+    "MessageTransport",
+    "TransportClosedError",
     "default_scheduler",
     "default_ssl_context",
     "discover",
@@ -55,6 +60,32 @@ DEFAULT_API_BASE: Final = "https://discord.com/api/v10"
 def default_ssl_context() -> ssl.SSLContext:
     """A client context with certificate and host checks, trusting the system store."""
     return ssl.create_default_context()
+
+
+class TransportClosedError(Exception):
+    """Raised by a :class:`MessageTransport`'s ``recv`` when the websocket has closed."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(f"websocket closed ({code}) {reason}".strip())
+        self.code = code
+        self.reason = reason
+
+
+class MessageTransport(Protocol):
+    """A websocket from another library, one whole message at a time."""
+
+    async def send(self, data: str | bytes) -> None:
+        """Send one message (text for ``str``)."""
+
+    async def recv(self) -> str | bytes:
+        """Return the next message; raise :class:`TransportClosedError` once closed."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Start (and finish) the close handshake."""
+
+
+#: Opens a :class:`MessageTransport` to a gateway URL.
+Connector = Callable[[str], Awaitable[MessageTransport]]
 
 
 @final

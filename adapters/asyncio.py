@@ -24,8 +24,8 @@ import collections
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Protocol, assert_never, final
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any, assert_never, final
 
 from gateway_proto import (
     AbortTransport,
@@ -46,9 +46,12 @@ from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection
 
 from ._common import (
     DEFAULT_API_BASE,
+    Connector,
     GatewayInfo,
     IdentifyGate,
     LoopWatch,
+    MessageTransport,
+    TransportClosedError,
     default_scheduler,
     default_ssl_context,
     discover,
@@ -68,32 +71,6 @@ __all__ = [
 
 #: Seconds a custom transport gets to close after the core aborted it.
 _ABORT_GRACE = 2.0
-
-
-class TransportClosedError(Exception):
-    """Raised by a :class:`MessageTransport`'s ``recv`` when the websocket has closed."""
-
-    def __init__(self, code: int | None, reason: str = "") -> None:
-        super().__init__(f"websocket closed ({code}) {reason}".strip())
-        self.code = code
-        self.reason = reason
-
-
-class MessageTransport(Protocol):
-    """A websocket from another library, one whole message at a time."""
-
-    async def send(self, data: str | bytes) -> None:
-        """Send one message (text for ``str``)."""
-
-    async def recv(self) -> str | bytes:
-        """Return the next message; raise :class:`TransportClosedError` once closed."""
-
-    async def close(self, code: int, reason: str) -> None:
-        """Start (and finish) the close handshake."""
-
-
-#: Opens a :class:`MessageTransport` to a gateway URL.
-Connector = Callable[[str], Awaitable[MessageTransport]]
 
 
 async def discover_gateway(

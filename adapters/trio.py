@@ -81,7 +81,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Final, NoReturn, Protocol, assert_never, final
+from typing import Final, NoReturn, assert_never, final
 
 import attrs
 import trio
@@ -106,9 +106,12 @@ from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection
 
 from ._common import (
     DEFAULT_API_BASE,
+    Connector,
     GatewayInfo,
     IdentifyGate,
     LoopWatch,
+    MessageTransport,
+    TransportClosedError,
     default_scheduler,
     default_ssl_context,
     discover,
@@ -135,34 +138,8 @@ _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 _ABORT_CODE: Final = 4000
 
 
-class TransportClosedError(Exception):
-    """Raised by a :class:`MessageTransport`'s ``recv`` when the websocket has closed."""
-
-    def __init__(self, code: int | None, reason: str = "") -> None:
-        super().__init__(f"websocket closed ({code}) {reason}".strip())
-        self.code = code
-        self.reason = reason
-
-
 class ShardNotRunningError(RuntimeError):
     """The shard was not started yet, or its main task has stopped (it was cancelled)."""
-
-
-class MessageTransport(Protocol):
-    """A websocket from another library, one whole message at a time."""
-
-    async def send(self, data: str | bytes) -> None:
-        """Send one message (text for ``str``)."""
-
-    async def recv(self) -> str | bytes:
-        """Return the next message; raise :class:`TransportClosedError` once closed."""
-
-    async def close(self, code: int, reason: str) -> None:
-        """Start (and finish) the close handshake."""
-
-
-#: Opens a :class:`MessageTransport` to a gateway URL.
-Connector = Callable[[str], Awaitable[MessageTransport]]
 
 
 async def discover_gateway(

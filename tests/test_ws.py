@@ -15,12 +15,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import random
 import sys
 import zlib
 from typing import Any
 
 import attrs
+import conftest
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -85,20 +85,6 @@ LENGTH_CASES = [(0, 2), (1, 2), (125, 2), (126, 4), (127, 4), (65535, 4), (65536
 # -- oracles and helpers -------------------------------------------------------------------
 
 
-class FixedRandom(random.Random):
-    """``random()`` is ``value``; ``uniform(a, b)`` is ``a + (b - a) * value``: exact deadlines."""
-
-    def __init__(self, value: float = 0.5) -> None:
-        super().__init__(0)
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.value
-
-
 class CountingEntropy:
     """``entropy(n)`` returns the next ``n`` bytes of 1, 2, 3, ... (mod 256); records calls."""
 
@@ -118,14 +104,8 @@ class CountingEntropy:
 
 
 def make_config(**overrides: Any) -> GatewayConfig:
-    fields: dict[str, Any] = {
-        "token": TOKEN,
-        "intents": 513,
-        "compression": TransportCompression.NONE,
-        "rng": FixedRandom(),
-    }
-    fields.update(overrides)
-    return GatewayConfig(**fields)
+    """conftest's test config, with this file's token (it must never leak)."""
+    return conftest.make_config(**{"token": TOKEN, **overrides})
 
 
 def naive_mask(payload: bytes, mask: bytes) -> bytes:
