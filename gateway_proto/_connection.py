@@ -430,7 +430,7 @@ class GatewayConnection:
             or gen.id != transport_id
             or type(transport_id) is not int
             or self._state is _S.CONNECTING
-            or not all(type(message) in _MESSAGE_TYPES for message in messages)
+            or not _MESSAGE_TYPES.issuperset(map(type, messages))
         ):
             for message in messages:  # validated first, so a misuse changes nothing
                 if not isinstance(message, str | bytes | bytearray | memoryview):
