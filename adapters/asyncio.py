@@ -46,6 +46,7 @@ from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection
 
 from ._common import (
     DEFAULT_API_BASE,
+    IDENTIFY_MARGIN,
     Connector,
     GatewayInfo,
     IdentifyGate,
@@ -59,6 +60,7 @@ from ._common import (
 )
 
 __all__ = [
+    "IDENTIFY_MARGIN",
     "Connector",
     "MessageTransport",
     "Shard",
@@ -473,6 +475,10 @@ class ShardGroup:
     """Many shards in one process, sharing one identify scheduler (spec §8, §11).
 
     ``async for shard_id, event in group`` interleaves every shard's events in arrival order.
+    A ``scheduler`` passed in should have ``margin=IDENTIFY_MARGIN`` (0.5 s, exported by
+    this module) or more: the gateway times IDENTIFYs on
+    arrival, and without a margin network jitter can make two grants 5 s apart arrive
+    4.99 s apart (an op 9). The default scheduler has it.
     """
 
     def __init__(

@@ -106,6 +106,7 @@ from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection
 
 from ._common import (
     DEFAULT_API_BASE,
+    IDENTIFY_MARGIN,
     Connector,
     GatewayInfo,
     IdentifyGate,
@@ -119,6 +120,7 @@ from ._common import (
 )
 
 __all__ = [
+    "IDENTIFY_MARGIN",
     "Connector",
     "MessageTransport",
     "Shard",
@@ -789,6 +791,10 @@ class ShardGroup:
 
     ``async for shard_id, event in group`` interleaves every shard's events in arrival
     order and ends once every shard has terminated.
+    A ``scheduler`` passed in should have ``margin=IDENTIFY_MARGIN`` (0.5 s, exported by
+    this module) or more: the gateway times IDENTIFYs on
+    arrival, and without a margin network jitter can make two grants 5 s apart arrive
+    4.99 s apart (an op 9). The default scheduler has it.
     """
 
     def __init__(
