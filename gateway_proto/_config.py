@@ -68,13 +68,24 @@ def _check_large_threshold(_: object, __: attrs.Attribute[Any], value: int) -> N
         raise LocalProtocolError("large_threshold must be an integer from 50 to 250")
 
 
-def _check_url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    parts = urlsplit(value) if isinstance(value, str) else None
+def usable_ws_url(value: object) -> bool:
+    """Whether ``value`` is a ws:// or wss:// URL a websocket can be opened to.
+
+    It must have a host, a port (when given) in 1-65535, and only printable ASCII: the URL
+    goes into an HTTP request line as it is, and a resume URL comes from the peer (spec §4.2).
+    """
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable() or " " in value:
+        return False
     try:
-        port = None if parts is None else parts.port
+        parts = urlsplit(value)
+        port = parts.port
     except ValueError:
-        port = 0
-    if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname or port == 0:
+        return False
+    return parts.scheme in ("ws", "wss") and bool(parts.hostname) and port != 0
+
+
+def _check_url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not usable_ws_url(value):
         raise LocalProtocolError(f"{attribute.name} must be a ws:// or wss:// URL with a host")
 
 

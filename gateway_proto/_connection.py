@@ -35,7 +35,7 @@ from ._actions import (
 from ._backoff import backoff_delay, invalid_session_pause
 from ._codecs import NEED_MORE, Codec, InboundDecoder, make_codec
 from ._commands import COMMAND_TYPES, Command
-from ._config import API_VERSION, GatewayConfig, SessionSnapshot, gateway_url
+from ._config import API_VERSION, GatewayConfig, SessionSnapshot, gateway_url, usable_ws_url
 from ._errors import (
     ConnectTimeout,
     FatalCloseError,
@@ -308,9 +308,9 @@ class GatewayConnection:
             or not (code == 1000 or 3000 <= code <= 4999)
         ):
             raise LocalProtocolError("close code must be 1000 or in 3000-4999 (RFC 6455 §7.4)")
-        if not isinstance(reason, str) or len(reason.encode()) > 123:
+        if not isinstance(reason, str) or not _fits_close_frame(reason):
             raise LocalProtocolError(
-                "close reason must be a str of at most 123 bytes (RFC 6455 §5.5)"
+                "close reason must be a str of at most 123 bytes of UTF-8 (RFC 6455 §5.5)"
             )
         if self._state is _S.CLOSED:
             return
@@ -842,7 +842,7 @@ class GatewayConnection:
         session_id = d.get("session_id")
         resume_url = d.get("resume_gateway_url")
         self._session_id = session_id if isinstance(session_id, str) and session_id else None
-        self._resume_url = resume_url if _is_ws_url(resume_url) else None
+        self._resume_url = resume_url if usable_ws_url(resume_url) else None
         self._resume_failures = 0
         # READY itself is consumed here, so a new session starts acknowledged up to it.
         self._committed = self._sequence
@@ -1044,5 +1044,9 @@ def _is_duration(value: object) -> TypeGuard[int | float]:
     )
 
 
-def _is_ws_url(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(("ws://", "wss://")) and len(value) > 6
+def _fits_close_frame(reason: str) -> bool:
+    """Whether ``reason`` encodes to UTF-8 (no lone surrogates) within a close frame's 123 bytes."""
+    try:
+        return len(reason.encode("utf-8")) <= 123
+    except UnicodeEncodeError:
+        return False

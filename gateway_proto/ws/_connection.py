@@ -37,6 +37,7 @@ from .._actions import (
     SetTimer,
 )
 from .._commands import Command
+from .._config import usable_ws_url
 from .._connection import GatewayConnection
 from .._events import Event
 from ._actions import CloseTcp, OpenTcp, SendBytes, WsAction
@@ -322,22 +323,20 @@ class WebSocketConnection:
 
     def _open(self, action: OpenTransport, now: float) -> None:
         tid = action.transport_id
-        parts = urlsplit(action.url)
-        scheme = parts.scheme.lower()
-        try:
-            port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(scheme, 0)
-        except ValueError:
-            port = 0
-        host = parts.hostname
-        if scheme not in _DEFAULT_PORTS or not host or not port:
-            # A resume URL from READY is the peer's data: a bad one fails this attempt only.
+        if not usable_ws_url(action.url):  # pragma: no cover - the core checks its URLs
+            # The core only opens URLs it checked; this guards the request line regardless
+            # (a resume URL is the peer's data, spec §4.2): a bad one fails this attempt.
             reason = f"cannot open a websocket to {action.url[:100]!r}"
             self._gateway.handle_transport_closed(tid, None, reason, now=now)
             return
+        parts = urlsplit(action.url)
+        host = parts.hostname
+        assert host is not None
+        port = parts.port if parts.port is not None else _DEFAULT_PORTS[parts.scheme]
         netloc = parts.netloc.rpartition("@")[2]
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._links[tid] = _Link(netloc, target, self._gateway.config.max_message_size)
-        self._actions.append(OpenTcp(host, port, scheme == "wss", tid))
+        self._actions.append(OpenTcp(host, port, parts.scheme == "wss", tid))
 
     def _close(self, action: CloseTransport, now: float) -> None:
         link = self._links.get(action.transport_id)
