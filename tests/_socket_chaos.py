@@ -1,11 +1,17 @@
 """The engine of the socket-level chaos proof (used by tests/test_socket_chaos.py).
 
-One asyncio program runs a :class:`ShardGroup` of the asyncio driver (one identify scheduler
-with ``max_concurrency`` = number of shards and the drivers' ``IDENTIFY_MARGIN``) against real :class:`LoopbackGateway` servers on
-loopback, one server per shard ("lane"), some of them behind TLS (trustme). Every shard uses
-zlib-stream transport compression (spec §10.3) and a 1 s heartbeat interval, so a zombie
-connection is found within two seconds (spec §3) while heartbeats stay far below the
+One program runs a ``ShardGroup`` of one of the drivers (``asyncio``, ``trio`` or
+``threads``, see :data:`DRIVERS`; one identify scheduler with ``max_concurrency`` = number
+of shards and the drivers' ``IDENTIFY_MARGIN``) against real :class:`LoopbackGateway`
+servers on loopback, one server per shard ("lane"), some of them behind TLS (trustme). Every
+shard uses zlib-stream transport compression (spec §10.3) and a 1 s heartbeat interval, so a
+zombie connection is found within two seconds (spec §3) while heartbeats stay far below the
 120-per-60 s limit (spec §8).
+
+The driver-specific part is one small function per driver (a :data:`Runner`): it runs the
+group, hands every ``(shard_id, event)`` to the same collector (:meth:`Lane.on_event`), runs
+the blocking fault phase in a worker thread and closes the group once that phase returns.
+Everything else (servers, streams, faults, settling, the delivery check) is shared.
 
 Per lane, two worker threads act on the server through its thread-safe API:
 
@@ -42,14 +48,18 @@ import random
 import ssl
 import threading
 import time
+import traceback
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
+import gateway_proto.adapters.asyncio as asyncio_driver
+import gateway_proto.adapters.threads as threads_driver
+import gateway_proto.adapters.trio as trio_driver
+import trio
 from gateway_proto.adapters._common import IDENTIFY_MARGIN
-from gateway_proto.adapters.asyncio import ShardGroup
 
 from gateway_proto import (
     Disconnected,
@@ -141,6 +151,8 @@ class Plan:
     seed: int = 0
     #: Wall-clock limit for the fault phase (the run fails beyond it).
     time_limit: float = 1800.0
+    #: Which driver runs the shards (a key of :data:`DRIVERS`).
+    driver: str = "asyncio"
 
 
 @attrs.define(eq=False)
@@ -179,7 +191,7 @@ class Lane:
     def faults_total(self) -> int:
         return sum(self.faults[k] for k in FAULT_KINDS)
 
-    # -- the loop thread ---------------------------------------------------------------
+    # -- the driver's thread ------------------------------------------------------------
 
     def on_event(self, event: Event) -> None:
         with self.cond:
@@ -366,7 +378,7 @@ class Report:
         kinds = ", ".join(f"{k} {n}" for k, n in self.disconnect_kinds.most_common())
         return [
             f"{self.plan.lanes} shards over real loopback sockets ({self.plan.tls_lanes} "
-            f"with TLS), asyncio driver, zlib-stream, seed {self.plan.seed}, "
+            f"with TLS), {self.plan.driver} driver, zlib-stream, seed {self.plan.seed}, "
             f"{self.wall:.1f} s wall",
             f"faults injected: {self.faults_total} ({by_kind}); also op1 {self.op1}",
             f"server: {self.connections} TCP connections accepted, {self.resets} reset on "
@@ -393,11 +405,11 @@ class Report:
     def summary(self) -> str:
         c = self.check
         return (
-            f"SOCKET CHAOS SUMMARY: faults={self.faults_total} sessions={c.sessions} "
-            f"emitted={self.emitted} checked={c.checked} lost={c.lost_unannounced} "
-            f"duplicated={c.duplicated} reordered={c.reordered} altered={c.altered} "
-            f"lost_announced={c.lost_announced} violations={len(self.violations)} "
-            f"wall={self.wall:.1f}s"
+            f"SOCKET CHAOS SUMMARY: driver={self.plan.driver} faults={self.faults_total} "
+            f"sessions={c.sessions} emitted={self.emitted} checked={c.checked} "
+            f"lost={c.lost_unannounced} duplicated={c.duplicated} reordered={c.reordered} "
+            f"altered={c.altered} lost_announced={c.lost_announced} "
+            f"violations={len(self.violations)} wall={self.wall:.1f}s"
         )
 
 
@@ -565,6 +577,8 @@ def _settled(lane: Lane) -> bool:
 
 def run_socket_chaos(plan: Plan) -> Report:
     """Run the whole chaos program and return its figures (never raises on a finding)."""
+    if plan.driver not in DRIVERS:
+        raise ValueError(f"unknown driver {plan.driver!r}; one of {sorted(DRIVERS)}")
     report = Report(plan=plan)
     tls = tls_contexts() if plan.tls_lanes and trustme is not None else None
     if tls is None:
@@ -595,7 +609,7 @@ def run_socket_chaos(plan: Plan) -> Report:
                     quota=quota,
                 )
             )
-        asyncio.run(_main(plan, lanes, report, tls[1] if tls else None))
+        _drive(plan, lanes, report, tls[1] if tls else None)
         for lane in lanes:
             _collect(lane, report)
     report.wall = time.perf_counter() - started
@@ -637,10 +651,8 @@ def _collect(lane: Lane, report: Report) -> None:
         report.problems.append(f"lane {lane.index}: terminated during the run: {lane.terminated}")
 
 
-async def _main(
-    plan: Plan, lanes: list[Lane], report: Report, client_tls: ssl.SSLContext | None
-) -> None:
-    configs = [
+def _configs(plan: Plan, lanes: list[Lane]) -> list[GatewayConfig]:
+    return [
         GatewayConfig(
             token=TOKEN,
             intents=513,
@@ -656,31 +668,146 @@ async def _main(
         )
         for lane in lanes
     ]
+
+
+def _drive(
+    plan: Plan, lanes: list[Lane], report: Report, client_tls: ssl.SSLContext | None
+) -> None:
+    """Run the shards through ``plan.driver`` while the fault phase runs; a raise is a finding."""
     # The drivers' margin (spec §8): the gateway times IDENTIFYs on arrival, and two of them
     # can take different times to get there; without it the servers see "4.999 s".
     scheduler = IdentifyScheduler(max_concurrency=plan.lanes, margin=IDENTIFY_MARGIN)
-    group = ShardGroup(configs, scheduler=scheduler, ssl_context=client_tls)
 
-    async def consume() -> None:
-        async for shard_id, event in group:
-            lanes[shard_id].on_event(event)
+    def feed(shard_id: int, event: Event) -> None:
+        lanes[shard_id].on_event(event)
 
-    await group.__aenter__()
-    consumer = asyncio.get_running_loop().create_task(consume())
+    def body() -> None:
+        try:
+            _faults_phase(plan, lanes, report)
+        finally:
+            for lane in lanes:
+                with lane.cond:
+                    lane.closing = True
+
     try:
-        await asyncio.to_thread(_faults_phase, plan, lanes, report)
+        DRIVERS[plan.driver](_configs(plan, lanes), scheduler, client_tls, feed, body)
+    except Exception as exc:  # a finding: reported with its traceback, figures kept
+        report.problems.append(
+            f"the {plan.driver} driver raised: " + "".join(traceback.format_exception(exc))
+        )
+
+
+# -- the drivers -----------------------------------------------------------------------------
+
+#: Hands one ``(shard_id, event)`` of the group to the collector.
+Feed: TypeAlias = Callable[[int, Event], None]
+#: ``runner(configs, scheduler, ssl_context, feed, body)``: run a ShardGroup of ``configs``
+#: (sharing ``scheduler``, TLS trust from ``ssl_context``), hand every event to ``feed``, run
+#: the blocking ``body`` in a worker thread, and close the group (close 1000) once ``body``
+#: returns. Returns when the group is closed; raises what the driver or ``body`` raised.
+Runner: TypeAlias = Callable[
+    [list[GatewayConfig], IdentifyScheduler, ssl.SSLContext | None, Feed, Callable[[], None]],
+    None,
+]
+#: Seconds the threads driver's group may stay silent (heartbeat ACKs alone come every
+#: second) or take to close before it counts as hung.
+THREADS_QUIET_LIMIT = 60.0
+
+
+def run_asyncio(
+    configs: list[GatewayConfig],
+    scheduler: IdentifyScheduler,
+    ssl_context: ssl.SSLContext | None,
+    feed: Feed,
+    body: Callable[[], None],
+) -> None:
+    """The asyncio driver: its group's iteration never ends, so the consumer is cancelled."""
+
+    async def main() -> None:
+        group = asyncio_driver.ShardGroup(configs, scheduler=scheduler, ssl_context=ssl_context)
+
+        async def consume() -> None:
+            async for shard_id, event in group:
+                feed(shard_id, event)
+
+        await group.__aenter__()
+        consumer = asyncio.get_running_loop().create_task(consume())
+        try:
+            await asyncio.to_thread(body)
+        finally:
+            await group.close()
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+
+    asyncio.run(main())
+
+
+def run_trio(
+    configs: list[GatewayConfig],
+    scheduler: IdentifyScheduler,
+    ssl_context: ssl.SSLContext | None,
+    feed: Feed,
+    body: Callable[[], None],
+) -> None:
+    """The trio driver: the group's iteration ends by itself once every shard terminated."""
+
+    async def main() -> None:
+        group = trio_driver.ShardGroup(configs, scheduler=scheduler, ssl_context=ssl_context)
+        async with group, trio.open_nursery() as nursery:
+
+            async def work() -> None:
+                try:
+                    await trio.to_thread.run_sync(body)
+                finally:
+                    await group.close()
+
+            nursery.start_soon(work)
+            async for shard_id, event in group:
+                feed(shard_id, event)
+
+    trio.run(main)
+
+
+def run_threads(
+    configs: list[GatewayConfig],
+    scheduler: IdentifyScheduler,
+    ssl_context: ssl.SSLContext | None,
+    feed: Feed,
+    body: Callable[[], None],
+) -> None:
+    """The threads driver: events are taken on this thread, ``body`` runs on another."""
+    group = threads_driver.ShardGroup(configs, scheduler=scheduler, ssl_context=ssl_context)
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            body()
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            try:
+                group.close(timeout=THREADS_QUIET_LIMIT)
+            except BaseException as exc:
+                failures.append(exc)
+
+    group.start()
+    worker = threading.Thread(target=work, name="socket-chaos-body")
+    worker.start()
+    try:
+        for shard_id, event in group.events(timeout=THREADS_QUIET_LIMIT):
+            feed(shard_id, event)
     finally:
-        for lane in lanes:
-            with lane.cond:
-                lane.closing = True
-        await group.close()
-        consumer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer
+        worker.join()
+    if failures:
+        raise failures[0]
+
+
+DRIVERS: dict[str, Runner] = {"asyncio": run_asyncio, "trio": run_trio, "threads": run_threads}
 
 
 def _faults_phase(plan: Plan, lanes: list[Lane], report: Report) -> None:
-    """(A worker thread of the loop.) Streams and injectors, then heal and settle."""
+    """(A worker thread of the driver.) Streams and injectors, then heal and settle."""
     for lane in lanes:
         if not lane.wait_for(lambda lane=lane: lane.generation > 0, 30.0):
             report.problems.append(f"lane {lane.index}: no first session within 30 s")

@@ -1,13 +1,14 @@
-"""Chaos over real loopback sockets through the asyncio driver (the test kit's socket proof).
+"""Chaos over real loopback sockets through every driver (the test kit's socket proof).
 
-Shards of :class:`gateway_proto.adapters.asyncio.ShardGroup` (zlib-stream, one of them over
-TLS) run against :class:`gateway_proto.testing.LoopbackGateway` servers while worker threads
-keep a dispatch stream flowing and inject faults: TCP resets, resets in the middle of a
-message of a few hundred KB, server restarts (short, and past the session lifetime), op 7,
-op 9 ``true``/``false``, resumable and new-session close codes, zombie connections and
-session expiry. The engine and its bookkeeping are in ``tests/_socket_chaos.py``.
+Shards of a ``ShardGroup`` of the asyncio, trio or threads driver (``gateway_proto.adapters``;
+zlib-stream, one of them over TLS) run against :class:`gateway_proto.testing.LoopbackGateway`
+servers while worker threads keep a dispatch stream flowing and inject faults: TCP resets,
+resets in the middle of a message of a few hundred KB, server restarts (short, and past the
+session lifetime), op 7, op 9 ``true``/``false``, resumable and new-session close codes,
+zombie connections and session expiry. The engine and its bookkeeping are in
+``tests/_socket_chaos.py``; only a small runner per driver differs.
 
-The claims (spec §3, §5, §6, §7, §8, §10.3):
+The claims (spec §3, §5, §6, §7, §8, §10.3), for each driver:
 
 * every dispatch a server emitted on a session the client started is delivered exactly once,
   in order and unaltered — 0 lost, 0 duplicated, 0 reordered — whenever that session
@@ -15,16 +16,24 @@ The claims (spec §3, §5, §6, §7, §8, §10.3):
 * every session lost is announced by ``SessionInvalidated(events_may_be_lost=True)`` before
   the next one starts, and nothing of it is delivered after the announcement;
 * after the faults every shard settles on its server's newest session with all delivered;
-* the fake servers recorded 0 rule violations.
+* the fake servers recorded 0 rule violations; the driver raised nothing and did not hang.
 
-The short test runs in the normal suite. The long one (at least 1,000 faults, about five
-minutes) runs only with ``GATEWAY_PROTO_SOCKET_CHAOS=1``::
+The short test runs in the normal suite, once per driver (asyncio 80 faults, trio 40,
+threads 40). The long one (1,000 faults per driver, about five minutes each) runs only with
+``GATEWAY_PROTO_SOCKET_CHAOS=1``::
 
     GATEWAY_PROTO_SOCKET_CHAOS=1 .venv/bin/python -m pytest tests/test_socket_chaos.py \
         -k long --no-cov
 
-``GATEWAY_PROTO_SOCKET_CHAOS_FAULTS`` changes its number of faults (default 1,000) and
-``GATEWAY_PROTO_SOCKET_CHAOS_SEED`` its seed. Both tests write their figures to the terminal.
+Environment variables of the long test:
+
+* ``GATEWAY_PROTO_SOCKET_CHAOS=1`` runs it at all;
+* ``GATEWAY_PROTO_SOCKET_CHAOS_DRIVERS`` picks the drivers, comma-separated (default
+  ``asyncio,trio,threads``; ``-k "long and trio"`` works too);
+* ``GATEWAY_PROTO_SOCKET_CHAOS_FAULTS``: faults per driver (default 1,000);
+* ``GATEWAY_PROTO_SOCKET_CHAOS_SEED``: the seed (default 1).
+
+Both tests write their figures to the terminal.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import os
 import random
 
 import pytest
-from _socket_chaos import FAULT_KINDS, Plan, Report, run_socket_chaos
+from _socket_chaos import DRIVERS, FAULT_KINDS, Plan, Report, run_socket_chaos
 from gateway_proto.adapters._common import IDENTIFY_MARGIN
 
 from gateway_proto import (
@@ -48,6 +57,13 @@ from gateway_proto.testing import FakeGateway, InvalidateSession, Simulator
 LONG = os.environ.get("GATEWAY_PROTO_SOCKET_CHAOS") == "1"
 LONG_FAULTS = int(os.environ.get("GATEWAY_PROTO_SOCKET_CHAOS_FAULTS", "1000"))
 LONG_SEED = int(os.environ.get("GATEWAY_PROTO_SOCKET_CHAOS_SEED", "1"))
+LONG_DRIVERS = [
+    name.strip()
+    for name in os.environ.get("GATEWAY_PROTO_SOCKET_CHAOS_DRIVERS", ",".join(DRIVERS)).split(",")
+    if name.strip()
+]
+#: Faults of the short run per driver: the asyncio driver is the reference and gets more.
+SHORT_FAULTS = {"asyncio": 80, "trio": 40, "threads": 40}
 
 
 def show(report: Report, name: str, request: pytest.FixtureRequest) -> None:
@@ -91,20 +107,32 @@ def assert_proof(report: Report, required_faults: int) -> None:
     assert report.cuts_inside > 0
 
 
-def test_socket_chaos_short(request: pytest.FixtureRequest) -> None:
-    """spec §3, §5, §6, §7, §8, §10.3: 80 faults over real sockets, exactly-once delivery."""
-    report = run_socket_chaos(Plan(faults=80, lanes=4, tls_lanes=1, seed=0, time_limit=120.0))
-    show(report, "socket-chaos short", request)
-    assert_proof(report, 80)
+@pytest.mark.parametrize("driver", list(SHORT_FAULTS))
+def test_socket_chaos_short(driver: str, request: pytest.FixtureRequest) -> None:
+    """spec §3, §5, §6, §7, §8, §10.3: tens of faults over real sockets, exactly-once delivery."""
+    faults = SHORT_FAULTS[driver]
+    plan = Plan(faults=faults, lanes=4, tls_lanes=1, seed=0, time_limit=120.0, driver=driver)
+    report = run_socket_chaos(plan)
+    show(report, f"socket-chaos short {driver}", request)
+    assert_proof(report, faults)
 
 
 @pytest.mark.skipif(not LONG, reason="the long socket chaos run needs GATEWAY_PROTO_SOCKET_CHAOS=1")
-def test_socket_chaos_long(request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("driver", LONG_DRIVERS)
+def test_socket_chaos_long(driver: str, request: pytest.FixtureRequest) -> None:
     """spec §3, §5, §6, §7, §8, §10.3: >= 1,000 faults over real sockets, every kind used."""
+    assert driver in DRIVERS, f"GATEWAY_PROTO_SOCKET_CHAOS_DRIVERS: unknown driver {driver!r}"
     report = run_socket_chaos(
-        Plan(faults=LONG_FAULTS, lanes=4, tls_lanes=1, seed=LONG_SEED, time_limit=3600.0)
+        Plan(
+            faults=LONG_FAULTS,
+            lanes=4,
+            tls_lanes=1,
+            seed=LONG_SEED,
+            time_limit=3600.0,
+            driver=driver,
+        )
     )
-    show(report, "socket-chaos long", request)
+    show(report, f"socket-chaos long {driver}", request)
     assert_proof(report, LONG_FAULTS)
     for kind in FAULT_KINDS:
         assert report.faults[kind] > 0, kind
