@@ -374,11 +374,18 @@ class RequestGuildMembers:
         if self.user_ids is not None and self.limit is not None:
             raise LocalProtocolError("RequestGuildMembers.limit is only allowed with query")
         # spec §9: nonce at most 32 bytes.
-        if self.nonce is not None and len(self.nonce.encode()) > _MAX_NONCE_BYTES:
-            raise LocalProtocolError(
-                f"RequestGuildMembers.nonce must be at most {_MAX_NONCE_BYTES} bytes in UTF-8, "
-                f"got {len(self.nonce.encode())}"
-            )
+        if self.nonce is not None:
+            try:
+                size = len(self.nonce.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise LocalProtocolError(
+                    "RequestGuildMembers.nonce must be valid text (it has a lone surrogate)"
+                ) from None
+            if size > _MAX_NONCE_BYTES:
+                raise LocalProtocolError(
+                    f"RequestGuildMembers.nonce must be at most {_MAX_NONCE_BYTES} bytes in "
+                    f"UTF-8, got {size}"
+                )
 
     @property
     def requests_all_members(self) -> bool:

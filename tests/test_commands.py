@@ -262,6 +262,7 @@ def test_request_guild_members_user_ids_payload() -> None:
         ({"query": "", "limit": 0, "presences": None}, r"\.presences must be bool"),
         ({"query": "", "limit": 0, "nonce": "x" * 33}, r"\.nonce must be at most 32 bytes"),
         ({"query": "", "limit": 0, "nonce": "é" * 17}, r"\.nonce must be at most 32 bytes"),
+        ({"query": "", "limit": 0, "nonce": "\udc80"}, r"\.nonce must be valid text"),
         ({"query": "", "limit": 0, "nonce": 7}, r"\.nonce must be str or None"),
     ],
 )
