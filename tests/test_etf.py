@@ -946,11 +946,11 @@ def test_deep_nesting_is_a_decode_error() -> None:
 
 def test_deep_nesting_with_little_stack_left() -> None:
     """spec §10.1: called with the interpreter's stack nearly used up: still DecodeError."""
-    data = b"\x83" + b"l\x00\x00\x00\x01" * 400 + b"j" * 401
+    data = b"\x83" + b"l\x00\x00\x00\x01" * MAX_DEPTH + b"j" * (MAX_DEPTH + 1)
     assert CODEC.loads(data) is not None
     limit = sys.getrecursionlimit()
     depth = len(__import__("inspect").stack())
-    sys.setrecursionlimit(depth + 150)
+    sys.setrecursionlimit(depth + MAX_DEPTH // 2)
     try:
         reject(data, "nested")
     finally:

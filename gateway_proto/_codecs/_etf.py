@@ -50,8 +50,9 @@ from typing import Any, Final
 from .._errors import DecodeError, LocalProtocolError
 
 #: Containers nested deeper than this are refused (decode: DecodeError; encode:
-#: LocalProtocolError). Discord's payloads nest about ten levels.
-MAX_DEPTH: Final = 512
+#: LocalProtocolError). Discord's payloads nest about ten levels; 128 keeps the compiled
+#: decoder (about 650 bytes of C stack a level, see setup.py) within a 128 KiB thread stack.
+MAX_DEPTH: Final = 128
 #: Default bound on the inflated size of a COMPRESSED term (the config's default
 #: ``max_message_size``).
 DEFAULT_MAX_INFLATED_SIZE: Final = 64 * 1024 * 1024
@@ -246,7 +247,7 @@ def _make_term_decoder(keys: dict[bytes, str]) -> _TermDecoder:
             result: dict[Any, Any] = {}
             for _ in range(count):
                 end = pos + 5 + data[pos + 4]
-                key = keys_get(data[pos:end])
+                key: Any = keys_get(data[pos:end])
                 if key is None:
                     key, pos = slow_key(data, pos)
                 else:
@@ -492,13 +493,13 @@ class EtfCodec:
             _put(payload, out, 0)
         except UnicodeEncodeError as exc:
             raise LocalProtocolError(f"a string is not valid Unicode text: {exc}") from None
-        except (struct.error, OverflowError) as exc:
-            raise LocalProtocolError(f"a value is too large for ETF: {exc}") from None
+        except (struct.error, OverflowError) as err:  # not `exc`: see loads
+            raise LocalProtocolError(f"a value is too large for ETF: {err}") from None
         except RecursionError:
             raise LocalProtocolError("payload nested too deeply for the interpreter") from None
         return bytes(out)
 
-    def loads(self, data: str | bytes) -> Any:
+    def loads(self, data: str | bytes | bytearray | memoryview) -> Any:
         """Decode one whole ETF message; raise :class:`DecodeError` if it is not one."""
         if type(data) is not bytes:
             if isinstance(data, str):
@@ -522,8 +523,8 @@ class EtfCodec:
             raise DecodeError(f"invalid ETF: {exc}") from None
         except (IndexError, struct.error):
             raise DecodeError("invalid ETF: the message ends inside a term") from None
-        except UnicodeDecodeError as exc:
-            raise DecodeError(f"invalid ETF: a binary or atom is not valid UTF-8 ({exc})") from None
+        except UnicodeDecodeError as err:  # not `exc`: a compiled build types names by clause
+            raise DecodeError(f"invalid ETF: a binary or atom is not valid UTF-8 ({err})") from None
         except RecursionError:
             raise DecodeError("invalid ETF: terms nested too deeply for the interpreter") from None
         if end != size:
