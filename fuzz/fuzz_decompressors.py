@@ -24,26 +24,16 @@ tests/test_zstd_payload.py runs them on generated inputs so they keep working.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
-from typing import Any
 
-try:
-    import atheris
-except ImportError:  # the harness still imports, and run_one_* still run, without atheris
-    atheris = None
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _harness, however this is loaded
+from _harness import HarnessFailure, Reader, fuzz_main, instrumentation
 
-
-def _instrumentation() -> contextlib.AbstractContextManager[Any]:
-    if atheris is not None and __name__ == "__main__":
-        return atheris.instrument_imports(include=["gateway_proto"])
-    return contextlib.nullcontext()
-
-
-with _instrumentation():
+with instrumentation(__name__):
     from gateway_proto._codecs import _zstd
     from gateway_proto._codecs._payload_zlib import PayloadZlibDecompressor
     from gateway_proto._codecs._zstd import ZstdStreamDecompressor
@@ -73,32 +63,8 @@ FRAME_HEADER = b"\x28\xb5\x2f\xfd\x00\x38"
 WALK_CHECK_LIMIT = 1 << 23
 
 
-class HarnessFailure(AssertionError):
-    """An outcome the contract does not allow."""
-
-
-class _Reader:
-    """Consumes the fuzzer's bytes; reads past the end give zeros."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def more(self) -> bool:
-        return self._pos < len(self._data)
-
-    def byte(self) -> int:
-        if self._pos >= len(self._data):
-            return 0
-        value = self._data[self._pos]
-        self._pos += 1
-        return value
-
-    def chunk(self) -> bytes:
-        size = self.byte()
-        piece = self._data[self._pos : self._pos + size]
-        self._pos += len(piece)
-        return piece
+class _Reader(Reader):
+    """The shared reader, plus big, compressible payloads."""
 
     def payload(self) -> bytes:
         """A chunk, repeated up to 4096 times: big and very compressible payloads too."""
@@ -275,10 +241,7 @@ def TestOneInput(data: bytes) -> None:
 
 
 def main() -> None:
-    if atheris is None:
-        sys.exit("atheris is not installed: pip install atheris (see fuzz/README.md)")
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    fuzz_main(TestOneInput)
 
 
 if __name__ == "__main__":

@@ -16,38 +16,19 @@ generated inputs so it keeps working where atheris is not installed.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
-atheris: Any
-try:
-    atheris = importlib.import_module("atheris")
-except ImportError:  # the harness still imports, and run_one still runs, without atheris
-    atheris = None
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _harness, however this is loaded
+from _harness import HarnessFailure, fuzz_main, instrumentation
 
-
-def _instrumentation() -> contextlib.AbstractContextManager[Any]:
-    # Instrument the package only when atheris drives this file as a script.
-    if atheris is not None and __name__ == "__main__":
-        hooks: contextlib.AbstractContextManager[Any] = atheris.instrument_imports(
-            include=["gateway_proto"]
-        )
-        return hooks
-    return contextlib.nullcontext()
-
-
-with _instrumentation():
+with instrumentation(__name__):
     from gateway_proto import DecodeError, LocalProtocolError
     from gateway_proto._codecs._etf import EtfCodec
 
 CODEC = EtfCodec(max_inflated_size=1 << 20)
-
-
-class HarnessFailure(AssertionError):
-    """An outcome the contract does not allow."""
 
 
 def _only_string_keys(value: Any) -> bool:
@@ -95,10 +76,7 @@ def TestOneInput(data: bytes) -> None:
 
 
 def main() -> None:
-    if atheris is None:
-        sys.exit("atheris is not installed: pip install atheris (see fuzz/README.md)")
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    fuzz_main(TestOneInput)
 
 
 if __name__ == "__main__":

@@ -22,32 +22,17 @@ generated inputs so it keeps working where atheris is not installed.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import random
 import sys
 import zlib
+from pathlib import Path
 from typing import Any
 
-atheris: Any
-try:
-    atheris = importlib.import_module("atheris")
-except ImportError:  # the harness still imports, and run_one still runs, without atheris
-    atheris = None
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _harness, however this is loaded
+from _harness import HarnessFailure, Reader, fuzz_main, instrumentation
 
-
-def _instrumentation() -> contextlib.AbstractContextManager[Any]:
-    # Instrument the package only when atheris drives this file as a script.
-    if atheris is not None and __name__ == "__main__":
-        hooks: contextlib.AbstractContextManager[Any] = atheris.instrument_imports(
-            include=["gateway_proto"]
-        )
-        return hooks
-    return contextlib.nullcontext()
-
-
-with _instrumentation():
+with instrumentation(__name__):
     from gateway_proto import (
         AbortTransport,
         CloseTransport,
@@ -107,44 +92,10 @@ MAX_STEPS = 64
 TIMER_HORIZON = 1e6
 
 
-class HarnessFailure(AssertionError):
-    """An outcome the contract does not allow."""
-
-
-class _Reader:
-    """Consumes the fuzzer's bytes; reads past the end give zeros."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def more(self) -> bool:
-        return self._pos < len(self._data)
-
-    def byte(self) -> int:
-        if self._pos >= len(self._data):
-            return 0
-        value = self._data[self._pos]
-        self._pos += 1
-        return value
-
-    def u16(self) -> int:
-        return self.byte() | (self.byte() << 8)
-
-    def chunk(self, limit: int = 255) -> bytes:
-        size = min(self.byte(), limit)
-        piece = self._data[self._pos : self._pos + size]
-        self._pos += len(piece)
-        return piece
-
-    def text(self) -> str:
-        return self.chunk().decode("utf-8", "surrogateescape")
-
-
 class _Driver:
     """A driver that does what the actions say and checks every outcome."""
 
-    def __init__(self, reader: _Reader) -> None:
+    def __init__(self, reader: Reader) -> None:
         self.r = reader
         flags = reader.byte()
         self.zlib = bool(flags & 1)
@@ -346,7 +297,7 @@ def play(data: bytes) -> GatewayConnection:
         Exception: anything else that escaped the connection (always a bug).
 
     """
-    reader = _Reader(data)
+    reader = Reader(data)
     driver = _Driver(reader)
     driver.conn.connect(now=driver.now)
     driver.pump()
@@ -369,10 +320,7 @@ def TestOneInput(data: bytes) -> None:
 
 
 def main() -> None:
-    if atheris is None:
-        sys.exit("atheris is not installed: pip install atheris (see fuzz/README.md)")
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    fuzz_main(TestOneInput)
 
 
 if __name__ == "__main__":

@@ -20,24 +20,16 @@ Run with atheris (see fuzz/README.md)::
 from __future__ import annotations
 
 import contextlib
-import importlib
 import math
 import sys
 import zlib
+from pathlib import Path
 from typing import Any
 
-atheris: Any
-try:
-    atheris = importlib.import_module("atheris")
-except ImportError:  # run_one still works without atheris
-    atheris = None
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _harness, however this is loaded
+from _harness import fuzz_main, instrumentation
 
-_hooks: contextlib.AbstractContextManager[Any] = (
-    atheris.instrument_imports(include=["gateway_proto"])
-    if atheris is not None and __name__ == "__main__"
-    else contextlib.nullcontext()
-)
-with _hooks:
+with instrumentation(__name__):
     from gateway_proto import DecodeError, MessageTooLarge, TransportCompression
     from gateway_proto._codecs import NEED_MORE, InboundDecoder
     from gateway_proto._codecs._json import JsonCodec
@@ -118,8 +110,7 @@ def run_one(data: bytes) -> None:
 
 def main() -> None:  # pragma: no cover - needs atheris
     """Run under atheris."""
-    atheris.Setup(sys.argv, run_one)
-    atheris.Fuzz()
+    fuzz_main(run_one)
 
 
 if __name__ == "__main__":  # pragma: no cover
