@@ -23,13 +23,15 @@ from typing import Any, Final, Protocol, final
 
 import attrs
 
-from gateway_proto import GatewayError, IdentifyScheduler, SessionStartLimit
+from gateway_proto import Action, GatewayError, IdentifyScheduler, SessionStartLimit
+from gateway_proto.ws import WsAction
 
 __all__ = [
     "DEFAULT_API_BASE",
     "IDENTIFY_MARGIN",
     "Connector",
     "DiscoveryError",
+    "DriverAction",
     "GatewayInfo",
     "IdentifyGate",
     "LoopWatch",
@@ -42,6 +44,10 @@ __all__ = [
 ]
 
 logger: Final = logging.getLogger("gateway_proto.adapters")
+
+#: What an async driver performs: the websocket layer's actions (built-in transport) or
+#: the core's (a websocket from another library); ``match`` over it ends in ``assert_never``.
+DriverAction = WsAction | Action
 
 #: Seconds added to each identify window by the drivers' default schedulers: the gateway
 #: times IDENTIFYs on arrival, and network delays differ between two of them (spec §8).

@@ -947,10 +947,8 @@ class ShardGroup:
     ``for shard_id, event in group.events()`` interleaves every shard's events in arrival
     order and ends once every shard has terminated; or give ``on_event(shard_id, event)``,
     called on the shards' threads.
-    A ``scheduler`` passed in should have ``margin=IDENTIFY_MARGIN`` (0.5 s, exported by
-    this module) or more: the gateway times IDENTIFYs on
-    arrival, and without a margin network jitter can make two grants 5 s apart arrive
-    4.99 s apart (an op 9). The default scheduler has it.
+    A ``scheduler`` passed in needs ``margin=IDENTIFY_MARGIN`` (exported here; why: its
+    definition in ``_common``); the default scheduler has it.
     """
 
     def __init__(

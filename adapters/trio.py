@@ -108,6 +108,7 @@ from ._common import (
     DEFAULT_API_BASE,
     IDENTIFY_MARGIN,
     Connector,
+    DriverAction,
     GatewayInfo,
     IdentifyGate,
     LoopWatch,
@@ -541,15 +542,7 @@ class Shard:
 
     def _perform(
         self,
-        action: OpenTcp
-        | SendBytes
-        | CloseTcp
-        | SetTimer
-        | RequestIdentify
-        | OpenTransport
-        | SendMessage
-        | CloseTransport
-        | AbortTransport,
+        action: DriverAction,
     ) -> None:
         match action:
             case SendBytes(data=data, transport_id=tid):
@@ -791,10 +784,8 @@ class ShardGroup:
 
     ``async for shard_id, event in group`` interleaves every shard's events in arrival
     order and ends once every shard has terminated.
-    A ``scheduler`` passed in should have ``margin=IDENTIFY_MARGIN`` (0.5 s, exported by
-    this module) or more: the gateway times IDENTIFYs on
-    arrival, and without a margin network jitter can make two grants 5 s apart arrive
-    4.99 s apart (an op 9). The default scheduler has it.
+    A ``scheduler`` passed in needs ``margin=IDENTIFY_MARGIN`` (exported here; why: its
+    definition in ``_common``); the default scheduler has it.
     """
 
     def __init__(
