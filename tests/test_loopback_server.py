@@ -465,8 +465,11 @@ def test_drop_connections_resets_every_socket():
         disconnected = client.run_until(Disconnected)
         assert (disconnected.code, disconnected.will_resume) == (None, True)
         assert server.resets == 2
-        state = server.call(lambda gw: (gw.open_transports, [s.alive for s in gw.sessions]))
-        assert state == ([], [True])
+        # The client may already be reconnecting (no backoff after a live session): only the
+        # two dropped transports must be gone, and the session alive for its resume.
+        opened, alive = server.call(lambda gw: (gw.open_transports, [s.alive for s in gw.sessions]))
+        assert not {1, 2} & set(opened)
+        assert alive == [True]
 
 
 def test_reset_mid_message_cuts_one_frame_then_resets():
