@@ -7,7 +7,9 @@ the same data as JSON (the issue's target is "ETF decode within 2x of stdlib JSO
 
 Two gateway paths are measured against each floor: the codec layer alone (``InboundDecoder``)
 and the whole core (``GatewayConnection.receive_message`` + draining the outputs). Runs are
-interleaved and the best of ``--repeat`` is kept, so a noisy machine hurts both sides alike.
+interleaved (the order rotated each round) and the best of ``--repeat`` is kept, so a noisy
+machine hurts both sides alike. Time is this process's CPU time by default (``--clock wall``
+for perf_counter): other processes on a shared machine inflate wall time far more.
 
 Run: ``python bench/bench_decode.py`` (a few minutes). Not a test.
 """
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
+import math
 import random
 import sys
 import time
@@ -47,95 +51,176 @@ def zstd_stream(texts: list[bytes]) -> list[bytes]:
     return [comp.compress(t) + comp.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK) for t in texts]
 
 
-def timed(fn: Callable[[], object]) -> float:
-    """One run with the garbage collector paused, so its pauses do not land on one side."""
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
+#: The most messages, and the most message bytes, in one timed segment (see ``boundaries``).
+SEGMENT_MESSAGES = 500
+SEGMENT_BYTES = 256 * 1024
+
+Segments = list[list[bytes]] | list[list[str]]
+#: One pass over the stream: the time of each segment, in order.
+Run = Callable[[Segments, Callable[[], float]], list[float]]
+
+
+def boundaries(messages: Messages) -> list[int]:
+    """Where the stream is cut into segments, each timed on its own.
+
+    A segment ends after ``SEGMENT_MESSAGES`` messages or once it holds ``SEGMENT_BYTES`` of
+    messages (a several-MB GUILD_CREATE is a segment of its own). A pass decodes every
+    segment in order (the decoders keep state across them), and the result of a contender
+    is the sum over segments of each segment's best time over all rounds: a burst of noise
+    from a neighbour spoils one segment of one round instead of a whole round, which the
+    best of whole rounds needs an entirely quiet round to undo.
+    """
+    cuts, count, size = [0], 0, 0
+    for i, message in enumerate(messages, 1):
+        count, size = count + 1, size + len(message)
+        if count == SEGMENT_MESSAGES or size >= SEGMENT_BYTES:
+            cuts.append(i)
+            count, size = 0, 0
+    if cuts[-1] != len(messages):
+        cuts.append(len(messages))
+    return cuts
+
+
+def segmented(messages: Messages, cuts: list[int]) -> Segments:
+    """``messages`` cut at ``cuts`` (from :func:`boundaries`)."""
+    return [messages[a:b] for a, b in itertools.pairwise(cuts)]  # type: ignore[return-value]
+
+
+def timed(run: Run, segments: Segments, clock: Callable[[], float]) -> list[float]:
+    """One pass with the garbage collector paused, so its pauses do not land on one side."""
     gc.collect()
     gc.disable()
     try:
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
+        return run(segments, clock)
     finally:
         gc.enable()
 
 
-def run_floor_zlib(messages: list[bytes]) -> None:
+def run_floor_zlib(segments: Segments, clock: Callable[[], float]) -> list[float]:
     inflate = zlib.decompressobj().decompress
     loads = orjson.loads
-    for m in messages:
-        loads(inflate(m))
+    times = []
+    for segment in segments:
+        start = clock()
+        for m in segment:
+            loads(inflate(m))
+        times.append(clock() - start)
+    return times
 
 
-def run_floor_zstd(messages: list[bytes]) -> None:
+def run_floor_zstd(segments: Segments, clock: Callable[[], float]) -> list[float]:
     import zstandard
 
     dobj = zstandard.ZstdDecompressor().decompressobj()
     loads = orjson.loads
-    for m in messages:
-        loads(dobj.decompress(m))
+    times = []
+    for segment in segments:
+        start = clock()
+        for m in segment:
+            loads(dobj.decompress(m))
+        times.append(clock() - start)
+    return times
 
 
-def run_floor_stdlib_json(texts: list[bytes]) -> None:
+def run_floor_stdlib_json(segments: Segments, clock: Callable[[], float]) -> list[float]:
     loads = json.loads
-    for t in texts:
-        loads(t)
+    times = []
+    for segment in segments:
+        start = clock()
+        for t in segment:
+            loads(t)
+        times.append(clock() - start)
+    return times
 
 
-def run_decoder(encoding: Encoding, compression: TransportCompression, messages: Messages) -> None:
-    decode = InboundDecoder(make_codec(encoding), compression, 64 << 20).decode
-    for m in messages:
-        decode(m)
+def decoder_run(encoding: Encoding, compression: TransportCompression) -> Run:
+    def run(segments: Segments, clock: Callable[[], float]) -> list[float]:
+        decode = InboundDecoder(make_codec(encoding), compression, 64 << 20).decode
+        times = []
+        for segment in segments:
+            start = clock()
+            for m in segment:
+                decode(m)
+            times.append(clock() - start)
+        return times
+
+    return run
 
 
-def run_core(encoding: Encoding, compression: TransportCompression, messages: Messages) -> None:
-    conn = GatewayConnection(
-        GatewayConfig(
-            token="bench",
-            intents=Intents.GUILDS,
-            encoding=encoding,
-            compression=compression,
-            rng=random.Random(1),
+def core_run(encoding: Encoding, compression: TransportCompression) -> Run:
+    def run(segments: Segments, clock: Callable[[], float]) -> list[float]:
+        conn = GatewayConnection(
+            GatewayConfig(
+                token="bench",
+                intents=Intents.GUILDS,
+                encoding=encoding,
+                compression=compression,
+                rng=random.Random(1),
+            )
         )
-    )
-    conn.connect(now=0.0)
-    conn.handle_transport_open(1, now=0.0)
-    receive, actions, events = conn.receive_message, conn.next_actions, conn.next_events
-    for m in messages:
-        receive(1, m, now=1.0)
-        actions()
-        events()
+        conn.connect(now=0.0)
+        conn.handle_transport_open(1, now=0.0)
+        receive, actions, events = conn.receive_message, conn.next_actions, conn.next_events
+        times = []
+        for segment in segments:
+            start = clock()
+            for m in segment:
+                receive(1, m, now=1.0)
+                actions()
+                events()
+            times.append(clock() - start)
+        return times
+
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dispatches", type=int, default=30_000)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
     args = parser.parse_args()
+    clock = CLOCKS[args.clock]
     stream = realistic_stream.payloads(dispatches=args.dispatches)
     texts = [json.dumps(p, separators=(",", ":")).encode() for p in stream]
+    print(f"best of {args.repeat} rounds, {args.clock} time")
     print(f"stream: {len(texts)} messages, {sum(map(len, texts)) / 1e6:.1f} MB of JSON")
     rows: list[tuple[str, str, float, float]] = []
 
     def measure(
-        label: str, floor: Callable[[], object], ours: dict[str, Callable[[], object]]
+        label: str,
+        messages: Messages,
+        floor: Run,
+        ours: dict[str, Run],
+        floor_messages: Messages | None = None,
     ) -> None:
-        # Interleaved: each round times the floor and then every path, best of the rounds.
-        floor_times: list[float] = []
-        our_times: dict[str, list[float]] = {name: [] for name in ours}
-        for _ in range(args.repeat):
-            floor_times.append(timed(floor))
-            for name, fn in ours.items():
-                our_times[name].append(timed(fn))
+        # Interleaved: each round times the floor and every path, in an order rotated each
+        # round; per contender, the sum over segments of each segment's best round. The
+        # floor reads ``floor_messages`` (the same payloads in its own format) if given.
+        cuts = boundaries(messages)
+        segments = segmented(messages, cuts)
+        floor_segments = segments if floor_messages is None else segmented(floor_messages, cuts)
+        runs: dict[str, Run] = {"floor": floor, **ours}
+        best: dict[str, list[float]] = {name: [math.inf] * len(segments) for name in runs}
+        names = list(runs)
+        for r in range(args.repeat):
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                data = floor_segments if name == "floor" else segments
+                times = timed(runs[name], data, clock)
+                best[name] = [min(pair) for pair in zip(best[name], times, strict=True)]
         for name in ours:
-            rows.append((label, name, min(floor_times), min(our_times[name])))
+            rows.append((label, name, sum(best["floor"]), sum(best[name])))
 
     J, NONE = Encoding.JSON, TransportCompression.NONE
     z = zlib_stream(texts)
     Z = TransportCompression.ZLIB_STREAM
     measure(
         "zlib-stream + JSON",
-        lambda: run_floor_zlib(z),
-        {"codec layer": lambda: run_decoder(J, Z, z), "whole core": lambda: run_core(J, Z, z)},
+        z,
+        run_floor_zlib,
+        {"codec layer": decoder_run(J, Z), "whole core": core_run(J, Z)},
     )
     try:
         zs = zstd_stream(texts)
@@ -146,11 +231,9 @@ def main() -> None:
     else:
         measure(
             "zstd-stream + JSON",
-            lambda: run_floor_zstd(zs),
-            {
-                "codec layer": lambda: run_decoder(J, ZS, zs),
-                "whole core": lambda: run_core(J, ZS, zs),
-            },
+            zs,
+            run_floor_zstd,
+            {"codec layer": decoder_run(J, ZS), "whole core": core_run(J, ZS)},
         )
     try:
         etf_codec = make_codec(Encoding.ETF)
@@ -161,11 +244,10 @@ def main() -> None:
         E = Encoding.ETF
         measure(
             "ETF (vs stdlib json)",
-            lambda: run_floor_stdlib_json(texts),
-            {
-                "codec layer": lambda: run_decoder(E, NONE, etf),
-                "whole core": lambda: run_core(E, NONE, etf),
-            },
+            etf,
+            run_floor_stdlib_json,
+            {"codec layer": decoder_run(E, NONE), "whole core": core_run(E, NONE)},
+            floor_messages=texts,
         )
     print(f"{'format':24} {'path':12} {'floor s':>9} {'ours s':>9} {'ratio':>7}")
     for label, name, floor_time, t in rows:

@@ -2,8 +2,10 @@
 
 zstd-stream runs on two backends: the ``zstandard`` package and the ``compression.zstd``
 API (Python 3.14+; here exercised through ``backports.zstd`` when it is installed). Every
-zstd test runs on both backends and on the adapter, :class:`ZstdStreamDecompressor`, that
-picks one. The real Discord HELLO is read from ``../shared/data`` (never copied here).
+zstd test runs on both backends, on the adapter, :class:`ZstdStreamDecompressor`, that
+picks one, and on the zstandard backend's fused path (``parsing_feed``, Discord's common
+case decoded and parsed in one call) with an identity parse, so the bounds, corruption and
+framing tests all cover the fused path too. The real Discord HELLO is read from ``../shared/data`` (never copied here).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import math
 import random
 import tracemalloc
 import zlib
@@ -23,7 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway_proto._codecs import _zstd
+from gateway_proto._codecs import InboundDecoder, TransportCompression, _zstd
+from gateway_proto._codecs._json import JsonCodec, fast_loads
 from gateway_proto._codecs._payload_zlib import PayloadZlibDecompressor
 from gateway_proto._codecs._zstd import (
     MAX_WINDOW_LOG,
@@ -58,7 +62,7 @@ BLOCK = 128 * 1024
 needs_zstandard = pytest.mark.skipif(
     zstandard is None, reason="zstandard is not installed: it makes the test streams"
 )
-BACKENDS = ["adapter", "zstandard", "stdlib"]
+BACKENDS = ["adapter", "zstandard", "fused", "stdlib"]
 
 Feed = Callable[[bytes], bytes]
 
@@ -73,9 +77,22 @@ def make_feed(backend: str, max_size: int) -> Feed:
         if zstandard is None:
             pytest.skip("zstandard is not installed")
         return zstandard_backend(max_size, zstandard)
+    if backend == "fused":
+        if zstandard is None:
+            pytest.skip("zstandard is not installed")
+        feed, parsing_feed = _zstd._zstandard_feeds(max_size, zstandard)
+        return parsing_feed((identity, NeverRaised, identity), feed)
     if STDLIB_ZSTD is None:
         pytest.skip("neither compression.zstd (Python 3.14+) nor backports.zstd is installed")
     return stdlib_backend(max_size, STDLIB_ZSTD)
+
+
+def identity(data: bytes) -> bytes:
+    return data
+
+
+class NeverRaised(Exception):
+    """The parse error of the identity parse."""
 
 
 def zstd() -> Any:
@@ -532,7 +549,94 @@ def test_the_standard_library_is_preferred(monkeypatch: pytest.MonkeyPatch) -> N
     assert "stdlib_backend" in ZstdStreamDecompressor(MIB).feed.__qualname__
     monkeypatch.setattr(_zstd, "_stdlib_zstd", None)
     if zstandard is not None:
-        assert "zstandard_backend" in ZstdStreamDecompressor(MIB).feed.__qualname__
+        assert "_zstandard_feeds" in ZstdStreamDecompressor(MIB).feed.__qualname__
+
+
+# --- zstd-stream + JSON decoded in one call (spec §10.4, §10.1) -------------------------------
+
+
+def zstd_json_decoder(max_size: int = MIB) -> Callable[[str | bytes | bytearray], Any]:
+    """The inbound decoder of a zstd-stream + JSON generation, checked to be the fused path."""
+    decode = InboundDecoder(JsonCodec(), TransportCompression.ZSTD_STREAM, max_size).decode
+    assert "feed_parsed" in decode.__qualname__, "zstandard + orjson must take the fused path"
+    return decode
+
+
+needs_fused = pytest.mark.skipif(
+    zstandard is None or _zstd._stdlib_zstd is not None or fast_loads() is None,
+    reason="the fused zstd+JSON path is zstandard's with orjson (compression.zstd is preferred)",
+)
+
+
+@needs_fused
+@settings(max_examples=40, deadline=None)
+@given(st.lists(json_payloads([0, 0, 300, 200_000]), min_size=1, max_size=12))
+def test_fused_zstd_json_decodes_as_decompress_then_parse(texts: list[bytes]) -> None:
+    """spec §10.4: the fused path gives what the decompressor then the JSON codec give."""
+    for framing in (endless, per_message):
+        decode = zstd_json_decoder()
+        # JsonCodec, not json: orjson reads an integer past 64 bits as a float (see _json).
+        assert [decode(m) for m in framing(texts)] == [JsonCodec().loads(t) for t in texts]
+
+
+@needs_fused
+def test_fused_zstd_json_leaves_what_orjson_refuses_to_the_codec() -> None:
+    """spec §10.1: a document orjson refuses is the JSON codec's to decide, as unfused."""
+    decode = zstd_json_decoder()
+    first, nan, broken = endless([payload(1), b'{"op":0,"d":NaN}', b'{"op":'])
+    assert decode(first) == json.loads(payload(1))
+    assert math.isnan(decode(nan)["d"])  # refused by orjson, accepted by the codec
+    with pytest.raises(DecodeError, match="invalid JSON"):
+        decode(broken)
+
+
+@needs_fused
+def test_fused_zstd_json_corrupt_block_and_bomb() -> None:
+    """spec §10.4: a corrupt whole block is a DecodeError, a block past the bound is refused."""
+    first, second = endless([payload(1), noisy(4000)])
+    corrupt = second[:3] + bytes(b ^ 0x5A for b in second[3:])
+    decode = zstd_json_decoder()
+    decode(first)
+    with pytest.raises(DecodeError, match="corrupt zstd-stream data"):
+        decode(corrupt)
+    first, bomb = endless([payload(1), b"ab" * 50_000])
+    decode = zstd_json_decoder(max_size=1000)
+    decode(first)
+    # One small compressed block (type 2, not the last) that inflates past the bound.
+    assert len(bomb) < 1000 and bomb[0] & 0x07 == 0x04
+    assert int.from_bytes(bomb[:3], "little") >> 3 == len(bomb) - 3
+    with pytest.raises(MessageTooLarge):
+        decode(bomb)
+
+
+@pytest.mark.skipif(
+    STDLIB_ZSTD is None or fast_loads() is None,
+    reason="needs compression.zstd (Python 3.14+) or backports.zstd, and orjson",
+)
+def test_zstd_json_on_the_stdlib_backend_is_not_fused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compression.zstd has no fused path: decompress then parse, with the same results."""
+    monkeypatch.setattr(_zstd, "_stdlib_zstd", STDLIB_ZSTD)
+    assert (
+        ZstdStreamDecompressor(MIB).parsing_feed((identity, NeverRaised, identity), identity)
+        is None
+    )
+    decode = InboundDecoder(JsonCodec(), TransportCompression.ZSTD_STREAM, MIB).decode
+    assert "inflate_json" in decode.__qualname__
+    first, nan = endless([payload(1), b'{"op":0,"d":NaN}'])
+    assert decode(first) == json.loads(payload(1))
+    assert math.isnan(decode(nan)["d"])
+
+
+@needs_fused
+def test_fused_zstd_json_hands_other_messages_to_the_general_path() -> None:
+    """A text frame is plain JSON; bytes-likes and oversize messages take the general path."""
+    decode = zstd_json_decoder(max_size=1000)
+    first, second = endless([payload(1), payload(2)])
+    assert decode(bytearray(first)) == json.loads(payload(1))
+    assert decode('{"op":11}') == {"op": 11}
+    assert decode(second) == json.loads(payload(2))
+    with pytest.raises(MessageTooLarge):
+        decode(b"\0" * 1001)
 
 
 # --- payload compression (spec §10.2) --------------------------------------------------------

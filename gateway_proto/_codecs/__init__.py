@@ -129,11 +129,20 @@ class InboundDecoder:
             if compression is TransportCompression.ZLIB_STREAM
             else None
         )
-        inflate = (
-            stream.feed
-            if stream is not None
-            else _inflater(compression, max_size, payload_compression=payload_compression)
+        zstd = (
+            ZstdStreamDecompressor(max_size)
+            if compression is TransportCompression.ZSTD_STREAM
+            else None
         )
+        # Decompressors that turn each message into a whole plain one (never "need more").
+        whole: Callable[[bytes], bytes] | None = (
+            zstd.feed
+            if zstd is not None
+            else PayloadZlibDecompressor(max_size).feed
+            if payload_compression
+            else None
+        )
+        inflate = stream.feed if stream is not None else whole
         if inflate is None:
             self.decode = plain
             return
@@ -153,15 +162,19 @@ class InboundDecoder:
             self.decode = compressed
             return
         parse, parse_error = fast
-        if stream is None:
+        fused = zstd.parsing_feed((parse, parse_error, loads), compressed) if zstd else None
+        if fused is not None:
+            self.decode = fused  # zstd-stream: the decompressor's own fused path
+            return
+        if whole is not None:
+            inflate_whole = whole
 
             def inflate_json(message: str | bytes | bytearray | memoryview) -> Any:
-                # JSON with orjson over zstd-stream or payload zlib: one call less per layer.
+                # JSON with orjson over payload zlib (or zstd-stream on compression.zstd):
+                # one call less per layer.
                 if type(message) is not bytes or len(message) > max_size:
                     return compressed(message)
-                inflated = inflate(message)
-                if inflated is None:
-                    return NEED_MORE
+                inflated = inflate_whole(message)
                 try:
                     return parse(inflated)
                 except parse_error:
@@ -169,6 +182,7 @@ class InboundDecoder:
 
             self.decode = inflate_json
             return
+        assert stream is not None
         decompress = stream.inflater.decompress
         bound = max_size + 1
 
@@ -194,19 +208,6 @@ class InboundDecoder:
                 return loads(inflated)  # the codec decides: stdlib fallback or DecodeError
 
         self.decode = zlib_json
-
-
-def _inflater(
-    compression: TransportCompression, max_size: int, *, payload_compression: bool
-) -> Callable[[bytes], bytes | None] | None:
-    """The decompressor of one generation's binary messages, or ``None`` for plain ones."""
-    if compression is TransportCompression.ZLIB_STREAM:
-        return ZlibStreamDecompressor(max_size).feed
-    if compression is TransportCompression.ZSTD_STREAM:
-        return ZstdStreamDecompressor(max_size).feed
-    if payload_compression:
-        return PayloadZlibDecompressor(max_size).feed
-    return None
 
 
 __all__ = [

@@ -206,12 +206,27 @@ class _BlockWalker:
         return -1
 
 
+#: What a zstd-stream message's decoded bytes go through when decoding is fused with parsing:
+#: the fast parser, the exception by which it refuses a document, and the parser that then
+#: decides (see :func:`gateway_proto._codecs._json.fast_loads`).
+ParseStep = tuple[Callable[[bytes], Any], type[Exception], Callable[[bytes], Any]]
+#: A fused decode: one websocket message in, its parsed payload out.
+ParsingFeed = Callable[[Any], Any]
+
+
 def zstandard_backend(max_size: int, module: ModuleType) -> Callable[[bytes], bytes]:
     """Build ``feed`` on the ``zstandard`` package: one ``decompressobj`` for the connection.
 
     ``read_across_frames=True`` makes the one context start the next frame by itself when a
     frame ends, so endless and per-message frames need no bookkeeping beyond the walk.
     """
+    return _zstandard_feeds(max_size, module)[0]
+
+
+def _zstandard_feeds(
+    max_size: int, module: ModuleType
+) -> tuple[Callable[[bytes], bytes], Callable[[ParseStep, ParsingFeed], ParsingFeed]]:
+    """``feed``, and a builder of a parsing feed that shares its context (``parsing_feed``)."""
     context = module.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
     decompress: Callable[[bytes | memoryview], bytes] = context.decompressobj(
         read_across_frames=True
@@ -262,14 +277,45 @@ def zstandard_backend(max_size: int, module: ModuleType) -> Callable[[bytes], by
             raise MessageTooLarge(max_size)
         return plain
 
-    return feed
+    def parsing_feed(step: ParseStep, general: ParsingFeed) -> ParsingFeed:
+        """Discord's case of ``feed`` fused with the parse: one call per message.
+
+        Anything else (not ``bytes``, over the bound, not one whole block) goes to
+        ``general``, which must decode through ``feed`` of this same context.
+        """
+        parse, parse_error, fallback = step
+
+        def feed_parsed(message: Any) -> Any:
+            if type(message) is bytes and walker.at_block:
+                size = len(message)
+                if (
+                    3 < size <= max_size
+                    and (message[0] & 0xFB | message[1] << 8 | message[2] << 16) == (size - 3) << 3
+                ):
+                    try:
+                        plain = decompress(message)
+                    except error as exc:
+                        raise DecodeError(f"corrupt zstd-stream data: {exc}") from exc
+                    if len(plain) > max_size:
+                        raise MessageTooLarge(max_size)
+                    try:
+                        return parse(plain)
+                    except parse_error:
+                        return fallback(plain)
+            return general(message)
+
+        return feed_parsed
+
+    return feed, parsing_feed
 
 
-def _new_backend(max_size: int) -> Callable[[bytes], bytes]:
+def _new_backend(
+    max_size: int,
+) -> tuple[Callable[[bytes], bytes], Callable[[ParseStep, ParsingFeed], ParsingFeed] | None]:
     if _stdlib_zstd is not None:
-        return stdlib_backend(max_size, _stdlib_zstd)
+        return stdlib_backend(max_size, _stdlib_zstd), None
     if _zstandard is not None:
-        return zstandard_backend(max_size, _zstandard)
+        return _zstandard_feeds(max_size, _zstandard)
     raise LocalProtocolError(
         "compression 'zstd-stream' needs Python 3.14+ or the 'zstandard' package"
     )
@@ -288,13 +334,24 @@ class ZstdStreamDecompressor:
     After either error the instance is spent, like its transport.
     """
 
-    __slots__ = ("feed",)
+    __slots__ = ("_parsing_feed", "feed")
 
     #: Consume one websocket message; return the gateway message it carries.
     feed: Callable[[bytes], bytes]
 
     def __init__(self, max_size: int) -> None:
-        self.feed = _new_backend(max_size)
+        self.feed, self._parsing_feed = _new_backend(max_size)
+
+    def parsing_feed(self, step: ParseStep, general: ParsingFeed) -> ParsingFeed | None:
+        """A decode of whole messages fused with ``step``'s parse, or ``None`` (no fusion here).
+
+        The fused path takes Discord's common case (bytes, one whole block of the endless
+        frame) in one call; every other message goes to ``general``, which must decode it
+        with :attr:`feed` (the same context) and parse it with the same rules.
+        """
+        if self._parsing_feed is None:
+            return None
+        return self._parsing_feed(step, general)
 
 
 __all__ = ["MAX_WINDOW_LOG", "ZstdStreamDecompressor", "zstd_available"]
