@@ -439,13 +439,39 @@ class GatewayConnection:
                 self.receive_message(transport_id, message, now=now)
             return
         self._advance(now)
+        assert gen.decoder is not None
+        decode, append = gen.decoder.decode, self._events.append
+        connected = _S.CONNECTED
         changed = False
-        receive = self._receive
+        # While the session is live and on this generation (re-checked only after a message
+        # that may change either), an ordinary dispatch is handled inline, as in _receive.
+        live = self._state is connected
         for message in messages:
-            if self._state is _S.CLOSING or self._gen is not gen:
-                break
-            if receive(gen, message, now):
-                changed = True
+            if not live:
+                if self._state is _S.CLOSING or self._gen is not gen:
+                    break
+                changed = self._receive(gen, message, now) or changed
+                live = self._state is connected and self._gen is gen
+                continue
+            try:
+                payload = decode(message)
+            except RemoteProtocolError as exc:
+                self._fail(now, exc, reason=type(exc).__name__)
+                changed, live = True, False
+                continue
+            if (
+                type(payload) is dict
+                and payload.get("op") == 0
+                and type(seq := payload.get("s")) is int
+                and type(name := payload.get("t")) is str
+                and name not in _SESSION_DISPATCHES
+                and type(payload["op"]) is int
+            ):
+                self._sequence = seq
+                append(_new_tuple(DispatchReceived, (name, seq, payload.get("d"))))
+            elif payload is not NEED_MORE:
+                changed = self._on_payload(gen, payload, now) or changed
+                live = self._state is connected and self._gen is gen
         if changed:
             self._sync_timer()
 
@@ -703,8 +729,16 @@ class GatewayConnection:
         assert gen.decoder is not None
         try:
             payload = gen.decoder.decode(data)
-            if payload is NEED_MORE:
-                return False
+        except RemoteProtocolError as exc:
+            self._fail(now, exc, reason=type(exc).__name__)
+            return True
+        if payload is NEED_MORE:
+            return False
+        return self._on_payload(gen, payload, now)
+
+    def _on_payload(self, gen: _Generation, payload: Any, now: float) -> bool:
+        """Handle one decoded payload; return whether a deadline may have changed."""
+        try:
             # spec §2: keys may be absent instead of null; a wrong-typed s or t is absent.
             op = payload.get("op") if type(payload) is dict else None
             if type(op) is not int:

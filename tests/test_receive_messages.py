@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gateway_proto import (
     CloseTransport,
+    ConnectionState,
     DispatchReceived,
     LocalProtocolError,
 )
@@ -25,25 +26,50 @@ RECONNECT = json.dumps({"op": 7, "d": None})
 ACK = json.dumps({"op": 11})
 HEARTBEAT_REQUEST = json.dumps({"op": 1, "d": None})
 
+#: Payloads that look like an ordinary dispatch but are not one, or change the session.
+ODD = [
+    {"op": False, "t": "X", "s": 5, "d": 1},  # a bool is not the integer 0
+    {"op": 0.0, "t": "X", "s": 5, "d": 1},
+    {"op": 0, "t": "X", "s": "5", "d": 1},  # spec §15 item 10: a wrong-typed s is absent
+    {"op": 0, "t": 5, "s": 6, "d": 1},
+    {"op": 0, "s": 7, "d": 1},
+    {"op": 0, "t": "X", "s": None},
+    {"op": 0, "t": "RESUMED", "s": None, "d": {}},
+    {"op": 0, "t": "RATE_LIMITED", "s": None, "d": {"opcode": 8, "retry_after": 1.5}},
+    {"op": 0, "t": "READY", "s": 1, "d": {"session_id": "s2", "resume_gateway_url": "wss://r"}},
+    {"op": 9, "d": True},
+    {"op": 9, "d": False},
+    [0, 1],
+]
+
 message = st.one_of(
     st.integers(2, 50).map(lambda s: dispatch("MESSAGE_CREATE", s, {"n": s})),
     st.just(ACK),
     st.just(HEARTBEAT_REQUEST),
     st.just(RECONNECT),
     st.just("not json"),
+    st.sampled_from(ODD).map(json.dumps),
 )
 
 
-@given(st.lists(message, max_size=8))
-def test_batch_equals_one_by_one(messages: list[str]) -> None:
+@given(st.lists(message, max_size=8), st.booleans())
+def test_batch_equals_one_by_one(messages: list[str], resuming: bool) -> None:
     """spec §2, §6: a batch gives the actions, events and state of feeding each in turn —
-    including stopping at a message that ends the generation (op 7, a decode error)."""
+    including stopping at a message that ends the generation (op 7, a decode error), and
+    a batch that starts while resuming (RESUMED in it makes the session live mid-batch)."""
     one, many = Driver(), Driver()
     for driver in (one, many):
         driver.start_session(interval_ms=41250)
+        if resuming:  # spec §6: reconnected, HELLO, RESUME sent; replays and RESUMED to come
+            driver.server_close(4000, at=0.5)
+            driver.run_until(10.0)
+            driver.open(at=10.0)
+            driver.hello(at=10.0)
+            assert driver.conn.state is ConnectionState.RESUMING
+    now = 10.0 if resuming else 1.0
     for text in messages:
-        one.conn.receive_message(one.tid, text, now=1.0)
-    many.conn.receive_messages(many.tid, messages, now=1.0)
+        one.conn.receive_message(one.tid, text, now=now)
+    many.conn.receive_messages(many.tid, messages, now=now)
     assert one.drain() == many.drain()
     assert (one.conn.state, one.conn.sequence) == (many.conn.state, many.conn.sequence)
 

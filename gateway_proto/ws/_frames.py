@@ -171,6 +171,9 @@ class FrameReader:
             self._head = b""
             size = len(data)
         max_size = self._max_size
+        final_data = _FINAL_DATA
+        # Unfragmented and unmasked so far: only the slow path below can change that.
+        plain = not self._fragment_op and not self._expect_masked
         while pos < size:
             if size - pos < 2:
                 self._head = data[pos:]
@@ -192,14 +195,7 @@ class FrameReader:
                 (length,) = _U64.unpack_from(data, start)
                 start += 8
             end = start + length
-            if (
-                b0 in _FINAL_DATA
-                and end <= size
-                and b1 < _MASKED
-                and not self._fragment_op
-                and not self._expect_masked
-                and length <= max_size
-            ):
+            if plain and b0 in final_data and end <= size and b1 < _MASKED and length <= max_size:
                 # The common case, inlined: a whole unfragmented data frame in this read.
                 out.append((b0 & 0x0F, data[start:end]))
                 pos = end
@@ -218,6 +214,7 @@ class FrameReader:
                 if mask is not None:
                     payload = _xor_mask(payload, mask)
                 self._frame(b0, payload, out)
+                plain = not self._fragment_op and not self._expect_masked
                 pos = end
             else:
                 self._parts = [data[start:]]
