@@ -114,10 +114,21 @@ def _feed_all(
 # -- zstd-stream ---------------------------------------------------------------------------------
 
 
+class _NeverRaised(Exception):
+    """The parse error of the identity parse."""
+
+
+def _same(data: bytes) -> bytes:
+    return data
+
+
 def _zstd_backends(bound: int) -> list[Callable[[bytes], bytes]]:
     feeds = [ZstdStreamDecompressor(bound).feed] if _zstd.zstd_available() else []
     if zstandard is not None:
         feeds.append(_zstd.zstandard_backend(bound, zstandard))
+        # The fused decode-and-parse path (zstd-stream + JSON), with an identity parse.
+        feed, parsing_feed = _zstd._zstandard_feeds(bound, zstandard)
+        feeds.append(parsing_feed((_same, _NeverRaised, _same), feed))
     if STDLIB_ZSTD is not None:
         feeds.append(_zstd.stdlib_backend(bound, STDLIB_ZSTD))
     return feeds
