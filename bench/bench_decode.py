@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _build
 import orjson
 import realistic_stream
 
@@ -185,6 +186,7 @@ def main() -> None:
     stream = realistic_stream.payloads(dispatches=args.dispatches)
     texts = [json.dumps(p, separators=(",", ":")).encode() for p in stream]
     print(f"best of {args.repeat} rounds, {args.clock} time")
+    print(_build.describe())
     print(f"stream: {len(texts)} messages, {sum(map(len, texts)) / 1e6:.1f} MB of JSON")
     rows: list[tuple[str, str, float, float]] = []
 

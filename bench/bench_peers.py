@@ -82,6 +82,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _build
 import _ws_stream
 from gateway_proto.adapters.asyncio import Shard
 
@@ -532,6 +533,7 @@ def main() -> None:
     print(
         f"python {sys.version.split()[0]}; {aiohttp_reader_info()}; best of {repeat} rounds, {args.clock} time"
     )
+    print(_build.describe())
     print(f"stream: HELLO, READY, then {stream.describe()}")
 
     # Every contender: name -> (prepare: () -> timed run, label).

@@ -51,6 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _build
 import _ws_stream
 import orjson
 
@@ -403,6 +404,7 @@ def main() -> None:
     repeat = args.repeat or (5 if args.quick else 15)
     reader_cls, queue_cls, info = aiohttp_reader_info()
     print(info)
+    print(_build.describe())
     print(
         f"python {sys.version.split()[0]}, orjson {orjson.__version__}, best of {repeat} rounds, {args.clock} time"
     )
