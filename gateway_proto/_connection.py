@@ -444,7 +444,8 @@ class GatewayConnection:
         connected = _S.CONNECTED
         changed = False
         # While the session is live and on this generation (re-checked only after a message
-        # that may change either), an ordinary dispatch is handled inline, as in _receive.
+        # that may change either), an ordinary dispatch is handled inline by the rules of
+        # _on_payload (spec §2: op, s and t by type; spec §15 item 10: s moves the sequence).
         live = self._state is connected
         for message in messages:
             if not live:
