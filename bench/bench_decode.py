@@ -27,6 +27,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -37,7 +38,7 @@ import realistic_stream
 from gateway_proto import Encoding, GatewayConfig, GatewayConnection, Intents, TransportCompression
 from gateway_proto._codecs import InboundDecoder, make_codec
 
-Messages = list[bytes] | list[str]
+Messages = list[bytes] | list[str] | list[str | bytes]
 
 
 def zlib_stream(texts: list[bytes]) -> list[bytes]:
@@ -98,46 +99,28 @@ def timed(run: Run, segments: Segments, clock: Callable[[], float]) -> list[floa
         gc.enable()
 
 
-def run_floor_zlib(segments: Segments, clock: Callable[[], float]) -> list[float]:
-    inflate = zlib.decompressobj().decompress
-    loads = orjson.loads
-    times = []
-    for segment in segments:
-        start = clock()
-        for m in segment:
-            loads(inflate(m))
-        times.append(clock() - start)
-    return times
+def inflate_parse_run(new_decompress: Callable[[], Callable[[Any], bytes]]) -> Run:
+    """A floor: a fresh decompression context per pass, then ``orjson.loads`` of each output."""
 
-
-def run_floor_zstd(segments: Segments, clock: Callable[[], float]) -> list[float]:
-    import zstandard
-
-    dobj = zstandard.ZstdDecompressor().decompressobj()
-    loads = orjson.loads
-    times = []
-    for segment in segments:
-        start = clock()
-        for m in segment:
-            loads(dobj.decompress(m))
-        times.append(clock() - start)
-    return times
-
-
-def run_floor_stdlib_json(segments: Segments, clock: Callable[[], float]) -> list[float]:
-    loads = json.loads
-    times = []
-    for segment in segments:
-        start = clock()
-        for t in segment:
-            loads(t)
-        times.append(clock() - start)
-    return times
-
-
-def decoder_run(encoding: Encoding, compression: TransportCompression) -> Run:
     def run(segments: Segments, clock: Callable[[], float]) -> list[float]:
-        decode = InboundDecoder(make_codec(encoding), compression, 64 << 20).decode
+        decompress = new_decompress()
+        loads = orjson.loads
+        times = []
+        for segment in segments:
+            start = clock()
+            for m in segment:
+                loads(decompress(m))
+            times.append(clock() - start)
+        return times
+
+    return run
+
+
+def one_call_run(new_decode: Callable[[], Callable[[Any], object]]) -> Run:
+    """One call per message: the stdlib JSON floor, or our codec layer (fresh per pass)."""
+
+    def run(segments: Segments, clock: Callable[[], float]) -> list[float]:
+        decode = new_decode()
         times = []
         for segment in segments:
             start = clock()
@@ -147,6 +130,17 @@ def decoder_run(encoding: Encoding, compression: TransportCompression) -> Run:
         return times
 
     return run
+
+
+def zstd_floor() -> Callable[[Any], bytes]:
+    import zstandard
+
+    decompress: Callable[[Any], bytes] = zstandard.ZstdDecompressor().decompressobj().decompress
+    return decompress
+
+
+def decoder_run(encoding: Encoding, compression: TransportCompression) -> Run:
+    return one_call_run(lambda: InboundDecoder(make_codec(encoding), compression, 64 << 20).decode)
 
 
 def core_run(encoding: Encoding, compression: TransportCompression) -> Run:
@@ -221,7 +215,7 @@ def main() -> None:
     measure(
         "zlib-stream + JSON",
         z,
-        run_floor_zlib,
+        inflate_parse_run(lambda: zlib.decompressobj().decompress),
         {"codec layer": decoder_run(J, Z), "whole core": core_run(J, Z)},
     )
     try:
@@ -234,7 +228,7 @@ def main() -> None:
         measure(
             "zstd-stream + JSON",
             zs,
-            run_floor_zstd,
+            inflate_parse_run(zstd_floor),
             {"codec layer": decoder_run(J, ZS), "whole core": core_run(J, ZS)},
         )
     try:
@@ -247,7 +241,7 @@ def main() -> None:
         measure(
             "ETF (vs stdlib json)",
             etf,
-            run_floor_stdlib_json,
+            one_call_run(lambda: json.loads),
             {"codec layer": decoder_run(E, NONE), "whole core": core_run(E, NONE)},
             floor_messages=texts,
         )
