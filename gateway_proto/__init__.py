@@ -51,6 +51,7 @@ from ._errors import (
     SendQueueFull,
     ShardingRequired,
     TransportClosed,
+    WriteBufferOverflow,
 )
 from ._events import (
     Disconnected,
@@ -128,5 +129,6 @@ __all__ = [
     "TransportCompression",
     "UpdatePresence",
     "UpdateVoiceState",
+    "WriteBufferOverflow",
     "__version__",
 ]

@@ -14,6 +14,7 @@ import attrs
 from ._codecs import Encoding, TransportCompression, check_supported
 from ._commands import UpdatePresence
 from ._errors import LocalProtocolError
+from ._opcodes import Intents
 
 DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg"
 #: spec §1.2: omit ``v`` and the gateway serves v6; this library speaks v10.
@@ -21,6 +22,18 @@ API_VERSION = 10
 #: spec §9: inbound messages have no documented cap and READY reaches several MB; the bound
 #: keeps a hostile or broken peer from exhausting memory (field notes #20).
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+#: The largest dispatch sequence number the connection accepts (spec §2 ``s``, echoed in
+#: heartbeats and RESUME, spec §3, §5): a signed 64-bit counter, which is what gateways
+#: keep; Discord's stay far below 2**31. Larger values could not be sent back in a bounded
+#: payload (spec §9), so a peer that sends one makes its session unusable.
+MAX_SEQUENCE = 2**63 - 1
+#: The longest session id accepted from READY or a snapshot (spec §4.2). Discord's are 32
+#: hex digits; four times that leaves room for other servers while keeping every RESUME
+#: far below 4096 bytes (spec §9).
+MAX_SESSION_ID_LENGTH = 128
+#: The longest URL accepted as a gateway or resume URL: it goes into the HTTP request line
+#: (spec §1.2, §4.2), where servers commonly refuse lines of several KB.
+MAX_URL_LENGTH = 2048
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -60,6 +73,27 @@ def _check_shard(_: object, __: attrs.Attribute[Any], value: tuple[int, int]) ->
 def _check_intents(_: object, __: attrs.Attribute[Any], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise LocalProtocolError("intents must be a non-negative integer bitfield")
+    unknown_intent_bits(value)
+
+
+def unknown_intent_bits(value: int) -> None:
+    """Refuse an intents bitfield with bits :class:`Intents` does not define.
+
+    spec §7, §13: the gateway closes with 4013 (invalid intents, fatal) for an unknown bit,
+    so it is caught here, at the call that made the mistake, naming the bits.
+
+    Raises:
+        LocalProtocolError: ``value`` has undefined bits.
+
+    """
+    unknown = value & ~int(Intents.all())
+    if unknown:
+        bits = [index for index in range(unknown.bit_length()) if unknown >> index & 1]
+        shown = ", ".join(map(str, bits[:8])) + (", ..." if len(bits) > 8 else "")
+        raise LocalProtocolError(
+            f"intents has bits no intent defines (spec §13; the gateway closes with 4013): "
+            f"bit {shown}"
+        )
 
 
 def _check_large_threshold(_: object, __: attrs.Attribute[Any], value: int) -> None:
@@ -71,17 +105,45 @@ def _check_large_threshold(_: object, __: attrs.Attribute[Any], value: int) -> N
 def usable_ws_url(value: object) -> bool:
     """Whether ``value`` is a ws:// or wss:// URL a websocket can be opened to.
 
-    It must have a host, a port (when given) in 1-65535, and only printable ASCII: the URL
-    goes into an HTTP request line as it is, and a resume URL comes from the peer (spec §4.2).
+    It must be at most :data:`MAX_URL_LENGTH` characters of printable ASCII without spaces
+    (the URL goes into an HTTP request line as it is, and a resume URL comes from the peer,
+    spec §4.2), with a host the IDNA codec accepts (what socket and TLS layers encode a host
+    name with: labels of 1-63 characters, no empty label) and a port, when given, in
+    1-65535. So the connection never emits an ``OpenTransport`` a driver cannot attempt.
     """
-    if not isinstance(value, str) or not value.isascii() or not value.isprintable() or " " in value:
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_URL_LENGTH
+        or not value.isascii()
+        or not value.isprintable()
+        or " " in value
+    ):
         return False
     try:
         parts = urlsplit(value)
         port = parts.port
+        host = parts.hostname
     except ValueError:
         return False
-    return parts.scheme in ("ws", "wss") and bool(parts.hostname) and port != 0
+    if parts.scheme not in ("ws", "wss") or not host or port == 0:
+        return False
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
+def usable_session_id(value: object) -> bool:
+    """Whether ``value`` is a session id the connection can send back in a RESUME (spec §5).
+
+    1 to :data:`MAX_SESSION_ID_LENGTH` printable characters: no control characters and no
+    lone surrogates (``str.isprintable`` refuses both), so every codec encodes it, in at most
+    4 bytes of UTF-8 per character, and the RESUME stays within 4096 bytes (spec §9).
+    """
+    return (
+        isinstance(value, str) and 0 < len(value) <= MAX_SESSION_ID_LENGTH and value.isprintable()
+    )
 
 
 def _check_url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -90,13 +152,17 @@ def _check_url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
 
 
 def _check_session_id(_: object, __: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise LocalProtocolError("session_id must be a non-empty string")
+    if not usable_session_id(value):
+        raise LocalProtocolError(
+            f"session_id must be 1-{MAX_SESSION_ID_LENGTH} printable characters"
+        )
 
 
 def _check_sequence(_: object, __: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise LocalProtocolError("sequence must be None or an integer >= 0")
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQUENCE
+    ):
+        raise LocalProtocolError("sequence must be None or an integer in 0..2**63-1")
 
 
 def _check_taken_at(_: object, __: attrs.Attribute[Any], value: object) -> None:
@@ -235,7 +301,7 @@ class SessionSnapshot:
                 taken_at=None if taken_at is None else float(_require(taken_at, int | float)),
             )
         except (ValueError, KeyError, IndexError, TypeError, RecursionError) as exc:
-            raise LocalProtocolError(f"not a valid session snapshot: {exc}") from exc
+            raise LocalProtocolError(f"not a valid session snapshot: {exc!s:.200}") from exc
         return snapshot
 
 

@@ -16,9 +16,8 @@ Two lifetimes hold all state:
 from __future__ import annotations
 
 import enum
-import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any, TypeGuard, final
 
 import attrs
@@ -35,7 +34,16 @@ from ._actions import (
 from ._backoff import backoff_delay, invalid_session_pause
 from ._codecs import NEED_MORE, Codec, InboundDecoder, make_codec
 from ._commands import COMMAND_TYPES, Command
-from ._config import API_VERSION, GatewayConfig, SessionSnapshot, gateway_url, usable_ws_url
+from ._config import (
+    API_VERSION,
+    MAX_SEQUENCE,
+    MAX_SESSION_ID_LENGTH,
+    GatewayConfig,
+    SessionSnapshot,
+    gateway_url,
+    usable_session_id,
+    usable_ws_url,
+)
 from ._errors import (
     ConnectTimeout,
     FatalCloseError,
@@ -70,6 +78,12 @@ _MESSAGE_TYPES = frozenset({str, bytes})
 #: Builds a DispatchReceived from (name, sequence, data) without its Python-level __new__.
 _new_tuple = tuple.__new__
 _MAX_TIME = float(2**53)
+#: The internal ``_sequence``/``_committed`` value for "no sequence yet" (``None`` outside):
+#: an int, so the per-message path compares sequences without a ``None`` test.
+_NO_SEQUENCE = -1
+#: Errors a codec's ``dumps`` raises for a value it cannot write (an int too long for
+#: ``str``, nesting past the recursion limit, a lone surrogate, a type it does not know).
+_ENCODE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, UnicodeError)
 #: Dispatches the connection handles itself instead of emitting ``DispatchReceived``.
 _SESSION_DISPATCHES = frozenset({"READY", "RESUMED", "RATE_LIMITED"})
 
@@ -148,11 +162,23 @@ class GatewayConnection:
         self._config = config
         self._codec: Codec = make_codec(config.encoding, config.max_message_size)
         self._identify_data = self._encode(identify(config))
+        # spec §9: every RESUME this connection may build must fit in 4096 bytes. The session
+        # id and sequence are bounded where they are read (READY, a dispatch, a snapshot), so
+        # the token is the one free part: check it against the worst case once, here, instead
+        # of burning an IDENTIFY on each READY whose session could never be resumed. The
+        # worst session id is made of 4-byte characters (printable ones never take more).
+        try:
+            self._encode(resume(config.token, "\U0001f600" * MAX_SESSION_ID_LENGTH, MAX_SEQUENCE))
+        except PayloadTooLarge:
+            raise LocalProtocolError(
+                "the token is too long: a RESUME carrying it would exceed 4096 bytes (spec §9)"
+            ) from None
         self._main_url = gateway_url(
             config.url, encoding=config.encoding, compression=config.compression
         )
         self._state = _S.IDLE
-        self._now = -math.inf
+        #: The latest ``now``; starts at the lowest accepted time (every input checks it).
+        self._now = -_MAX_TIME
         self._actions: list[Action] = []
         self._events: list[Event] = []
         self._timer: float | None = None
@@ -161,9 +187,13 @@ class GatewayConnection:
         self._reconnect_at: float | None = None
         self._session_id: str | None = None
         self._resume_url: str | None = None
-        self._sequence: int | None = None
+        #: The highest dispatch sequence of this session (``_NO_SEQUENCE``: none yet). Within
+        #: a session it never decreases (see :meth:`_on_dispatch`).
+        self._sequence = _NO_SEQUENCE
         #: The sequence the consumer acknowledged (``commit_on_ack`` mode; field notes #18).
-        self._committed: int | None = None
+        self._committed = _NO_SEQUENCE
+        #: The driver stopped reading the transport (:meth:`set_reading_paused`).
+        self._reading_paused = False
         self._failures = 0
         self._resume_failures = 0
         self._latency: float | None = None
@@ -174,7 +204,7 @@ class GatewayConnection:
     def __repr__(self) -> str:
         return (
             f"<GatewayConnection shard={self._config.shard} state={self._state.value} "
-            f"transport_id={self._transport_id} sequence={self._sequence}>"
+            f"transport_id={self._transport_id} sequence={self.sequence}>"
         )
 
     # -- observers ---------------------------------------------------------------------
@@ -196,8 +226,8 @@ class GatewayConnection:
 
     @property
     def sequence(self) -> int | None:
-        """The last dispatch sequence number seen in this session."""
-        return self._sequence
+        """The highest dispatch sequence number seen in this session (``None``: none yet)."""
+        return None if self._sequence < 0 else self._sequence
 
     @property
     def resume_url(self) -> str | None:
@@ -213,6 +243,11 @@ class GatewayConnection:
     def transport_id(self) -> int | None:
         """The id of the current transport generation, ``None`` when there is none."""
         return None if self._gen is None else self._gen.id
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether the driver said it stopped reading the transport (:meth:`set_reading_paused`)."""
+        return self._reading_paused
 
     @property
     def queued_commands(self) -> int:
@@ -267,7 +302,9 @@ class GatewayConnection:
         """Queue an application command; it is sent once the session is live.
 
         Raises:
-            LocalProtocolError: the connection is closed, or ``command`` is not a command.
+            LocalProtocolError: the connection is closed, ``command`` is not a command, or
+                the codec cannot encode it (for example an int too long for JSON text, or a
+                lone surrogate in ETF); nothing changes.
             PayloadTooLarge: the encoded payload exceeds 4096 bytes (spec §9).
             SendQueueFull: ``max_queued_commands`` commands are already waiting.
 
@@ -281,8 +318,8 @@ class GatewayConnection:
             raise LocalProtocolError("cannot send on a closed or closing connection")
         if not isinstance(command, COMMAND_TYPES):
             raise LocalProtocolError(f"not a gateway command: {command!r:.80}")
-        opcode, data = command.opcode, command.payload_data()
-        encoded = self._encode(envelope(opcode, data))
+        opcode = command.opcode
+        encoded = self._encode(envelope(opcode, command.payload_data()))
         if len(self._queue) >= self._config.max_queued_commands:
             raise SendQueueFull(self._config.max_queued_commands)
         self._advance(now)
@@ -363,14 +400,44 @@ class GatewayConnection:
             raise LocalProtocolError("acknowledge() needs GatewayConfig(commit_on_ack=True)")
         if isinstance(sequence, bool) or not isinstance(sequence, int):
             raise LocalProtocolError("sequence must be an int")
-        low = -1 if self._committed is None else self._committed
-        high = -1 if self._sequence is None else self._sequence
-        if not low <= sequence <= high:
+        if not max(self._committed, 0) <= sequence <= self._sequence:
+            committed, received = self._checkpoint(), self.sequence
             raise LocalProtocolError(
-                f"cannot acknowledge sequence {sequence}: acknowledged {self._committed}, "
-                f"received {self._sequence}"
+                f"cannot acknowledge sequence {_brief(sequence)}: acknowledged {committed}, "
+                f"received {received}"
             )
         self._committed = sequence
+
+    def set_reading_paused(self, paused: bool, *, now: float) -> None:
+        """The driver stopped (``True``) or resumed (``False``) reading the transport.
+
+        A driver pauses reading when the application falls behind on events, so TCP
+        back-pressure holds the peer instead of an unbounded backlog. While paused, an ACK
+        may sit unread in our own socket buffer, so a heartbeat that comes due with an ACK
+        outstanding is still sent but is not a zombie verdict (spec §3 zombie detection
+        assumes we read what arrives). After resuming, the driver feeds the buffered bytes
+        first, so the first periodic heartbeat still passes no verdict; only a full interval
+        without an ACK after the resume does. Heartbeats, replies to op 1 and commands keep
+        going out while paused.
+
+        The flag belongs to the connection, not to one transport: a transport opened while
+        paused is treated as paused too. Repeating the current value does nothing.
+
+        Raises:
+            LocalProtocolError: ``paused`` is not a bool, or ``now`` is not a valid time.
+
+        """
+        if paused is not True and paused is not False:
+            raise LocalProtocolError("paused must be a bool")
+        self._advance(now)
+        if paused is self._reading_paused:
+            return
+        self._reading_paused = paused
+        gen = self._gen
+        if not paused and gen is not None:
+            # The next periodic beat starts a fresh zombie check instead of judging one that
+            # began while the ACKs could not be read.
+            gen.last_periodic_at = None
 
     # -- inputs from the transport -----------------------------------------------------
 
@@ -416,14 +483,26 @@ class GatewayConnection:
             self._sync_timer()
 
     def receive_messages(
-        self, transport_id: int, messages: Sequence[str | bytes], *, now: float
+        self, transport_id: int, messages: Iterable[str | bytes], *, now: float
     ) -> None:
         """Several whole messages that arrived together on ``transport_id``, in order.
 
         The same as :meth:`receive_message` for each in turn, with the checks made once:
         the per-message path of a driver that reads many messages at a time. Messages after
         one that ends the transport generation are ignored, as they would be one by one.
+
+        ``messages`` may be any iterable; one that is not a list or tuple (a generator, a
+        deque) is read once, into a tuple, before anything else happens, so every message
+        is validated before the first is handled.
+
+        Raises:
+            LocalProtocolError: ``messages`` is a single message (``str``/``bytes``) or not
+                iterable, an item is not a message, or the transport has not opened yet;
+                nothing changes.
+
         """
+        if type(messages) is not list and type(messages) is not tuple:
+            messages = _materialise(messages)
         gen = self._gen
         if (
             gen is None
@@ -445,7 +524,8 @@ class GatewayConnection:
         changed = False
         # While the session is live and on this generation (re-checked only after a message
         # that may change either), an ordinary dispatch is handled inline by the rules of
-        # _on_payload (spec §2: op, s and t by type; spec §15 item 10: s moves the sequence).
+        # _on_payload (spec §2: op, s and t by type; spec §15 item 10: s moves the sequence,
+        # forward only: any other s takes _on_dispatch).
         live = self._state is connected
         for message in messages:
             if not live:
@@ -464,6 +544,7 @@ class GatewayConnection:
                 type(payload) is dict
                 and payload.get("op") == 0
                 and type(seq := payload.get("s")) is int
+                and self._sequence < seq <= 0x7FFF_FFFF_FFFF_FFFF  # MAX_SEQUENCE
                 and type(name := payload.get("t")) is str
                 and name not in _SESSION_DISPATCHES
                 and type(payload["op"]) is int
@@ -486,14 +567,40 @@ class GatewayConnection:
         return gen
 
     def handle_transport_closed(
-        self, transport_id: int, code: int | None, reason: str = "", *, now: float
+        self,
+        transport_id: int,
+        code: int | None,
+        reason: str = "",
+        *,
+        now: float,
+        error: GatewayError | None = None,
     ) -> None:
         """The transport ended: a close frame (``code``), or a failure or EOF (``None``).
 
         Also the way to report that ``OpenTransport`` failed (refused, TLS, DNS, HTTP).
+
+        Args:
+            transport_id: the transport that ended.
+            code: the close code the peer sent, ``None`` without a close frame.
+            reason: the close reason, or a description of the failure.
+            now: the current time.
+            error: why the driver ended the transport, when it knows better than a generic
+                :class:`TransportClosed` (for example :class:`WriteBufferOverflow`). It
+                becomes :attr:`Disconnected.error`, unless the generation was already
+                ending for a reason of its own (a close we started carries that reason).
+
+        Raises:
+            LocalProtocolError: ``code`` is not an int or ``None``, ``reason`` is not a
+                str, ``error`` is not a :class:`GatewayError`, or ``transport_id`` was never
+                opened.
+
         """
         if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
             raise LocalProtocolError("close code must be an int or None")
+        if error is not None and not isinstance(error, GatewayError):
+            raise LocalProtocolError("error must be a GatewayError or None")
+        if not isinstance(reason, str):
+            raise LocalProtocolError("reason must be a str")
         gen = self._current(transport_id)
         if gen is None:
             return
@@ -505,10 +612,13 @@ class GatewayConnection:
                 gen.exit = self._fatal_exit(code, reason)
             elif verdict is CloseVerdict.NEW_SESSION and self._session_id is not None:
                 self._invalidate(resumable=False, reason=f"closed with code {code}")
+            if gen.exit.error is None and not gen.exit.terminate:
+                gen.exit.error = error
         elif self._state is _S.CONNECTING:
             gen.exit = self._reconnect_exit(
                 now,
-                error=TransportClosed(
+                error=error
+                or TransportClosed(
                     f"could not connect: {reason}" if reason else "could not connect"
                 ),
                 code=code,
@@ -522,9 +632,11 @@ class GatewayConnection:
                 # spec §7: 4007 and 4009 say "start a new session"; 4003 means invalidated.
                 self._invalidate(resumable=False, reason=f"closed with code {code}")
             lost = code is None or code == 1006
+            if error is None and lost:
+                error = TransportClosed(reason or "connection lost")
             gen.exit = self._reconnect_exit(
                 now,
-                error=TransportClosed(reason or "connection lost") if lost else None,
+                error=error,
                 code=code,
                 reason=reason,
                 initiated_locally=False,
@@ -696,18 +808,27 @@ class GatewayConnection:
                 "snapshot does not match the config (shard, encoding, compression, API version)"
             )
         self._session_id = snapshot.session_id
-        self._sequence = self._committed = snapshot.sequence
+        sequence = snapshot.sequence
+        self._sequence = self._committed = _NO_SEQUENCE if sequence is None else sequence
         self._resume_url = snapshot.resume_url
 
     def _checkpoint(self) -> int | None:
         """The sequence a resume starts after: received, or acknowledged in ack mode."""
-        return self._committed if self._config.commit_on_ack else self._sequence
+        checkpoint = self._committed if self._config.commit_on_ack else self._sequence
+        return None if checkpoint < 0 else checkpoint
 
     def _forget_session(self) -> None:
         self._session_id = None
         self._resume_url = None
-        self._sequence = self._committed = None
+        self._sequence = self._committed = _NO_SEQUENCE
         self._resume_failures = 0
+
+    def _drop_session(self, reason: str) -> None:
+        """A peer value made the session unusable: forget it, so the next connection identifies."""
+        if self._session_id is not None:
+            self._invalidate(resumable=False, reason=reason)
+        else:
+            self._forget_session()
 
     def _invalidate(self, *, resumable: bool, reason: str) -> None:
         had_session = self._session_id is not None
@@ -750,11 +871,13 @@ class GatewayConnection:
                 name = payload.get("t")
                 if (
                     type(seq) is int
+                    and self._sequence < seq <= 0x7FFF_FFFF_FFFF_FFFF  # MAX_SEQUENCE
                     and type(name) is str
                     and name not in _SESSION_DISPATCHES
                     and self._state is _S.CONNECTED
                 ):
-                    # The common case, inlined: a live session's ordinary dispatch.
+                    # The common case, inlined: a live session's ordinary dispatch whose s
+                    # moves the sequence forward (anything else: _on_dispatch).
                     self._sequence = seq
                     self._events.append(_new_tuple(DispatchReceived, (name, seq, d)))
                     return False
@@ -802,11 +925,20 @@ class GatewayConnection:
         gen.limiter.set_heartbeat_interval(interval)
         # spec §3: the first heartbeat after interval * jitter, jitter uniform in [0, 1).
         gen.next_beat = now + interval * self._config.rng.random()
+        data = None
         if self._session_id is not None:
+            checkpoint = self._checkpoint()
+            try:
+                data = self._encode(resume(self._config.token, self._session_id, checkpoint))
+            except LocalProtocolError:
+                # Belt and braces: the token, session id and sequence are bounded where they
+                # are read, so a RESUME always fits in 4096 bytes (spec §9). Should one not,
+                # the session cannot be resumed: start a new one instead of raising.
+                self._drop_session("the session cannot be resumed (RESUME over 4096 bytes)")
+        if data is not None:
             self._set_state(Trigger.HELLO_WITH_SESSION)
             gen.resume_sent = True
-            gen.resume_sequence = checkpoint = self._checkpoint()
-            data = self._encode(resume(self._config.token, self._session_id, checkpoint))
+            gen.resume_sequence = checkpoint
             self._send_urgent(gen, now, Opcode.RESUME, data)
         else:
             self._set_state(Trigger.HELLO_WITHOUT_SESSION)
@@ -834,14 +966,35 @@ class GatewayConnection:
     def _on_dispatch(
         self, gen: _Generation, now: float, data: Any, seq: int | None, name: str | None
     ) -> bool:
-        """Handle a dispatch; return whether the session went live (deadlines may move)."""
-        if self._state is _S.RESUMING and seq is not None:
-            resumed_from = gen.resume_sequence
-            if resumed_from is not None and seq <= resumed_from:
-                return False  # a replayed dispatch we delivered before the resume
-        # spec §15 item 10: the sequence moves only with a non-null s, whatever the event.
+        """Handle a dispatch; return whether the session went live (deadlines may move).
+
+        Sequence trust (spec §5, §15 item 10): ``s`` is echoed in every heartbeat and RESUME,
+        so one the connection cannot send back (outside ``0..MAX_SEQUENCE``) makes the
+        session unusable: it is forgotten and :class:`InvalidPayload` ends the generation,
+        so the next connection identifies. Within a session the sequence only moves
+        forward: a dispatch whose ``s`` is not above it is still delivered (nothing the peer
+        sent is lost) but leaves the sequence, and so the resume point, where it is — except
+        while resuming, where ``s`` at or below the resume point is a replay of what was
+        delivered before, and dropped.
+
+        Raises:
+            InvalidPayload: ``s`` is outside ``0..MAX_SEQUENCE``.
+
+        """
         if seq is not None:
-            self._sequence = seq
+            if not 0 <= seq <= MAX_SEQUENCE:
+                self._drop_session("the gateway sent an unusable sequence number")
+                raise InvalidPayload(
+                    f"dispatch sequence {_brief(seq)} is outside 0..{MAX_SEQUENCE}"
+                )
+            if (
+                self._state is _S.RESUMING
+                and gen.resume_sequence is not None
+                and seq <= gen.resume_sequence
+            ):
+                return False  # a replayed dispatch we delivered before the resume
+            # spec §15 item 10: the sequence moves only with a non-null s, whatever the event.
+            self._sequence = max(self._sequence, seq)
         if name not in _SESSION_DISPATCHES:
             if self._state is _S.RESUMING:
                 gen.replayed += 1
@@ -854,10 +1007,11 @@ class GatewayConnection:
             if self._state is not _S.RESUMING:
                 return False
             self._set_state(Trigger.RESUMED)
-            self._events.append(SessionResumed(sequence=self._sequence, replayed=gen.replayed))
+            self._events.append(SessionResumed(sequence=self.sequence, replayed=gen.replayed))
             self._went_live(gen, now)
             return True
         # RATE_LIMITED, by elimination. spec §8: the gateway refused a command (op 8 limit).
+        # Every field is passed on as data; only retry_after is converted, within a bound.
         d = data if isinstance(data, dict) else {}
         opcode, retry_after = d.get("opcode"), d.get("retry_after")
         self._events.append(
@@ -871,10 +1025,28 @@ class GatewayConnection:
         return False
 
     def _on_ready(self, gen: _Generation, now: float, data: Any, seq: int | None) -> None:
-        # A new session counts from its READY, even one without s (never the old session's).
-        self._sequence = seq
+        """Start the new session READY announces (spec §4.2).
+
+        A missing, null, empty or wrong-typed ``session_id`` is absent: the session is live
+        but cannot be resumed. A string the connection cannot send back in a RESUME (see
+        :func:`usable_session_id`) makes the session unusable: it is dropped at once and
+        the generation ends with :class:`InvalidPayload`, so the next connection
+        identifies; it is never kept to fail later. An unusable ``resume_gateway_url`` is
+        ignored (the main URL is used).
+
+        Raises:
+            InvalidPayload: ``session_id`` is a string the connection cannot use.
+
+        """
         d = data if isinstance(data, dict) else {}
         session_id = d.get("session_id")
+        if isinstance(session_id, str) and session_id and not usable_session_id(session_id):
+            self._drop_session("the gateway sent an unusable session id")
+            raise InvalidPayload(
+                f"READY session_id is not 1-{MAX_SESSION_ID_LENGTH} printable characters"
+            )
+        # A new session counts from its READY, even one without s (never the old session's).
+        self._sequence = _NO_SEQUENCE if seq is None else seq
         resume_url = d.get("resume_gateway_url")
         self._session_id = session_id if isinstance(session_id, str) and session_id else None
         self._resume_url = resume_url if usable_ws_url(resume_url) else None
@@ -886,7 +1058,7 @@ class GatewayConnection:
             SessionStarted(
                 session_id=self._session_id,
                 resume_url=self._resume_url,
-                sequence=self._sequence,
+                sequence=self.sequence,
                 data=data,
             )
         )
@@ -901,7 +1073,17 @@ class GatewayConnection:
     # -- sending -----------------------------------------------------------------------
 
     def _encode(self, payload: dict[str, Any]) -> str | bytes:
-        data = self._codec.dumps(payload)
+        """Encode a payload we send; raise :class:`LocalProtocolError` if it cannot go out."""
+        try:
+            data = self._codec.dumps(payload)
+        except LocalProtocolError:
+            raise
+        except _ENCODE_ERRORS as exc:
+            # Never the codec's message: it may quote the value, and IDENTIFY holds the token.
+            raise LocalProtocolError(
+                f"the payload cannot be encoded as {self._config.encoding.value} "
+                f"({type(exc).__name__})"
+            ) from None
         size = len(data.encode()) if isinstance(data, str) else len(data)
         if size > MAX_PAYLOAD_SIZE:
             raise PayloadTooLarge(size, MAX_PAYLOAD_SIZE)
@@ -911,7 +1093,15 @@ class GatewayConnection:
         self, gen: _Generation, now: float, opcode: Opcode, data: str | bytes | None
     ) -> None:
         if data is None:
-            data = self._codec.dumps(envelope(Opcode.HEARTBEAT, self._sequence))
+            try:
+                data = self._encode(envelope(Opcode.HEARTBEAT, self.sequence))
+            except LocalProtocolError:
+                # Belt and braces (spec §9): the sequence is bounded where it is read, so a
+                # heartbeat is a few dozen bytes. Should it not fit, the sequence is unusable:
+                # drop the session and reconnect rather than send or raise.
+                self._drop_session("the sequence makes a heartbeat over 4096 bytes")
+                self._fail(now, InvalidPayload("a heartbeat would exceed 4096 bytes"), "heartbeat")
+                return
             if gen.unacked_since is None:
                 gen.unacked_since = now
         self._actions.append(SendMessage(data=data, transport_id=gen.id, opcode=opcode))
@@ -933,7 +1123,7 @@ class GatewayConnection:
 
     def _flush_urgent(self, gen: _Generation, now: float) -> None:
         assert gen.limiter is not None
-        while gen.urgent and gen.limiter.try_acquire(now, priority=True):
+        while gen.urgent and gen.exit is None and gen.limiter.try_acquire(now, priority=True):
             opcode, data = gen.urgent.popleft()
             self._emit_send(gen, now, opcode, data)
         gen.urgent_at = gen.limiter.next_slot(now, priority=True) if gen.urgent else None
@@ -953,9 +1143,11 @@ class GatewayConnection:
             gen.unacked_since is not None
             and gen.last_periodic_at is not None
             and (gen.unacked_since <= gen.last_periodic_at)
+            and not self._reading_paused
         ):
             # spec §3 zombie detection: a heartbeat sent at or before the previous periodic
-            # one is still unacknowledged now that the next is due.
+            # one is still unacknowledged now that the next is due. Not while the driver has
+            # paused reading: the ACK may be waiting unread in our own buffer.
             self._fail(now, HeartbeatTimeout("no heartbeat ACK within one interval"), "zombie")
             return
         if gen.urgent or not gen.limiter.try_acquire(now, priority=True):
@@ -1046,14 +1238,14 @@ class GatewayConnection:
                 return
         except TypeError:
             pass
+        # Compared, never converted: math.isfinite raises OverflowError on a huge int.
         if (
-            not isinstance(now, int | float)
-            or isinstance(now, bool)
-            or not math.isfinite(now)
-            or now >= _MAX_TIME
+            isinstance(now, bool)
+            or not isinstance(now, int | float)
+            or not -_MAX_TIME <= now < _MAX_TIME
         ):
             raise LocalProtocolError(
-                "now must be a finite number of seconds from a monotonic clock (< 2**53)"
+                "now must be a finite number of seconds from a monotonic clock (within ±2**53)"
             )
         raise LocalProtocolError(f"time went backwards: now={now} after {self._now}")
 
@@ -1062,7 +1254,7 @@ class GatewayConnection:
         if isinstance(transport_id, bool) or not isinstance(transport_id, int):
             raise LocalProtocolError("transport_id must be an int")
         if transport_id > self._transport_id or transport_id < 1:
-            raise LocalProtocolError(f"transport {transport_id} was never opened")
+            raise LocalProtocolError(f"transport {_brief(transport_id)} was never opened")
         gen = self._gen
         return gen if gen is not None and gen.id == transport_id else None
 
@@ -1071,12 +1263,29 @@ class GatewayConnection:
 
 
 def _is_duration(value: object) -> TypeGuard[int | float]:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )
+    """Whether a peer's number of seconds is usable: a non-negative int or float below 2**53.
+
+    Compared, never converted first: ``float()`` and ``math.isfinite`` raise OverflowError on
+    an int past the float range, and NaN fails every comparison.
+    """
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < _MAX_TIME
+
+
+def _materialise(messages: object) -> tuple[Any, ...]:
+    """``receive_messages``'s argument as a tuple, read once; misuse is a LocalProtocolError."""
+    if isinstance(messages, str | bytes | bytearray | memoryview):
+        raise LocalProtocolError(
+            "messages must be an iterable of messages, not one message: use receive_message()"
+        )
+    try:
+        return tuple(messages)  # type: ignore[arg-type]
+    except TypeError:
+        raise LocalProtocolError("messages must be an iterable of str or bytes") from None
+
+
+def _brief(value: int) -> str:
+    """``value`` for an error message: in full unless too long for ``str`` to be sensible."""
+    return str(value) if -(10**30) < value < 10**30 else f"<an int of {value.bit_length()} bits>"
 
 
 def _fits_close_frame(reason: str) -> bool:

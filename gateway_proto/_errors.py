@@ -93,9 +93,26 @@ class HeartbeatTimeout(GatewayTimeout):
     """A heartbeat went unacknowledged until the next one was due: a zombie connection (spec §3)."""
 
 
-@final
 class TransportClosed(GatewayError):
     """The transport closed or failed without a close code we initiated."""
+
+
+@final
+class WriteBufferOverflow(TransportClosed):
+    """The peer stopped reading: more than ``limit`` bytes waited to be written.
+
+    A driver reports it (``handle_transport_closed(..., error=...)``) after aborting a
+    transport whose write buffer passed its hard bound, so memory stays bounded however
+    long a peer leaves our writes unread.
+    """
+
+    def __init__(self, buffered: int, limit: int) -> None:
+        super().__init__(
+            f"the peer stopped reading: {buffered} bytes waited to be written "
+            f"(the bound is {limit})"
+        )
+        self.buffered = buffered
+        self.limit = limit
 
 
 class FatalCloseError(GatewayError):

@@ -11,6 +11,12 @@ from ._config import GatewayConfig
 from ._errors import InvalidPayload
 from ._opcodes import Opcode
 
+#: The shortest interval accepted from HELLO, in ms. spec §3 gives the interval as a number
+#: of milliseconds (Discord sends an integer, about 41250), so one millisecond is its
+#: resolution. Anything shorter — down to subnormal floats such as 5e-324 — rounds the
+#: interval toward zero, where dividing by it overflows or fails; such a peer is broken or
+#: hostile, and its HELLO is refused (InvalidPayload: close and reconnect).
+MIN_HEARTBEAT_INTERVAL_MS = 1
 #: The longest interval accepted from HELLO (a day; Discord sends about 41 s). Beyond it a
 #: peer is broken or hostile, and the deadlines it would produce are meaningless.
 MAX_HEARTBEAT_INTERVAL_MS = 86_400_000
@@ -20,16 +26,21 @@ def heartbeat_interval(data: Any) -> float:
     """The HELLO interval in seconds (spec §3: ``heartbeat_interval`` is in milliseconds).
 
     Raises:
-        InvalidPayload: the interval is missing, not a number, or not positive and finite.
+        InvalidPayload: the interval is missing, not a number (a bool is not one), NaN, or
+            outside :data:`MIN_HEARTBEAT_INTERVAL_MS` .. :data:`MAX_HEARTBEAT_INTERVAL_MS`.
 
     """
     interval = data.get("heartbeat_interval") if isinstance(data, dict) else None
+    # Compared before any arithmetic: exact for ints of any size, false for NaN.
     if (
         isinstance(interval, bool)
         or not isinstance(interval, int | float)
-        or not 0 < interval <= MAX_HEARTBEAT_INTERVAL_MS
+        or not MIN_HEARTBEAT_INTERVAL_MS <= interval <= MAX_HEARTBEAT_INTERVAL_MS
     ):
-        raise InvalidPayload("HELLO carries no valid heartbeat_interval")
+        raise InvalidPayload(
+            f"HELLO carries no valid heartbeat_interval (a number of ms from "
+            f"{MIN_HEARTBEAT_INTERVAL_MS} to {MAX_HEARTBEAT_INTERVAL_MS})"
+        )
     return interval / 1000.0
 
 

@@ -36,7 +36,13 @@ def heartbeat_reserve(interval: float) -> int:
 
     Periodic heartbeats fall at most ``ceil(60 / interval) + 1`` times into any 60 s window;
     on top come IDENTIFY/RESUME and a few replies to server-requested heartbeats.
+
+    Total for any float: an interval short enough to need :data:`MAX_RESERVE` — zero,
+    subnormal, negative or NaN included — gets it without dividing (``60 / 5e-324`` is
+    infinite and ``ceil`` of it raises), and an infinite one needs no periodic slot.
     """
+    if not interval >= SEND_WINDOW / MAX_RESERVE:
+        return MAX_RESERVE
     return min(MAX_RESERVE, math.ceil(SEND_WINDOW / interval) + 1 + EXTRA_RESERVE)
 
 

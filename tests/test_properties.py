@@ -67,6 +67,8 @@ from gateway_proto import (
 )
 from gateway_proto._codecs import InboundDecoder
 from gateway_proto._codecs import _json as _json_module
+from gateway_proto._config import MAX_SEQUENCE, usable_session_id
+from gateway_proto._payloads import MAX_HEARTBEAT_INTERVAL_MS, MIN_HEARTBEAT_INTERVAL_MS
 from gateway_proto._ratelimit import SendLimiter
 from gateway_proto._state import ConnectionState, Trigger, table
 
@@ -194,7 +196,9 @@ def envelope_of(data: str | bytes) -> dict[str, Any] | None:
 def valid_interval(d: Any) -> bool:
     value = d.get("heartbeat_interval") if isinstance(d, dict) else None
     return (
-        not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < float("inf")
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and MIN_HEARTBEAT_INTERVAL_MS <= value <= MAX_HEARTBEAT_INTERVAL_MS
     )
 
 
@@ -740,14 +744,22 @@ class GatewayMachine(RuleBasedStateMachine):
                     and replay_bound is not None
                     and seq <= replay_bound
                 )
-                if not replayed:
-                    if payload.get("t") == "READY":
+                sid = d.get("session_id") if isinstance(d, dict) else None
+                if seq is not None and not 0 <= seq <= MAX_SEQUENCE:
+                    # An s the connection cannot echo makes the session unusable (issue 10).
+                    self.model_seq = self.model_session = None
+                elif replayed:
+                    pass
+                elif payload.get("t") == "READY":
+                    if isinstance(sid, str) and sid and not usable_session_id(sid):
+                        self.model_seq = self.model_session = None
+                    else:
                         # A new session: its sequence starts from READY's own s.
                         self.model_seq = seq
-                        sid = d.get("session_id") if isinstance(d, dict) else None
                         self.model_session = sid if isinstance(sid, str) and sid else None
-                    elif seq is not None:
-                        self.model_seq = seq
+                elif seq is not None and (self.model_seq is None or seq > self.model_seq):
+                    # Within a session the sequence never moves back (issue 10 item 14).
+                    self.model_seq = seq
         self._feed("receive_message", lambda: conn.receive_message(t, data, now=self.now), tid=t)
 
     def _next_s(self, mode: str) -> Any:
@@ -782,7 +794,9 @@ class GatewayMachine(RuleBasedStateMachine):
             ms = self._interval(draw(INTERVALS_MS, label="heartbeat_interval"))
             return _json({"op": 10, "d": {"heartbeat_interval": ms}})
         if kind == "ready":
-            session_id = draw(st.sampled_from(["sess-A", "sess-B", "", None, 5, MISSING]))
+            session_id = draw(
+                st.sampled_from(["sess-A", "sess-B", "", None, 5, MISSING, "x" * 129, "s\x00"])
+            )
             url = draw(
                 st.sampled_from(["wss://resume.example", "ws://r.example/", "http://x", None])
             )

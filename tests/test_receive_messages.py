@@ -44,6 +44,10 @@ ODD = [
 
 message = st.one_of(
     st.integers(2, 50).map(lambda s: dispatch("MESSAGE_CREATE", s, {"n": s})),
+    # Issue 10 item 14: s going backwards (and repeated) leaves the sequence at its maximum;
+    # issue 10 item 2: an s outside 0..2**63-1 ends the session.
+    st.integers(0, 5).map(lambda s: dispatch("OLD", s)),
+    st.sampled_from([-1, 2**63 - 1, 2**63, 2**64 - 1]).map(lambda s: dispatch("ODD_S", s)),
     st.just(ACK),
     st.just(HEARTBEAT_REQUEST),
     st.just(RECONNECT),
@@ -52,11 +56,13 @@ message = st.one_of(
 )
 
 
-@given(st.lists(message, max_size=8), st.booleans())
-def test_batch_equals_one_by_one(messages: list[str], resuming: bool) -> None:
+@given(st.lists(message, max_size=8), st.booleans(), st.sampled_from(["list", "tuple", "iter"]))
+def test_batch_equals_one_by_one(messages: list[str], resuming: bool, container: str) -> None:
     """spec §2, §6: a batch gives the actions, events and state of feeding each in turn —
     including stopping at a message that ends the generation (op 7, a decode error), and
-    a batch that starts while resuming (RESUMED in it makes the session live mid-batch)."""
+    a batch that starts while resuming (RESUMED in it makes the session live mid-batch).
+    Whatever the container (issue 10 item 10), and with s going backwards or out of range
+    (item 14: within a session the sequence never decreases)."""
     one, many = Driver(), Driver()
     for driver in (one, many):
         driver.start_session(interval_ms=41250)
@@ -67,9 +73,15 @@ def test_batch_equals_one_by_one(messages: list[str], resuming: bool) -> None:
             driver.hello(at=10.0)
             assert driver.conn.state is ConnectionState.RESUMING
     now = 10.0 if resuming else 1.0
+    sequences = []  # within one session (a READY starts a new one)
     for text in messages:
+        session = one.conn.session_id
         one.conn.receive_message(one.tid, text, now=now)
-    many.conn.receive_messages(many.tid, messages, now=now)
+        if session is not None and one.conn.session_id == session and '"READY"' not in text:
+            sequences.append(one.conn.sequence)
+    assert sequences == sorted(sequences, key=lambda s: -1 if s is None else s)
+    wrap: Any = {"list": list, "tuple": tuple, "iter": iter}[container]
+    many.conn.receive_messages(many.tid, wrap(messages), now=now)
     assert one.drain() == many.drain()
     assert (one.conn.state, one.conn.sequence) == (many.conn.state, many.conn.sequence)
 

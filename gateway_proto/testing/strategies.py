@@ -14,6 +14,21 @@ gateway could send, so a client must handle them without raising:
   :meth:`Simulator.inject`: drops, close codes (resumable, new-session, optionally fatal),
   op 7, op 9 ``true``/``false``, op 1, withheld and late ACKs, outages and session expiry.
 
+The *hostile* strategies draw what a broken or malicious peer could send instead, for
+robustness tests ("no peer value may make an input raise"):
+
+* :func:`extreme_numbers`, :func:`extreme_strings`, :func:`hostile_urls` and
+  :func:`extreme_values` — subnormal, huge, negative and non-finite floats, ints of thousands
+  of digits and the ±2**63 / 2**64 boundaries, bools where numbers belong, huge and
+  non-ASCII strings, lone surrogates and control characters, URLs no socket can open, nested
+  lists and objects, ``None``.
+* :func:`hostile_payloads` — server → client payloads whose every field the client reads
+  (``op``, ``s``, ``t``, ``d``; HELLO's ``heartbeat_interval``; READY's ``session_id`` and
+  ``resume_gateway_url``; RATE_LIMITED's ``opcode``, ``retry_after`` and ``meta``; op 9's
+  ``d``) is either plausible or drawn from the extreme values. Some of them (NaN, infinities,
+  lone surrogates, ints past 4300 digits) cannot be written by a strict JSON encoder; see
+  :func:`hostile_payloads` for how to put them on the wire.
+
 Example::
 
     @given(schedule=fault_schedules(max_faults=10, horizon=300.0), stream=dispatch_streams())
@@ -53,10 +68,14 @@ from ._faults import (
 
 __all__ = [
     "DISPATCH_NAMES",
+    "HostileKind",
     "close_codes",
     "dispatch_data",
     "dispatch_payloads",
     "dispatch_streams",
+    "extreme_numbers",
+    "extreme_strings",
+    "extreme_values",
     "fault_schedules",
     "faults",
     "gateway_payloads",
@@ -64,6 +83,8 @@ __all__ = [
     "heartbeat_ack_payloads",
     "heartbeat_request_payloads",
     "hello_payloads",
+    "hostile_payloads",
+    "hostile_urls",
     "invalid_session_payloads",
     "json_values",
     "rate_limited_payloads",
@@ -408,3 +429,289 @@ def fault_schedules(
     return st.lists(entry, min_size=min_faults, max_size=max_faults).map(
         lambda pairs: sorted(pairs, key=lambda pair: pair[0])
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile values: what a broken or malicious peer may send in any field.
+
+#: Floats that break naive arithmetic: the smallest subnormal (``5e-324``) and others that
+#: overflow when divided into, the smallest normal, the largest finite, both zeros, and the
+#: non-finite values.
+EXTREME_FLOATS: tuple[float, ...] = (
+    5e-324,
+    1e-320,
+    2.2250738585072014e-308,
+    1e-300,
+    1e-3,
+    0.5,
+    0.0,
+    -0.0,
+    -1.0,
+    -5e-324,
+    1.7976931348623157e308,
+    -1.7976931348623157e308,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+)
+
+#: Ints around every boundary a client may assume (31, 53, 63 and 64 bits), and ints too
+#: large for ``float()`` (``10**400``), of both signs. :func:`extreme_numbers` adds ints of
+#: :data:`HUGE_INT_DIGITS` digits (kept out of this tuple: past 4300 digits ``repr`` raises).
+EXTREME_INTS: tuple[int, ...] = (
+    0,
+    1,
+    -1,
+    2**31 - 1,
+    2**31,
+    2**53,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    -(2**63),
+    -(2**63) - 1,
+    2**64 - 1,
+    2**64,
+    10**30,
+    10**400,
+    -(10**400),
+)
+
+#: Digit counts of the huge ints :func:`extreme_numbers` draws: past the float range, just
+#: under and past Python's default 4300-digit limit of ``int``/``str`` conversions.
+HUGE_INT_DIGITS: tuple[int, ...] = (400, 4200, 5000)
+
+
+def _huge_int(digits: int, negative: bool) -> int:
+    value: int = 10 ** (digits - 1) + 7
+    return -value if negative else value
+
+
+#: Lone surrogates: valid in a Python ``str``, in no UTF-8 text.
+_SURROGATES = ("\ud800", "\udbff", "\udc00", "\udfff")
+
+#: Short strings that are empty, not ASCII, not text (lone surrogates), or not printable.
+#: :func:`extreme_strings` adds long ones (see :data:`LONG_STRING_SHAPES`).
+EXTREME_STRINGS: tuple[str, ...] = (
+    "",
+    " ",
+    "\x00",
+    "\x7f",
+    "\n\r\t",
+    "\u2028",
+    "é",
+    "\U0001f600",
+    *_SURROGATES,
+    "a\ud800b",
+)
+
+#: ``(character, count)`` of the long strings :func:`extreme_strings` draws: just past a
+#: 128-character bound, and 5000 characters of 1-, 2- and 4-byte UTF-8 (over 4096 bytes
+#: once encoded), digits included. Built when drawn, so reprs stay short.
+LONG_STRING_SHAPES: tuple[tuple[str, int], ...] = (
+    ("x", 129),
+    ("x", 5000),
+    ("ü", 5000),
+    ("\U0001f600", 1100),
+    ("9", 5000),
+)
+
+
+def _long_string(shape: tuple[str, int]) -> str:
+    return shape[0] * shape[1]
+
+
+def extreme_numbers() -> st.SearchStrategy[int | float | bool]:
+    """Numbers a client must not trust.
+
+    :data:`EXTREME_INTS`, :data:`EXTREME_FLOATS`, bools (an ``int`` subclass in Python, never
+    a number on the wire), and any int or float.
+    """
+    return st.one_of(
+        st.sampled_from(EXTREME_INTS),
+        st.builds(_huge_int, st.sampled_from(HUGE_INT_DIGITS), st.booleans()),
+        st.sampled_from(EXTREME_FLOATS),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+    )
+
+
+def extreme_strings() -> st.SearchStrategy[str]:
+    """Strings a client must not trust.
+
+    :data:`EXTREME_STRINGS`, and any text, lone surrogates and control characters included.
+    """
+    alphabet = st.characters() | st.sampled_from(_SURROGATES) | st.sampled_from("\x00\x1f\x7f")
+    return (
+        st.sampled_from(EXTREME_STRINGS)
+        | st.sampled_from(LONG_STRING_SHAPES).map(_long_string)
+        | st.text(alphabet, max_size=40)
+    )
+
+
+#: URLs no websocket can be opened to, or only by trusting the peer too much (spec §4.2: the
+#: resume URL comes from the peer): a host label IDNA refuses (over 63 characters, or empty),
+#: no host, a port out of range, non-ASCII, spaces and control characters, other schemes, an
+#: unclosed IPv6 bracket, a URL longer than a request line should be.
+HOSTILE_URLS: tuple[str, ...] = (
+    "wss://" + "a" * 70 + ".example.test",
+    "wss://a..b.example.test",
+    "wss://.example.test",
+    "wss://",
+    "wss://:443",
+    "wss://host.test:0",
+    "wss://host.test:65536",
+    "wss://host.test:-1",
+    "wss://host.test:99999999999999999999",
+    "wss://hôst.test",
+    "wss://host test",
+    "wss://host.test/\x00",
+    "wss://host.test/\ud800",
+    "wss://[::1",
+    "wss://[zz]",
+    "http://host.test",
+    "file:///etc/passwd",
+    "wss://" + "a" * 3000 + ".test",
+    "wss://" + "a." * 1100 + "test",
+)
+
+
+def hostile_urls() -> st.SearchStrategy[str]:
+    """:data:`HOSTILE_URLS`, and arbitrary strings behind ``wss://``."""
+    return st.sampled_from(HOSTILE_URLS) | extreme_strings().map(lambda text: "wss://" + text)
+
+
+def extreme_values(*, max_leaves: int = 6) -> st.SearchStrategy[Any]:
+    """Any value a decoder can produce, built from extreme leaves.
+
+    Numbers, strings, bools, ``None``, nested lists and objects (string keys, extreme ones
+    included).
+    """
+    leaves = st.none() | extreme_numbers() | extreme_strings()
+    return st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(extreme_strings() | st.text(max_size=8), inner, max_size=3)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def _plausible_or_extreme(
+    plausible: st.SearchStrategy[Any], extreme: st.SearchStrategy[Any] | None = None
+) -> st.SearchStrategy[Any]:
+    """A plausible value, an extreme one of the expected kind (most often), or any value."""
+    if extreme is None:
+        return plausible | extreme_values(max_leaves=3)
+    return _weighted(extreme, plausible | extreme_values(max_leaves=3))
+
+
+def _with_key(
+    payload: st.SearchStrategy[Payload], key: str, value: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Payload]:
+    """``payload`` with ``key`` set to a drawn value (3 draws in 4), or absent altogether."""
+    missing = object()
+    return st.builds(
+        lambda p, v: p if v is missing else {**p, key: v},
+        payload,
+        _weighted(value, st.just(missing)),
+    )
+
+
+def _weighted(
+    often: st.SearchStrategy[Any], rarely: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Any]:
+    """``often`` three draws in four, else ``rarely`` (``one_of`` drops repeated branches)."""
+    return st.integers(0, 3).flatmap(lambda pick: rarely if pick == 0 else often)
+
+
+HostileKind = Literal[
+    "any", "hello", "ready", "dispatch", "rate_limited", "resumed", "invalid_session", "other"
+]
+
+
+def hostile_payloads(kind: HostileKind = "any") -> st.SearchStrategy[Any]:
+    r"""Server → client payloads from a broken or hostile peer, as decoded values.
+
+    Every field the client reads is either plausible or extreme (see the module docstring),
+    or absent; sometimes the payload is not an object at all. A robust client turns each
+    into a normal event, an ignored message, or a typed error and a reconnect — never an
+    exception from its input method.
+
+    ``kind`` narrows the draw to one shape (``"hello"``: op 10; ``"ready"``, ``"dispatch"``,
+    ``"rate_limited"``, ``"resumed"``: op 0 with that ``t``; ``"invalid_session"``: op 9;
+    ``"other"``: any ``op``, or not an object), to aim a test at the state that reads it.
+
+    To send one over JSON, write it as a lenient peer would: ``json.dumps(payload,
+    allow_nan=True)`` (``NaN``/``Infinity`` literals; lone surrogates become ``\uXXXX``
+    escapes) with ``sys.set_int_max_str_digits(0)`` for ints past 4300 digits. Over ETF,
+    what the client's own encoder refuses (non-finite floats, lone surrogates) cannot be
+    sent as such.
+    """
+    ops = st.sampled_from([0, 1, 7, 9, 10, 11]) | extreme_numbers() | extreme_values(max_leaves=2)
+    seqs = _plausible_or_extreme(sequences() | st.sampled_from([0, 1, 2]), extreme_numbers())
+    # The interval is divided into and added to deadlines: extreme numbers twice as often.
+    intervals = _plausible_or_extreme(
+        st.integers(1000, 60_000) | st.sampled_from([1, 41250]),
+        extreme_numbers() | st.sampled_from(EXTREME_FLOATS),
+    )
+    session_ids = _plausible_or_extreme(
+        st.text(alphabet="0123456789abcdef", min_size=1, max_size=32)
+        | st.just(128).map(lambda n: "s" * n),
+        extreme_strings(),
+    )
+    urls = _plausible_or_extreme(st.just("wss://resume.gateway.test"), hostile_urls())
+    names = _plausible_or_extreme(
+        st.sampled_from(["MESSAGE_CREATE", "GUILD_CREATE"]), extreme_strings()
+    )
+
+    hello_data = _with_key(st.just({}), "heartbeat_interval", intervals)
+    hello = _with_key(st.just({"op": 10}), "d", _plausible_or_extreme(hello_data, hello_data))
+    ready_data = _with_key(
+        _with_key(st.just({"v": 10, "user": {"id": "1"}}), "session_id", session_ids),
+        "resume_gateway_url",
+        urls,
+    )
+    ready = _with_key(
+        _with_key(st.just({"op": 0, "t": "READY"}), "s", seqs),
+        "d",
+        _plausible_or_extreme(ready_data, ready_data),
+    )
+    dispatch = _with_key(
+        _with_key(_with_key(st.just({"op": 0}), "s", seqs), "t", names),
+        "d",
+        extreme_values(max_leaves=4),
+    )
+    limited_data = _with_key(
+        _with_key(
+            _with_key(st.just({}), "opcode", _plausible_or_extreme(st.just(8), extreme_numbers())),
+            "retry_after",
+            _plausible_or_extreme(st.floats(0.0, 30.0), extreme_numbers()),
+        ),
+        "meta",
+        extreme_values(max_leaves=3),
+    )
+    rate_limited = _with_key(
+        _with_key(st.just({"op": 0, "t": "RATE_LIMITED"}), "s", seqs),
+        "d",
+        _plausible_or_extreme(limited_data, limited_data),
+    )
+    resumed = _with_key(st.just({"op": 0, "t": "RESUMED", "d": {}}), "s", seqs)
+    invalid_session = _with_key(st.just({"op": 9}), "d", _plausible_or_extreme(st.booleans()))
+    anything = _with_key(
+        _with_key(_with_key(st.just({}), "op", ops), "s", seqs), "d", extreme_values()
+    )
+    kinds: dict[str, st.SearchStrategy[Any]] = {
+        "hello": hello,
+        "ready": ready,
+        "dispatch": dispatch,
+        "rate_limited": rate_limited,
+        "resumed": resumed,
+        "invalid_session": invalid_session,
+        "other": anything | extreme_values(max_leaves=3),
+    }
+    if kind == "any":
+        return st.one_of(*kinds.values())
+    return kinds[kind]
