@@ -10,7 +10,10 @@ payload (HELLO, READY, dispatch, op 1/7/9/11, unknown ops) as frames, maybe comp
 the transport's zlib stream, fragmented, with a ping between fragments, split over two
 reads; feed a close frame, a ping or a pong; EOF; ``handle_tcp_failed``; ``handle_tcp_open``;
 move the clock and fire the timer; grant the identify slot; poke a transport that is gone;
-or, as the application, send a command or close. A built-in driver performs the actions:
+pause or resume writes (pong coalescing) or reads (the core's back-pressure), fail a
+transport with a driver's ``WriteBufferOverflow``, feed a gateway payload, a fuzzed frame and
+a ping in one read (frames before a bad one still count); or, as the application, send a
+command or close. A built-in driver performs the actions:
 ``OpenTcp`` is remembered and opened by a later step, ``SendBytes`` is parsed as the server
 would parse it, ``CloseTcp`` forgets the transport.
 
@@ -24,13 +27,16 @@ Only documented outcomes are accepted (DESIGN §3, §5; RFC 6455):
   whole masked frames (one per ``SendBytes``, FIN set, no RSV bits), sent only once the server's
   head is complete, and nothing follows the client's close frame;
 * client frames are TEXT (UTF-8 JSON objects of at most 4096 bytes with op 1, 2, 6 or a
-  command's op), PONG (echoing a ping the server sent on that transport) or CLOSE with a valid
+  command's op), PONG (echoing a ping the server sent on that transport; none while writes
+  are paused, and at most one on resume, echoing the latest ping) or CLOSE with a valid
   body whose code is 4000 (the core's reconnects), 1002/1007/1009 (framing errors), the
   application's own code, or an echo of a code the server sent on that transport (an empty
   body only echoes an empty one);
 * at most one TCP connection is open, and it is the core's current transport;
 * errors reach the application only inside ``Disconnected``/``Terminated``; ``Disconnected``
-  codes are ours (4000), the server's (or 1005 for its empty close), 1006 or ``None``;
+  codes are ours (4000), the server's (or 1005 for its empty close), 1006 or ``None``; a
+  driver's error given to ``handle_tcp_failed`` is the ``Disconnected``'s error;
+* ``set_writing_paused`` with a non-bool raises ``LocalProtocolError`` and changes nothing;
   ``Terminated`` follows only the application's ``close`` or a fatal code the server sent;
 * the token never appears in the repr of an event or an action.
 
@@ -79,6 +85,7 @@ with instrumentation(__name__):
         SetTimer,
         Terminated,
         TransportCompression,
+        WriteBufferOverflow,
     )
     from gateway_proto._config import DEFAULT_MAX_MESSAGE_SIZE
     from gateway_proto._state import ConnectionState
@@ -231,6 +238,7 @@ class _ServerView:
         self.skip = 0
         self.close_codes: set[int | None] = set()
         self.pings: Counter[bytes] = Counter()
+        self.last_ping: bytes | None = None
 
     def feed(self, data: bytes) -> None:
         if not self.head_done:
@@ -275,6 +283,7 @@ class _ServerView:
                 payload = _xor(payload, mask)
             if opcode == PING:
                 self.pings[payload] += 1
+                self.last_ping = payload
             elif not payload:
                 self.close_codes.add(None)
             elif len(payload) >= 2:
@@ -302,6 +311,10 @@ class _Tcp:
         self.close_sent = False
         self.server = _ServerView()
         self.compressor: Any = None
+        self.write_paused = False
+        # Set by a resume of writes: the one pong it may send must echo this ping.
+        self.resume_pong: bytes | None = None
+        self.driver_error: GatewayError | None = None
 
 
 class _Driver:
@@ -443,6 +456,8 @@ class _Driver:
         if opcode == TEXT:
             self._check_text(payload)
         elif opcode == PONG:
+            if tcp.write_paused:
+                raise HarnessFailure("a pong while writes are paused (RFC 6455 §5.5.3)")
             if tcp.server.pings[payload] <= 0:
                 raise HarnessFailure(f"pong {payload!r} answers no ping the server sent")
             tcp.server.pings[payload] -= 1
@@ -515,6 +530,9 @@ class _Driver:
         if isinstance(event, Disconnected):
             if event.error is not None and not isinstance(event.error, GatewayError):
                 raise HarnessFailure(f"Disconnected carries a foreign error: {event.error!r}")
+            failed = self.conns.get(event.transport_id)
+            if failed is not None and failed.driver_error not in (None, event.error):
+                raise HarnessFailure(f"{event!r} lost the driver's {failed.driver_error!r}")
             if TOKEN in str(event.error):
                 raise HarnessFailure("the token is in an error message")
             if event.reconnect_at < self.now:
@@ -744,9 +762,54 @@ class _Driver:
             self._stale_input()
         elif op == 14:  # the application sends a command
             self._app_send()
-        elif op == 15 and r.byte() % 8 == 0:  # the application closes (rarely)
-            self._app_close()
+        elif op == 15:
+            sub = r.byte() % 8
+            if sub == 0:  # the application closes (rarely)
+                self._app_close()
+            elif tcp is not None:
+                self._back_pressure(tcp, sub)
         self.pump()
+
+    def _back_pressure(self, tcp: _Tcp, sub: int) -> None:
+        """Write/read pauses, a driver's error, and a good-then-bad read (op 15, sub 1-7)."""
+        r = self.r
+        tid = tcp.action.transport_id
+        if sub <= 2:  # the write buffer passed its high-water mark, or drained
+            paused = sub == 1
+            if tcp.write_paused and not paused:
+                tcp.resume_pong = tcp.server.last_ping
+            tcp.write_paused = paused
+            self._peer(lambda: self.ws.set_writing_paused(tid, paused, now=self.now))
+            for action in self.ws.next_actions():
+                if isinstance(action, SendBytes) and action.transport_id == tid and tcp.live:
+                    frames = FrameReader(max_message_size=1 << 30, expect_masked=True).feed(
+                        action.data
+                    )
+                    if frames and frames[0][0] == PONG and frames[0][1] != tcp.resume_pong:
+                        raise HarnessFailure(f"resume pong {frames[0][1]!r}: not the latest ping")
+                    tcp.resume_pong = None  # at most one
+                self._perform(action)
+        elif sub == 3:  # misuse: a non-bool is refused and changes nothing
+            before = self._observable()
+            try:
+                self.ws.set_writing_paused(tid, 1, now=self.now)  # type: ignore[arg-type]
+            except LocalProtocolError:
+                pass
+            else:
+                raise HarnessFailure("set_writing_paused(tid, 1) did not raise")
+            self._expect_nothing(before, "a refused set_writing_paused")
+        elif sub == 4:  # the application fell behind, or caught up
+            paused = bool(r.byte() & 1)
+            self.ws.set_reading_paused(paused, now=self.now)
+        elif sub == 5:  # the driver aborted a peer that stopped reading
+            error = WriteBufferOverflow(r.u16() + (4 << 20), 4 << 20)
+            tcp.driver_error = error
+            self._peer(
+                lambda: self.ws.handle_tcp_failed(tid, "overflow", now=self.now, error=error)
+            )
+        else:  # a gateway payload, a fuzzed frame and a ping in one read (Autobahn 3.2, ...)
+            data = self._gateway_message(tcp) + self._fuzzed_frame() + raw_frame(PING, r.chunk(8))
+            self.feed_split(tcp, data, r.byte())
 
     def _stale_input(self) -> None:
         r = self.r

@@ -28,7 +28,7 @@ from gateway_proto import (
     TransportCompression,
 )
 from gateway_proto._state import ConnectionState
-from gateway_proto.ws import OpenTcp, SendBytes, WebSocketConnection, encode_frame
+from gateway_proto.ws import FrameReader, OpenTcp, SendBytes, WebSocketConnection, encode_frame
 from gateway_proto.ws._frames import close_payload
 from gateway_proto.ws._handshake import build_response, parse_request, split_head
 
@@ -70,6 +70,23 @@ def payload(template: int, *rest: int) -> bytes:
     return bytes([3, template, *rest, 0, 0])
 
 
+#: op 15, sub 1-7 (see _Driver._back_pressure): writes paused / resumed, a non-bool pause
+#: (refused), reads paused, a driver's WriteBufferOverflow, a good-then-bad read.
+PAUSE_WRITES = bytes([15, 1])
+RESUME_WRITES = bytes([15, 2])
+MISUSED_PAUSE = bytes([15, 3])
+PAUSE_READS = bytes([15, 4, 1])
+RESUME_READS = bytes([15, 4, 0])
+OVERFLOW = bytes([15, 5, 0, 0])
+#: template 3 (op 1) as one text frame, then a frame with opcode 3 (unknown), then a ping.
+GOOD_THEN_BAD = bytes([15, 6, 3, 0, 48, 0, 0, 0, 0, 0])
+
+
+def ping(data: bytes) -> bytes:
+    """op 6: a ping carrying ``data`` (at most 130 bytes)."""
+    return bytes([6, 1, len(data), *data])
+
+
 BEFORE_READY = HEADER + TCP_OPEN + UPGRADE_HELLO + GRANT
 SESSION = BEFORE_READY + ready()
 
@@ -95,6 +112,13 @@ STEPS = [
     bytes([8, 0]),  # TCP failure
     bytes([13, 0, 0, 0]),  # late bytes for a closed transport
     bytes([14, 1, 0, 0]),  # the application sends a command
+    PAUSE_WRITES,
+    RESUME_WRITES,
+    MISUSED_PAUSE,
+    PAUSE_READS,
+    RESUME_READS,
+    OVERFLOW,
+    GOOD_THEN_BAD,
 ]
 
 
@@ -133,6 +157,38 @@ def test_fuzz_ws_harness_resumes_after_eof() -> None:
     assert ws.gateway.transport_id == 2
 
 
+def test_fuzz_ws_harness_drives_back_pressure() -> None:
+    """Issue 10 items 6 and 17: a ping flood while writes are paused, a resume (one pong),
+    a refused non-bool pause, paused reads, a good-then-bad read and a driver's overflow
+    error all pass the strict harness on a live session."""
+    from gateway_proto.ws import _connection
+
+    sent: list[bytes] = []
+    flood = b"".join(ping(b"%d" % i) for i in range(20))
+    program = (
+        SESSION + PAUSE_WRITES + flood + RESUME_WRITES + MISUSED_PAUSE + PAUSE_READS + ping(b"x")
+    )
+    real = _connection.WebSocketConnection.next_actions
+
+    def next_actions(self: Any) -> list[Any]:
+        actions = real(self)
+        sent.extend(a.data for a in actions if isinstance(a, SendBytes))
+        return actions
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_connection.WebSocketConnection, "next_actions", next_actions)
+        ws = HARNESS.play(program + RESUME_READS)
+    reader = FrameReader(max_message_size=1 << 20, expect_masked=True)
+    frames = [f for data in sent if not data.startswith(b"GET ") for f in reader.feed(data)]
+    pongs = [frame for frame in frames if frame[0] == 0xA]
+    assert pongs == [(0xA, b"19"), (0xA, b"x")]
+    assert ws.gateway.state is ConnectionState.CONNECTED
+    # Both end the transport; the session survives for a resume on a new one.
+    for steps in (GOOD_THEN_BAD, OVERFLOW):
+        ws = HARNESS.play(SESSION + steps)
+        assert (ws.gateway.transport_id, ws.gateway.session_id) == (2, "abc")
+
+
 # --- the harness has teeth -----------------------------------------------------------------
 
 
@@ -168,6 +224,34 @@ def test_harness_catches_a_pong_for_no_ping(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(_connection.WebSocketConnection, "_send_frame", send_frame)
     with pytest.raises(HARNESS.HarnessFailure, match="answers no ping"):
         HARNESS.run_one(SESSION + bytes([6, 1, 3, *b"abc"]))
+
+
+def test_harness_catches_a_pong_while_writes_are_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 6455 §5.5.3 / issue 10 item 6: a layer that keeps answering pings while the
+    driver's writes are paused fails the harness."""
+    from gateway_proto.ws import _connection
+
+    monkeypatch.setattr(
+        _connection.WebSocketConnection,
+        "set_writing_paused",
+        lambda self, tid, paused, *, now: None,
+    )
+    with pytest.raises(HARNESS.HarnessFailure, match="pong while writes are paused"):
+        HARNESS.run_one(SESSION + PAUSE_WRITES + ping(b"abc"))
+
+
+def test_harness_catches_a_lost_driver_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10 item 6: a ``handle_tcp_failed`` that drops the driver's error fails."""
+    from gateway_proto.ws import _connection
+
+    real = _connection.WebSocketConnection.handle_tcp_failed
+    monkeypatch.setattr(
+        _connection.WebSocketConnection,
+        "handle_tcp_failed",
+        lambda self, tid, reason, *, now, error=None: real(self, tid, reason, now=now),
+    )
+    with pytest.raises(HARNESS.HarnessFailure, match="lost the driver"):
+        HARNESS.run_one(SESSION + OVERFLOW)
 
 
 def test_harness_catches_a_leaked_tcp_connection(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -317,6 +317,11 @@ class Harness:
         self.ws.handle_tcp_failed(tid, reason, now=self._at(at))
         return self.drain()
 
+    def tcp_failed_with(self, error: Any, *, at: float | None = None) -> Step:
+        assert self.tid is not None
+        self.ws.handle_tcp_failed(self.tid, "driver error", now=self._at(at), error=error)
+        return self.drain()
+
     def grant(self, *, at: float | None = None) -> Step:
         self.ws.grant_identify(now=self._at(at))
         return self.drain()
@@ -497,13 +502,22 @@ def test_empty_reads_change_nothing():
 
 
 # A message for the split-invariance property: (opcode, fragments, controls after each
-# fragment but the last). A single fragment is an unfragmented frame.
+# fragment but the last). A single fragment is an unfragmented frame. Text is valid UTF-8
+# (RFC 6455 §8.1: the reader checks it), cut into fragments anywhere, inside a character too.
 _control = st.tuples(st.sampled_from([PING, PONG]), st.binary(max_size=MAX_CONTROL_PAYLOAD))
-_message = st.tuples(
-    st.sampled_from([TEXT, BINARY]),
-    st.lists(st.binary(max_size=300), min_size=1, max_size=4),
-    st.lists(st.lists(_control, max_size=2), min_size=3, max_size=3),
-)
+
+
+@st.composite
+def _message(draw: st.DrawFn) -> tuple[int, list[bytes], list[list[tuple[int, bytes]]]]:
+    opcode = draw(st.sampled_from([TEXT, BINARY]))
+    if opcode == TEXT:
+        body = draw(st.text(max_size=300)).encode()
+    else:
+        body = draw(st.binary(max_size=1200))
+    cuts = sorted(draw(st.lists(st.integers(min_value=0, max_value=len(body)), max_size=3)))
+    fragments = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    controls = draw(st.lists(st.lists(_control, max_size=2), min_size=3, max_size=3))
+    return opcode, fragments, controls
 
 
 def _build_stream(
@@ -531,7 +545,7 @@ def _build_stream(
 
 @settings(max_examples=150, deadline=None)
 @given(
-    items=st.lists(st.one_of(_control, _message), max_size=8),
+    items=st.lists(st.one_of(_control, _message()), max_size=8),
     cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=30),
     masked=st.booleans(),
 )
@@ -1838,3 +1852,485 @@ def test_whole_session_in_one_byte_reads():
     whole = _run_session([stream])
     assert _run_session([stream[i : i + 1] for i in range(len(stream))]) == whole
     assert len(whole[0]) == 1 + 4 + 1  # SessionStarted, 4 dispatches, Disconnected
+
+
+# == Issue 10 item 17: strictness (the Autobahn client suite's cases, built here) ===========
+
+#: Autobahn's small text message ("Hello, world!") and its parts for the 6.4.x cases: PART1
+#: and PART3 are valid UTF-8 on their own, PART2 makes the sequence invalid.
+HELLO_TEXT = b"Hello, world!"
+KOSME = "κόσμε".encode()
+UTF8_CASE_PARTS = {
+    "6.4.1": (KOSME, b"\xf4\x90\x80\x80", b"edited"),  # U+110000: beyond the code space
+    "6.4.2": (KOSME + b"\xf4", b"\x90", b"\x80\x80edited"),  # F4 90 is already invalid
+}
+
+
+def _good_then_bad_cases() -> list[Any]:
+    """Autobahn 3.2-3.4, 4.1.3-4.1.5, 4.2.3, 4.2.4, 5.15: a valid message, then a bad frame,
+    then more, all in one read; ``(good frames, bad frame + the rest, message delivered)``."""
+    good = raw_frame(TEXT, HELLO_TEXT)
+    ping = raw_frame(PING, b"")
+    cases = [
+        pytest.param(good, raw_frame(TEXT, HELLO_TEXT, rsv=rsv << 4) + ping, HELLO_TEXT,
+                     "reserved bits set without a negotiated extension", id=case)
+        for case, rsv in (("3.2", 2), ("3.3", 3), ("3.4", 4))
+    ] + [
+        pytest.param(good, raw_frame(op, body) + ping, HELLO_TEXT, f"unknown opcode {op:#x}",
+                     id=case)
+        for case, op, body in (
+            ("4.1.3", 5, b""), ("4.1.4", 6, b"reserved"), ("4.1.5", 7, b"reserved"),
+            ("4.2.3", 0xD, b""), ("4.2.4", 0xE, b"reserved"),
+        )
+    ]  # fmt: skip
+    cases.append(
+        pytest.param(
+            raw_frame(TEXT, b"fragment1", fin=False) + raw_frame(CONT, b"fragment2"),
+            raw_frame(CONT, b"fragment3", fin=False) + raw_frame(TEXT, b"fragment4"),
+            b"fragment1fragment2",
+            "continuation frame with nothing to continue",
+            id="5.15",
+        )
+    )
+    return cases
+
+
+@pytest.mark.parametrize(("good", "bad", "message", "error"), _good_then_bad_cases())
+def test_frames_before_an_error_ride_on_it(good, bad, message, error):
+    """RFC 6455 §7.1.7 (fail the connection at the error, not before it), Autobahn 3.2-3.4,
+    4.1.3-4.1.5, 4.2.3, 4.2.4, 5.15: what the read completed before the bad frame is handed
+    over on the error (``frames``), nothing after it; read byte by byte, the message comes
+    out of its own read and the error still comes with the bad frame."""
+    reader = FrameReader(max_message_size=1000)
+    with pytest.raises(WebSocketProtocolError) as info:
+        reader.feed(good + bad)
+    assert (info.value.code, str(info.value)) == (1002, error)
+    assert info.value.frames == [(TEXT, message)]
+    reader = FrameReader(max_message_size=1000)
+    stream = good + bad
+    out: list[tuple[int, bytes]] = []
+    fed = 0
+
+    def byte_by_byte() -> None:
+        nonlocal fed, out
+        for i in range(len(stream)):
+            fed = i + 1
+            out += reader.feed(stream[i : i + 1])
+
+    with pytest.raises(WebSocketProtocolError) as info:
+        byte_by_byte()
+    assert out == [(TEXT, message)]
+    assert info.value.frames == []
+    assert fed < len(stream)  # refused at the bad frame, not at the end of the stream
+
+
+def test_error_frames_are_empty_for_errors_raised_elsewhere():
+    """A WebSocketProtocolError not raised by ``feed`` (a close body, RFC 6455 §5.5.1) has no
+    frames, and an error at the very first frame has none either."""
+    with pytest.raises(WebSocketProtocolError) as info:
+        parse_close_payload(b"\x03")
+    assert info.value.frames == []
+    with pytest.raises(WebSocketProtocolError) as info:
+        FrameReader(max_message_size=100).feed(raw_frame(TEXT, b"x", rsv=0x40) + raw_frame(PING))
+    assert info.value.frames == []
+
+
+def test_error_frames_keep_control_frames_and_a_split_frame_completed_first():
+    """RFC 6455 §5.4/§7.1.7: a ping, a close frame and a frame whose start came in an
+    earlier read, all completed in the read that then fails, are all on the error, in order."""
+    reader = FrameReader(max_message_size=1000)
+    split = raw_frame(BINARY, bytes(300))
+    assert reader.feed(split[:100]) == []
+    stream = split[100:] + raw_frame(PING, b"p") + raw_frame(CLOSE, b"\x03\xe8") + bytes([0x83, 0])
+    with pytest.raises(WebSocketProtocolError) as info:
+        reader.feed(stream)
+    assert info.value.frames == [(BINARY, bytes(300)), (PING, b"p"), (CLOSE, b"\x03\xe8")]
+
+
+@pytest.mark.parametrize("case", sorted(UTF8_CASE_PARTS))
+def test_invalid_utf8_fails_at_the_fragment_that_makes_it_invalid(case):
+    """RFC 6455 §8.1 (fail at once on invalid UTF-8) and §7.4.1 (1007), Autobahn 6.4.1 and
+    6.4.2: a text message in three fragments, each its own read; the first is accepted, the
+    second fails with 1007 before the third arrives."""
+    part1, part2, part3 = UTF8_CASE_PARTS[case]
+    assert _valid_prefix(part1)  # the case is about the second part
+    reader = FrameReader(max_message_size=1000)
+    assert reader.feed(raw_frame(TEXT, part1, fin=False)) == []
+    with pytest.raises(WebSocketProtocolError) as info:
+        reader.feed(raw_frame(CONT, part2, fin=False))
+    assert (info.value.code, str(info.value)) == (1007, "text message is not valid UTF-8")
+    with pytest.raises(UnicodeDecodeError):
+        (part1 + part2 + part3).decode()
+
+
+@pytest.mark.parametrize("case", sorted(UTF8_CASE_PARTS))
+def test_invalid_utf8_fails_at_the_read_that_makes_a_split_frame_invalid(case):
+    """RFC 6455 §8.1 and §7.4.1, Autobahn 6.4.3 and 6.4.4: one unfragmented text frame in
+    three reads; the read carrying PART2 fails with 1007, before the frame is complete."""
+    part1, part2, part3 = UTF8_CASE_PARTS[case]
+    frame = raw_frame(TEXT, part1 + part2 + part3)
+    head = len(frame) - len(part1 + part2 + part3)
+    reader = FrameReader(max_message_size=1000)
+    assert reader.feed(frame[: head + len(part1)]) == []
+    with pytest.raises(WebSocketProtocolError) as info:
+        reader.feed(part2)
+    assert info.value.code == 1007
+
+
+def test_valid_utf8_split_anywhere_passes_and_a_truncated_end_fails():
+    """RFC 6455 §5.4/§8.1: a character may be split across fragments and reads (Autobahn
+    6.2.x): no error until the message ends; a message ending inside a character is 1007,
+    at the frame that ends it, also for a single frame that came in several reads."""
+    text = "κόσμε 𝄞 ∑ ok".encode()
+    for cut in range(1, len(text)):
+        reader = FrameReader(max_message_size=1000)
+        frame = raw_frame(TEXT, text)
+        assert reader.feed(frame[: 2 + cut]) == []
+        assert reader.feed(frame[2 + cut :]) == [(TEXT, text)]
+        reader = FrameReader(max_message_size=1000)
+        assert reader.feed(raw_frame(TEXT, text[:cut], fin=False)) == []
+        assert reader.feed(raw_frame(CONT, text[cut:])) == [(TEXT, text)]
+    reader = FrameReader(max_message_size=1000)
+    assert reader.feed(raw_frame(TEXT, b"ok\xe2\x82", fin=False)) == []
+    with pytest.raises(WebSocketProtocolError) as info:
+        reader.feed(raw_frame(CONT, b""))
+    assert info.value.code == 1007
+    reader = FrameReader(max_message_size=1000)
+    frame = raw_frame(TEXT, b"ok\xe2\x82")
+    assert reader.feed(frame[:4]) == []
+    with pytest.raises(WebSocketProtocolError) as info:
+        reader.feed(frame[4:])
+    assert info.value.code == 1007
+
+
+def test_binary_and_masked_split_frames_are_not_checked_as_text():
+    """RFC 6455 §5.6: binary data is arbitrary; a masked (server-role) text frame split over
+    reads is checked when it completes, after unmasking."""
+    reader = FrameReader(max_message_size=1000)
+    frame = raw_frame(BINARY, b"\xff\xfe" * 20, fin=False)
+    assert reader.feed(frame[:5]) == []
+    assert reader.feed(frame[5:] + raw_frame(CONT, b"\xc0")) == [
+        (BINARY, b"\xff\xfe" * 20 + b"\xc0")
+    ]
+    server = FrameReader(max_message_size=1000, expect_masked=True)
+    frame = raw_frame(TEXT, b"ok\xff", fin=False, mask=b"abcd")
+    assert server.feed(frame[:8]) == []
+    with pytest.raises(WebSocketProtocolError) as info:
+        server.feed(frame[8:])
+    assert info.value.code == 1007
+
+
+def _valid_prefix(data: bytes) -> bool:
+    """Whether ``data`` can still become valid UTF-8: the one-shot decoder fails, if at all,
+    only for want of more bytes at the end."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.reason == "unexpected end of data" and exc.end == len(data)
+    return True
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.binary(max_size=40),
+    ),
+    fragment_cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=4),
+    read_cuts=st.lists(st.integers(min_value=0, max_value=120), max_size=6),
+)
+def test_utf8_error_comes_with_the_first_read_that_makes_the_text_invalid(
+    text, fragment_cuts, read_cuts
+):
+    """RFC 6455 §8.1, §5.4: a text message cut into fragments, the stream cut into reads:
+    the reader fails with 1007 at exactly the read after which the text bytes received so
+    far can no longer become valid UTF-8 (or, if the end is merely truncated, at the read
+    that ends the message), and otherwise returns the message whole."""
+    cuts = sorted({min(c, len(text)) for c in fragment_cuts})
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    stream = b""
+    owner: list[int] = []  # for each stream byte: how many text bytes are in by its end
+    got = 0
+    for index, piece in enumerate(pieces):
+        frame = raw_frame(TEXT if index == 0 else CONT, piece, fin=index == len(pieces) - 1)
+        head = len(frame) - len(piece)
+        owner += [got] * head
+        owner += range(got + 1, got + len(piece) + 1)
+        got += len(piece)
+        stream += frame
+    points = sorted({min(c, len(stream)) for c in read_cuts})
+    reads = [(a, b) for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    # An unfragmented frame whose payload comes in the read that completes its header is
+    # handed over unchecked: the caller decodes it whole (Harness tests: 1007 there).
+    read_of = [n for n, (a, b) in enumerate(reads) for _ in range(a, b)]
+    head = len(stream) - len(text)
+    if len(pieces) == 1 and read_of[head - 1] == read_of[-1]:
+        assert FrameReader(max_message_size=1000).feed(stream) == [(TEXT, text)]
+        return
+    reader = FrameReader(max_message_size=1000)
+    out: list[tuple[int, bytes]] = []
+    failed_at = None
+    codes = []
+    for number, (a, b) in enumerate(reads):
+        try:
+            out += reader.feed(stream[a:b])
+        except WebSocketProtocolError as exc:
+            codes.append(exc.code)
+            failed_at = number
+            break
+    assert codes in ([], [1007])
+    try:
+        text.decode("utf-8")
+        valid = True
+    except UnicodeDecodeError:
+        valid = False
+    if valid:
+        assert failed_at is None
+        assert out == [(TEXT, text)]
+        return
+    assert failed_at is not None
+    assert out == []
+    end = reads[failed_at][1]
+    seen = owner[end - 1] if end else 0
+    if _valid_prefix(text):
+        # Only truncated: the error comes with the end of the message.
+        assert end == len(stream)
+    else:
+        assert not _valid_prefix(text[:seen])
+        before = owner[reads[failed_at][0] - 1] if reads[failed_at][0] else 0
+        assert _valid_prefix(text[:before])
+
+
+@pytest.mark.parametrize(("good", "bad", "message", "error"), _good_then_bad_cases())
+def test_message_before_a_bad_frame_is_delivered_then_the_connection_fails(
+    good, bad, message, error
+):
+    """RFC 6455 §7.1.7 and Autobahn 3.2-3.4, 4.1.3-4.1.5, 4.2.3, 4.2.4, 5.15 over the whole
+    layer: the gateway message before the bad frame reaches the core (spec §10.1: a
+    dispatch in a text frame), then the connection fails with 1002; the ping after the bad
+    frame is not answered."""
+    h = Harness()
+    h.start_session()
+    body = json.dumps(dispatch("BEFORE", 2)).encode()
+    # The same frame layout as the case, the gateway payload in place of its text.
+    if message == HELLO_TEXT:
+        good = raw_frame(TEXT, body)
+        bad = bad.replace(HELLO_TEXT, body)
+    else:
+        good = raw_frame(TEXT, body[:7], fin=False) + raw_frame(CONT, body[7:])
+    step = h.feed(good + bad, at=2.0)
+    assert [(e.name, e.sequence) for e in step.of(DispatchReceived)] == [("BEFORE", 2)]
+    assert h.frames(step, 1) == [(CLOSE, close_payload(1002, error))]
+    assert step.actions[1] == CloseTcp(1, abort=False)
+    assert [e.reason for e in step.of(Disconnected)] == [f"websocket protocol error: {error}"]
+    assert h.ws.gateway.sequence == 2
+
+
+def test_ping_and_reply_before_a_bad_frame_go_out_before_the_close_frame():
+    """RFC 6455 §5.5.2, §7.1.7 and spec §6.3 (op 1: heartbeat at once): a heartbeat request
+    and a ping before a bad frame in one read are answered, in order, then the 1002 close."""
+    h = Harness()
+    h.start_session()
+    stream = jframe({"op": 1, "d": None}) + raw_frame(PING, b"p") + bytes([0x83, 0])
+    step = h.feed(stream, at=2.0)
+    frames = h.frames(step, 1)
+    assert [op for op, _ in frames] == [TEXT, PONG, CLOSE]
+    assert json.loads(frames[0][1]) == {"op": 1, "d": 1}
+    assert frames[1:] == [(PONG, b"p"), (CLOSE, close_payload(1002, "unknown opcode 0x3"))]
+
+
+def test_close_frame_before_a_bad_frame_is_honoured():
+    """RFC 6455 §5.5.1/§7.1.7: a close frame completed before a bad frame in the same read
+    is echoed with its code and reported (spec §7: 4000 resumes); the bad frame after it is
+    never looked at (no 1002)."""
+    h = Harness()
+    h.start_session()
+    step = h.feed(raw_frame(CLOSE, close_payload(4000, "bye")) + bytes([0x83, 0]), at=2.0)
+    assert h.frames(step, 1) == [(CLOSE, close_payload(4000))]
+    assert [(e.code, e.reason) for e in step.of(Disconnected)] == [(4000, "bye")]
+
+
+def test_close_frame_before_a_bad_frame_after_our_close_completes_the_handshake():
+    """RFC 6455 §5.5.1: after our close frame, the peer's close frame followed by garbage in
+    the same read still completes the closing handshake (spec §7: 1000 terminates)."""
+    h = Harness()
+    h.start_session()
+    h.close(1000, at=2.0)
+    step = h.feed(raw_frame(CLOSE, close_payload(1000)) + bytes([0x83, 0]), at=2.5)
+    assert step.bytes_for(1) == b""
+    assert step.actions == [CloseTcp(1, abort=False), SetTimer(deadline=None)]
+    assert [describe(e) for e in step.events] == [describe(Terminated(code=1000, error=None))]
+
+
+@pytest.mark.parametrize("case", sorted(UTF8_CASE_PARTS))
+def test_invalid_utf8_fragment_closes_with_1007_at_once(case):
+    """RFC 6455 §8.1, §7.4.1, Autobahn 6.4.1-6.4.4 over the whole layer: the 1007 close goes
+    out on the read that makes the text invalid, fragmented or split over reads."""
+    part1, part2, _ = UTF8_CASE_PARTS[case]
+    close = (CLOSE, close_payload(1007, "text message is not valid UTF-8"))
+    h = Harness()
+    h.start_session()
+    assert h.feed(raw_frame(TEXT, part1, fin=False), at=2.0) == Step([], [])
+    step = h.feed(raw_frame(CONT, part2, fin=False), at=3.0)
+    assert h.frames(step, 1) == [close]
+    assert CloseTcp(1, abort=False) in step.actions
+    h = Harness()
+    h.start_session()
+    frame = raw_frame(TEXT, part1 + part2 + b"edited")
+    assert h.feed(frame[: 2 + len(part1)], at=2.0) == Step([], [])
+    step = h.feed(part2, at=3.0)
+    assert h.frames(step, 1) == [close]
+
+
+def test_replies_before_a_close_frame_go_out_before_its_echo():
+    """RFC 6455 §5.5.1 (answer the close frame last: nothing may follow it) and spec §6.3
+    (op 1 is answered at once): a heartbeat request, a ping and a close frame in one read
+    give the heartbeat, the pong and the close echo, in that order."""
+    h = Harness()
+    h.start_session()
+    stream = (
+        jframe({"op": 1, "d": None})
+        + raw_frame(PING, b"p")
+        + jframe({"op": 1, "d": None})
+        + raw_frame(CLOSE, close_payload(4000))
+    )
+    step = h.feed(stream, at=2.0)
+    frames = h.frames(step, 1)
+    assert [op for op, _ in frames] == [TEXT, PONG, TEXT, CLOSE]
+    assert [json.loads(p) for op, p in frames if op == TEXT] == [{"op": 1, "d": 1}] * 2
+    assert frames[3] == (CLOSE, close_payload(4000))
+    first_close = next(i for i, a in enumerate(step.actions) if isinstance(a, CloseTcp))
+    assert all(not isinstance(a, SendBytes) for a in step.actions[first_close:])
+
+
+def test_core_close_in_answer_to_a_message_stops_replies_in_the_same_read():
+    """RFC 6455 §5.5.1 (after our close frame only the peer's close frame matters) and spec
+    §8 (op 7: close 4000 and resume): a ping after an op 7 in the same read is not answered
+    after our close frame; the peer's close frame that follows completes the close."""
+    h = Harness()
+    h.start_session()
+    stream = jframe({"op": 7, "d": None}) + raw_frame(PING, b"late") + raw_frame(CLOSE)
+    step = h.feed(stream, at=2.0)
+    assert [op for op, _ in h.frames(step, 1)] == [CLOSE]
+    assert CloseTcp(1, abort=False) in step.actions
+    assert step.of(OpenTcp) == [OpenTcp("resume.gateway.test", 443, True, 2)]
+
+
+# -- back-pressure: set_writing_paused, set_reading_paused, handle_tcp_failed(error=) ------
+
+
+def test_ping_flood_while_writes_are_paused_gets_one_pong_on_resume():
+    """RFC 6455 §5.5.3 (a pong may answer only the most recent ping) and issue 10 item 6:
+    10,000 pings while the driver's write buffer is over its high-water mark produce no
+    pong; resuming sends exactly one, with the latest ping's payload."""
+    h = Harness()
+    h.start_session()
+    h.ws.set_writing_paused(1, True, now=2.0)
+    assert h.drain() == Step([], [])
+    sent: list[Any] = []
+    for batch in range(100):
+        stream = b"".join(raw_frame(PING, b"%d" % (batch * 100 + i)) for i in range(100))
+        sent += h.feed(stream, at=2.0).of(SendBytes)
+    assert sent == []
+    mask = h.entropy.peek(4)
+    h.ws.set_writing_paused(1, False, now=3.0)
+    step = h.drain()
+    assert step == Step([SendBytes(raw_frame(PONG, b"9999", mask=mask), 1)], [])
+    # Nothing left over: a second resume, or a pause and resume with no ping, sends nothing.
+    h.ws.set_writing_paused(1, False, now=3.0)
+    h.ws.set_writing_paused(1, True, now=3.0)
+    h.ws.set_writing_paused(1, False, now=3.0)
+    assert h.drain() == Step([], [])
+    # Unpaused, pings are answered one by one again.
+    assert [op for op, _ in h.frames(h.feed(raw_frame(PING) * 2, at=4.0))] == [PONG, PONG]
+
+
+def test_gateway_payloads_and_close_frames_go_out_while_writes_are_paused():
+    """Issue 10 item 6 and spec §6.3/§7: while writes are paused, heartbeat replies, the
+    application's commands and the close frame still go out (the core's send limiter bounds
+    them); the pending pong is dropped once our close frame is out (RFC 6455 §5.5.1)."""
+    h = Harness()
+    h.start_session()
+    h.ws.set_writing_paused(1, True, now=2.0)
+    step = h.feed(raw_frame(PING, b"a") + jframe({"op": 1, "d": None}), at=2.0)
+    assert [json.loads(p) for _, p in h.frames(step)] == [{"op": 1, "d": 1}]
+    step = h.send(RawCommand(op=3, data={"status": "idle"}), at=2.0)
+    assert [json.loads(p)["op"] for _, p in h.frames(step)] == [3]
+    step = h.close(4000, at=2.0)
+    assert h.frames(step) == [(CLOSE, close_payload(4000))]
+    h.ws.set_writing_paused(1, False, now=3.0)
+    assert h.drain() == Step([], [])
+
+
+def test_set_writing_paused_ignores_unknown_transports_and_refuses_non_bools():
+    """DESIGN §3: an unknown, old or non-int transport id is ignored; a ``paused`` that is
+    not a bool is the caller's misuse: LocalProtocolError, and nothing changes."""
+    h = Harness()
+    h.start_session()
+    for tid in (0, 2, 99, "1", None, [1]):
+        h.ws.set_writing_paused(tid, True, now=2.0)  # type: ignore[arg-type]
+    for paused in (1, 0, None, "yes"):
+        with pytest.raises(LocalProtocolError):
+            h.ws.set_writing_paused(1, paused, now=2.0)  # type: ignore[arg-type]
+    assert h.drain() == Step([], [])
+    # Still unpaused: a ping is answered at once.
+    assert [op for op, _ in h.frames(h.feed(raw_frame(PING), at=2.0))] == [PONG]
+
+
+def test_ping_flood_while_writes_are_paused_holds_no_memory_per_ping():
+    """Issue 10 item 6: with writes paused, a ping flood grows nothing in the ws layer (one
+    pending payload of at most 125 bytes) nor in what it hands the driver."""
+    import tracemalloc
+
+    h = Harness()
+    h.start_session()
+    h.ws.set_writing_paused(1, True, now=2.0)
+    stream = b"".join(raw_frame(PING, bytes([i % 256]) * 125) for i in range(200))
+    h.feed(stream, at=2.0)  # warm up
+    tracemalloc.start()
+    try:
+        h.ws.receive_data(1, stream, now=2.0)
+        assert h.ws.next_actions() == []
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(100):  # 20,000 more pings
+            h.ws.receive_data(1, stream, now=2.0)
+            assert h.ws.next_actions() == []
+            assert h.ws.next_events() == []
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert after - before < 4096
+
+
+def test_set_reading_paused_is_forwarded_to_the_core():
+    """Issue 10 item 8 (back-pressure): the driver's read pause reaches the core, which
+    validates it (LocalProtocolError for a non-bool)."""
+    h = Harness()
+    h.start_session()
+    h.ws.set_reading_paused(True, now=2.0)
+    assert h.ws.gateway.reading_paused is True
+    h.ws.set_reading_paused(False, now=3.0)
+    assert h.ws.gateway.reading_paused is False
+    with pytest.raises(LocalProtocolError):
+        h.ws.set_reading_paused(1, now=3.0)  # type: ignore[arg-type]
+    assert h.ws.gateway.reading_paused is False
+
+
+def test_handle_tcp_failed_forwards_the_drivers_error():
+    """Issue 10 item 6: a driver that aborted a peer that stopped reading reports a
+    WriteBufferOverflow, and that is the Disconnected's error; a non-GatewayError error is
+    the caller's misuse and changes nothing."""
+    from gateway_proto import WriteBufferOverflow
+
+    h = Harness()
+    h.start_session()
+    with pytest.raises(LocalProtocolError):
+        h.ws.handle_tcp_failed(1, "x", now=2.0, error=ValueError("no"))  # type: ignore[arg-type]
+    assert h.drain() == Step([], [])
+    assert [op for op, _ in h.frames(h.feed(raw_frame(PING), at=2.0))] == [PONG]  # still up
+    error = WriteBufferOverflow(5 << 20, 4 << 20)
+    step = h.tcp_failed_with(error, at=3.0)
+    assert step.actions[0] == CloseTcp(1, abort=True)
+    (event,) = step.of(Disconnected)
+    assert event.error is error
+    assert event.will_resume

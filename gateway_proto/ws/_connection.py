@@ -6,6 +6,13 @@ socket is up, an HTTP upgrade; ``SendMessage`` a masked frame; ``CloseTransport`
 frame whose answer (or EOF, code 1006) is reported back to the core. Pings are answered
 here. The only deadline is the core's, so exactly one timer comes out.
 
+Back-pressure: a driver whose write buffer passed its high-water mark calls
+``set_writing_paused(tid, True)``; until ``set_writing_paused(tid, False)`` pings are not
+answered one by one, only the most recent is remembered and answered once (RFC 6455
+§5.5.3), so a ping flood cannot grow the buffer. A driver that stopped reading because the
+application is behind calls ``set_reading_paused(True)`` (the core then suspends zombie
+detection) and ``set_reading_paused(False)`` when it reads again.
+
 Driving it (the same loop as the core's, one layer lower)::
 
     ws = WebSocketConnection(GatewayConnection(config))
@@ -16,15 +23,17 @@ Driving it (the same loop as the core's, one layer lower)::
         for event in ws.next_events():       # the core's events, unchanged
             deliver(event)
         # then feed exactly one of: handle_tcp_open, receive_data (None at EOF),
-        # handle_tcp_failed, handle_timer, grant_identify, send, close
+        # handle_tcp_failed, handle_timer, grant_identify, send, close,
+        # set_reading_paused, set_writing_paused
 """
 
 from __future__ import annotations
 
 import base64
 import enum
+import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final, final
 from urllib.parse import urlsplit
 
@@ -39,6 +48,7 @@ from .._actions import (
 from .._commands import Command
 from .._config import usable_ws_url
 from .._connection import GatewayConnection
+from .._errors import GatewayError, LocalProtocolError
 from .._events import Event
 from ._actions import CloseTcp, OpenTcp, SendBytes, WsAction
 from ._errors import HandshakeError, WebSocketProtocolError
@@ -50,6 +60,8 @@ __all__ = ["DEFAULT_USER_AGENT", "WebSocketConnection"]
 DEFAULT_USER_AGENT: Final = "gateway_proto (https://github.com/gateway-proto, 0.1.0)"
 _TEXT: Final = int(WsOpcode.TEXT)
 _BINARY: Final = int(WsOpcode.BINARY)
+_PING: Final = int(WsOpcode.PING)
+_CLOSE: Final = int(WsOpcode.CLOSE)
 _DEFAULT_PORTS: Final = {"ws": 80, "wss": 443}
 
 
@@ -64,7 +76,7 @@ class _Phase(enum.Enum):
 class _Link:
     """One TCP connection, one per core transport generation."""
 
-    __slots__ = ("head", "host", "key", "phase", "reader", "target")
+    __slots__ = ("head", "host", "key", "pending_ping", "phase", "reader", "target", "write_paused")
 
     def __init__(self, host: str, target: str, max_size: int) -> None:
         self.phase = _Phase.TCP
@@ -73,6 +85,9 @@ class _Link:
         self.key = ""
         self.head = b""
         self.reader = FrameReader(max_message_size=max_size)
+        self.write_paused = False
+        # The payload of the most recent ping not answered while writes were paused.
+        self.pending_ping: bytes | None = None
 
 
 @final
@@ -146,6 +161,45 @@ class WebSocketConnection:
         self._gateway.handle_timer(now=now)
         self._pump(now)
 
+    def set_reading_paused(self, paused: bool, *, now: float) -> None:
+        """The driver stopped (``True``) or resumed (``False``) reading the socket.
+
+        Forwarded to :meth:`GatewayConnection.set_reading_paused`: while the application
+        is behind on events, zombie detection is suspended (an ACK may be waiting unread in
+        our own buffer) and heartbeats keep going out.
+
+        Raises:
+            LocalProtocolError: ``paused`` is not a bool.
+
+        """
+        self._gateway.set_reading_paused(paused, now=now)
+        self._pump(now)
+
+    def set_writing_paused(self, transport_id: int, paused: bool, *, now: float) -> None:
+        """The write buffer of ``transport_id`` passed its high-water mark, or drained.
+
+        While paused, a ping is not answered at once: only the most recent one's payload is
+        kept, and one pong answers it when writing resumes (RFC 6455 §5.5.3 lets a pong
+        answer only the most recent ping), so a peer that floods pings and never reads
+        cannot grow our buffer. Gateway payloads (bounded by the core's send limiter) and
+        close frames still go out. Unknown or old transport ids are ignored; ``now`` is
+        taken for symmetry with the other inputs.
+
+        Raises:
+            LocalProtocolError: ``paused`` is not a bool.
+
+        """
+        if type(paused) is not bool:
+            raise LocalProtocolError("paused must be a bool")
+        link = self._links.get(transport_id) if type(transport_id) is int else None
+        if link is None or link.write_paused is paused:
+            return
+        link.write_paused = paused
+        if not paused:
+            ping, link.pending_ping = link.pending_ping, None
+            if ping is not None and link.phase is _Phase.OPEN:
+                self._send_frame(transport_id, WsOpcode.PONG, ping)
+
     # -- inputs from the socket ---------------------------------------------------------
 
     def handle_tcp_open(self, transport_id: int, *, now: float) -> None:
@@ -158,12 +212,25 @@ class WebSocketConnection:
         request = build_request(link.host, link.target, link.key, self._user_agent)
         self._actions.append(SendBytes(request, transport_id))
 
-    def handle_tcp_failed(self, transport_id: int, reason: str, *, now: float) -> None:
-        """The connection could not be made or broke (refused, DNS, TLS, reset)."""
+    def handle_tcp_failed(
+        self, transport_id: int, reason: str, *, now: float, error: GatewayError | None = None
+    ) -> None:
+        """The connection could not be made or broke (refused, DNS, TLS, reset).
+
+        ``error``, when given, becomes the ``Disconnected.error`` the core reports (for
+        instance a driver's ``WriteBufferOverflow`` after it aborted a peer that stopped
+        reading); it is forwarded to :meth:`GatewayConnection.handle_transport_closed`.
+
+        Raises:
+            LocalProtocolError: ``error`` is neither ``None`` nor a ``GatewayError``.
+
+        """
+        if error is not None and not isinstance(error, GatewayError):
+            raise LocalProtocolError("error must be a GatewayError or None")
         if self._links.pop(transport_id, None) is None:
             return
         self._actions.append(CloseTcp(transport_id, abort=True))
-        self._gateway.handle_transport_closed(transport_id, None, reason, now=now)
+        self._gateway.handle_transport_closed(transport_id, None, reason, now=now, error=error)
         self._pump(now)
 
     def receive_data(self, transport_id: int, data: bytes | None, *, now: float) -> None:
@@ -184,30 +251,40 @@ class WebSocketConnection:
             try:
                 frames = link.reader.feed(data)
             except WebSocketProtocolError as exc:
-                self._protocol_error(transport_id, exc, now)
+                # The frames before the bad one count (Autobahn 3.2, 4.1.3, 5.15, ...): their
+                # messages, pongs and replies go out, a close frame among them is honoured,
+                # and only then is the connection failed (RFC 6455 §7.1.7).
+                self._deliver(transport_id, link, exc.frames, now)
+                self._fail_after(transport_id, link, exc, now)
             else:
-                self._deliver(transport_id, frames, now)
+                self._deliver(transport_id, link, frames, now)
         elif link.phase is _Phase.UPGRADE:
             self._upgrade(transport_id, link, data, now)
         elif link.phase is _Phase.CLOSE_SENT:
             try:
                 frames = link.reader.feed(data)
             except WebSocketProtocolError as exc:
-                self._protocol_error(transport_id, exc, now)
+                self._await_close(transport_id, exc.frames, now)
+                self._fail_after(transport_id, link, exc, now)
             else:
                 self._await_close(transport_id, frames, now)
         self._pump(now)
 
     # -- internals ----------------------------------------------------------------------
 
-    def _deliver(self, transport_id: int, frames: list[tuple[int, bytes]], now: float) -> None:
-        # Data messages go to the core in batches (one call per read, not per message);
-        # a control frame first hands over the messages before it. The core ignores what
-        # follows a message that ended the generation; a close frame or a framing error
-        # ends the loop here.
+    def _deliver(
+        self, transport_id: int, link: _Link, frames: list[tuple[int, bytes]], now: float
+    ) -> None:
+        # Data messages go to the core in batches (one call per read, not per message).
+        # Before a control frame (or a text message that is not UTF-8) the messages before
+        # it are handed over and the core's replies to them queued, so they go out ahead of
+        # the pong or the close frame, in order (RFC 6455 §5.5.1: nothing after our close).
+        # The core ignores what follows a message that ended the generation; a close frame
+        # or an error ends the loop here.
         receive = self._gateway.receive_messages
         batch: list[str | bytes] = []
-        for opcode, payload in frames:
+        remaining = iter(frames)
+        for opcode, payload in remaining:
             if opcode == _BINARY:
                 batch.append(payload)
                 continue
@@ -216,30 +293,57 @@ class WebSocketConnection:
                     batch.append(payload.decode("utf-8"))
                     continue
                 except UnicodeDecodeError:
-                    # RFC 6455 §8.1: a text message that is not UTF-8 fails the connection.
-                    error = WebSocketProtocolError(1007, "text message is not valid UTF-8")
-                    if batch:
-                        receive(transport_id, batch, now=now)
-                    self._protocol_error(transport_id, error, now)
-                    return
+                    pass
             if batch:
                 receive(transport_id, batch, now=now)
                 batch = []
-            if opcode == WsOpcode.PING:
-                # RFC 6455 §5.5.2: answer with a pong carrying the same data.
-                self._send_frame(transport_id, WsOpcode.PONG, payload)
-            elif opcode == WsOpcode.CLOSE:
+                self._pump(now)
+                if self._links.get(transport_id) is not link:
+                    return  # the core aborted the transport in answer to a message
+                if link.phase is not _Phase.OPEN:
+                    # The core closed it in answer: now only the peer's close frame matters.
+                    rest = itertools.chain(((opcode, payload),), remaining)
+                    self._await_close(transport_id, rest, now)
+                    return
+            if opcode == _TEXT:
+                # RFC 6455 §8.1: a text message that is not UTF-8 fails the connection.
+                error = WebSocketProtocolError(1007, "text message is not valid UTF-8")
+                self._protocol_error(transport_id, error, now)
+                return
+            if opcode == _PING:
+                # RFC 6455 §5.5.2: answer with a pong carrying the same data; while writes
+                # are paused only the most recent ping is answered, later (§5.5.3).
+                if link.write_paused:
+                    link.pending_ping = payload
+                else:
+                    self._send_frame(transport_id, WsOpcode.PONG, payload)
+            elif opcode == _CLOSE:
                 self._peer_closed(transport_id, payload, echo=True, now=now)
                 return
         if batch:
             receive(transport_id, batch, now=now)
 
-    def _await_close(self, transport_id: int, frames: list[tuple[int, bytes]], now: float) -> None:
+    def _await_close(
+        self, transport_id: int, frames: Iterable[tuple[int, bytes]], now: float
+    ) -> None:
         """After our close frame, only the peer's close frame matters (RFC 6455 §5.5.1)."""
         for opcode, payload in frames:
-            if opcode == WsOpcode.CLOSE:
+            if opcode == _CLOSE:
                 self._peer_closed(transport_id, payload, echo=False, now=now)
                 return
+
+    def _fail_after(
+        self, transport_id: int, link: _Link, error: WebSocketProtocolError, now: float
+    ) -> None:
+        """Fail the connection for ``error`` once the frames before it were acted on.
+
+        The core's replies to those frames are queued first, so they precede our close
+        frame; a close frame among them already ended the link, and then nothing is left
+        to fail.
+        """
+        self._pump(now)
+        if self._links.get(transport_id) is link:
+            self._protocol_error(transport_id, error, now)
 
     def _upgrade(self, transport_id: int, link: _Link, data: bytes, now: float) -> None:
         link.head += data

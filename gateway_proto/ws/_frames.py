@@ -12,6 +12,7 @@ test server in :mod:`gateway_proto.testing` does the opposite.
 
 from __future__ import annotations
 
+import codecs
 import enum
 import struct
 from typing import Final, final
@@ -43,6 +44,10 @@ _DATA_OPCODES: Final = frozenset({0x0, 0x1, 0x2})
 _CONTROL_OPCODES: Final = frozenset({0x8, 0x9, 0xA})
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
+_TEXT_OP: Final = 0x1
+#: RFC 6455 §8.1: text is checked as it arrives, so invalid UTF-8 fails the connection at
+#: the fragment (or read) that makes it invalid, not at the end of the message.
+_Utf8Decoder: Final = codecs.getincrementaldecoder("utf-8")
 
 #: RFC 6455 §7.4.1/§7.4.2: codes a peer may put in a close frame.
 _SENDABLE_CODES: Final = frozenset(
@@ -116,7 +121,14 @@ class FrameReader:
     :meth:`feed` returns ``(opcode, payload)`` pairs: TEXT or BINARY with the reassembled
     message, or CLOSE/PING/PONG as they arrive (they may interleave with fragments, RFC 6455
     §5.4). Malformed input raises :class:`WebSocketProtocolError` with the close code to
-    send; the reader must not be fed after that.
+    send; the reader must not be fed after that. The frames the same read completed before
+    the bad one are not lost: they ride on the error as its ``frames`` (RFC 6455 §7.1.7
+    fails the connection at the error, so what came before it still counts).
+
+    Text is checked for UTF-8 as it arrives (RFC 6455 §8.1): a fragmented text message
+    fragment by fragment, and an unmasked text frame split over reads read by read, so the
+    error (1007) comes as soon as the text can no longer be valid. A whole unfragmented
+    text frame in one read is left to the caller, who decodes it anyway.
     """
 
     __slots__ = (
@@ -128,8 +140,10 @@ class FrameReader:
         "_max_size",
         "_partial_b0",
         "_partial_mask",
+        "_partial_text",
         "_parts",
         "_remaining",
+        "_utf8",
     )
 
     def __init__(self, *, max_message_size: int, expect_masked: bool = False) -> None:
@@ -143,6 +157,10 @@ class FrameReader:
         self._fragments: list[bytes] = []  # frames of a fragmented message (RFC 6455 §5.4)
         self._fragment_op = 0
         self._fragments_size = 0
+        # The UTF-8 check of the text message in progress, while one spans frames or reads,
+        # and whether the pieces of the partial frame already went through it.
+        self._utf8: codecs.IncrementalDecoder | None = None
+        self._partial_text = False
 
     @property
     def buffered(self) -> int:
@@ -150,79 +168,127 @@ class FrameReader:
         return len(self._head) + sum(map(len, self._parts)) + self._fragments_size
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        """Consume ``data`` (any size) and return the messages and control frames it completed."""
+        """Consume ``data`` (any size) and return the messages and control frames it completed.
+
+        Raises:
+            WebSocketProtocolError: the peer broke RFC 6455; its ``frames`` are the ones
+                this read completed before the error, in order, for the caller to act on
+                before it fails the connection.
+
+        """
         out: list[tuple[int, bytes]] = []
-        pos = 0
-        size = len(data)
-        if self._remaining:
-            take = min(self._remaining, size)
-            self._parts.append(data[:take])
-            self._remaining -= take
-            if self._remaining:
-                return out
-            pos = take
-            payload = b"".join(self._parts)
-            self._parts = []
-            if self._partial_mask is not None:
-                payload = _xor_mask(payload, self._partial_mask)
-            self._frame(self._partial_b0, payload, out)
-        elif self._head:
-            data = self._head + data
-            self._head = b""
+        # The whole loop is in the ``try`` (free until something raises): frames completed
+        # before an error leave on the error rather than being dropped with it.
+        try:
+            pos = 0
             size = len(data)
-        max_size = self._max_size
-        final_data = _FINAL_DATA
-        # Unfragmented and unmasked so far: only the slow path below can change that.
-        plain = not self._fragment_op and not self._expect_masked
-        while pos < size:
-            if size - pos < 2:
-                self._head = data[pos:]
-                break
-            b0 = data[pos]
-            b1 = data[pos + 1]
-            length = b1 & 0x7F
-            start = pos + 2
-            if length == 126:
-                if size - pos < 4:
+            if self._remaining:
+                take = min(self._remaining, size)
+                piece = data[:take]
+                self._parts.append(piece)
+                self._remaining -= take
+                if self._partial_text:
+                    self._check_text(piece)
+                if self._remaining:
+                    return out
+                pos = take
+                payload = b"".join(self._parts)
+                self._parts = []
+                if self._partial_mask is not None:
+                    payload = _xor_mask(payload, self._partial_mask)
+                checked = self._partial_text
+                self._partial_text = False
+                self._frame(self._partial_b0, payload, out, checked)
+            elif self._head:
+                data = self._head + data
+                self._head = b""
+                size = len(data)
+            max_size = self._max_size
+            final_data = _FINAL_DATA
+            # Unfragmented and unmasked so far: only the slow path below can change that.
+            plain = not self._fragment_op and not self._expect_masked
+            while pos < size:
+                if size - pos < 2:
                     self._head = data[pos:]
                     break
-                (length,) = _U16.unpack_from(data, start)
-                start += 2
-            elif length == 127:
-                if size - pos < 10:
-                    self._head = data[pos:]
+                b0 = data[pos]
+                b1 = data[pos + 1]
+                length = b1 & 0x7F
+                start = pos + 2
+                if length == 126:
+                    if size - pos < 4:
+                        self._head = data[pos:]
+                        break
+                    (length,) = _U16.unpack_from(data, start)
+                    start += 2
+                elif length == 127:
+                    if size - pos < 10:
+                        self._head = data[pos:]
+                        break
+                    (length,) = _U64.unpack_from(data, start)
+                    start += 8
+                end = start + length
+                if (
+                    plain
+                    and b0 in final_data
+                    and end <= size
+                    and b1 < _MASKED
+                    and length <= max_size
+                ):
+                    # The common case, inlined: a whole unfragmented data frame in this read.
+                    out.append((b0 & 0x0F, data[start:end]))
+                    pos = end
+                    continue
+                mask: bytes | None = None
+                if b1 & _MASKED:
+                    if size < start + 4:
+                        self._head = data[pos:]
+                        break
+                    mask = data[start : start + 4]
+                    start += 4
+                self._check_header(b0, length, mask is not None)
+                end = start + length
+                if end <= size:
+                    payload = data[start:end]
+                    if mask is not None:
+                        payload = _xor_mask(payload, mask)
+                    self._frame(b0, payload, out, False)
+                    plain = not self._fragment_op and not self._expect_masked
+                    pos = end
+                else:
+                    piece = data[start:]
+                    self._parts = [piece]
+                    self._remaining = end - size
+                    self._partial_b0 = b0
+                    self._partial_mask = mask
+                    if mask is None and self._is_text(b0):
+                        # RFC 6455 §8.1: check the text read by read (Autobahn 6.4.3/6.4.4).
+                        if self._utf8 is None:
+                            self._utf8 = _Utf8Decoder()
+                        self._partial_text = True
+                        self._check_text(piece)
                     break
-                (length,) = _U64.unpack_from(data, start)
-                start += 8
-            end = start + length
-            if plain and b0 in final_data and end <= size and b1 < _MASKED and length <= max_size:
-                # The common case, inlined: a whole unfragmented data frame in this read.
-                out.append((b0 & 0x0F, data[start:end]))
-                pos = end
-                continue
-            mask: bytes | None = None
-            if b1 & _MASKED:
-                if size < start + 4:
-                    self._head = data[pos:]
-                    break
-                mask = data[start : start + 4]
-                start += 4
-            self._check_header(b0, length, mask is not None)
-            end = start + length
-            if end <= size:
-                payload = data[start:end]
-                if mask is not None:
-                    payload = _xor_mask(payload, mask)
-                self._frame(b0, payload, out)
-                plain = not self._fragment_op and not self._expect_masked
-                pos = end
-            else:
-                self._parts = [data[start:]]
-                self._remaining = end - size
-                self._partial_b0 = b0
-                self._partial_mask = mask
-                break
+        except WebSocketProtocolError as exc:
+            exc.frames = out
+            raise
         return out
+
+    def _is_text(self, b0: int) -> bool:
+        """Whether a frame with first byte ``b0`` carries text of a valid message so far."""
+        opcode = b0 & 0x0F
+        if opcode == _TEXT_OP:
+            return not self._fragment_op
+        return opcode == 0 and self._fragment_op == _TEXT_OP
+
+    def _check_text(self, piece: bytes, *, final: bool = False) -> None:
+        """RFC 6455 §8.1, §7.4.1: text that cannot be valid UTF-8 fails the connection (1007)."""
+        assert self._utf8 is not None
+        try:
+            self._utf8.decode(piece, final)
+        except UnicodeDecodeError:
+            raise WebSocketProtocolError(1007, "text message is not valid UTF-8") from None
+        if final:
+            self._utf8 = None
 
     def _check_header(self, b0: int, length: int, masked: bool) -> None:
         """Refuse a frame before any of its payload is held (RFC 6455 §5.1–§5.5)."""
@@ -246,7 +312,8 @@ class FrameReader:
                 1009, f"message larger than the bound of {self._max_size} bytes"
             )
 
-    def _frame(self, b0: int, payload: bytes, out: list[tuple[int, bytes]]) -> None:
+    def _frame(self, b0: int, payload: bytes, out: list[tuple[int, bytes]], checked: bool) -> None:
+        """Act on one whole frame; ``checked``: its text already went through the UTF-8 check."""
         opcode = b0 & 0x0F
         if opcode >= WsOpcode.CLOSE:
             out.append((opcode, payload))
@@ -254,17 +321,28 @@ class FrameReader:
             if self._fragment_op:
                 raise WebSocketProtocolError(1002, "new message inside a fragmented one")
             if b0 & _FIN:
+                if checked:  # a single text frame that came in several reads
+                    self._check_text(b"", final=True)
                 out.append((opcode, payload))
             else:
                 self._fragment_op = opcode
                 self._fragments = [payload]
                 self._fragments_size = len(payload)
+                if opcode == _TEXT_OP and not checked:
+                    # RFC 6455 §8.1: each fragment is checked as it completes (Autobahn 6.4.1).
+                    self._utf8 = _Utf8Decoder()
+                    self._check_text(payload)
         else:
             if not self._fragment_op:
                 raise WebSocketProtocolError(1002, "continuation frame with nothing to continue")
+            text = self._fragment_op == _TEXT_OP
+            if text and not checked:
+                self._check_text(payload)
             self._fragments.append(payload)
             self._fragments_size += len(payload)
             if b0 & _FIN:
+                if text:
+                    self._check_text(b"", final=True)
                 out.append((self._fragment_op, b"".join(self._fragments)))
                 self._fragment_op = 0
                 self._fragments = []
