@@ -10,8 +10,10 @@ server-requested reconnect show up within seconds, with no token and no network.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import math
 import os
 import ssl
 import sys
@@ -38,7 +40,7 @@ from gateway_proto.testing import FakeGateway, LoopbackGateway
 from ._common import DiscoveryError
 from .asyncio import Shard, discover_gateway
 
-__all__ = ["event_record", "parse_intents", "read_token", "run_demo", "run_listen"]
+__all__ = ["event_record", "json_line", "parse_intents", "read_token", "run_demo", "run_listen"]
 
 
 class UsageError(Exception):
@@ -61,9 +63,23 @@ def read_token(token_file: str | None, environ: dict[str, str] | os._Environ[str
 
 
 def parse_intents(text: str) -> Intents:
-    """``GUILDS,GUILD_MESSAGES`` (names of :class:`Intents`, any case) or a number."""
-    if text.strip().isdigit():
-        return Intents(int(text))
+    """``GUILDS,GUILD_MESSAGES`` (names of :class:`Intents`, any case) or a number.
+
+    A number must be plain ASCII digits and set only bits :class:`Intents` defines (spec
+    §13: the gateway closes with 4013 otherwise); anything else is a :class:`UsageError`.
+    """
+    number = text.strip()
+    if number.isascii() and number.isdecimal():
+        # More digits than Intents.all() has cannot be a valid bitfield (and int() refuses
+        # strings past 4300 digits): refuse without converting.
+        value = int(number) if len(number) <= 20 else 1 << 64
+        if value & ~int(Intents.all()):
+            raise UsageError(
+                f"--intents {number[:24]}{'...' if len(number) > 24 else ''} has bits no "
+                f"intent defines (the gateway would close with 4013); the known intents "
+                f"make {int(Intents.all())}"
+            )
+        return Intents(value)
     value = Intents.NONE
     for name in filter(None, (part.strip().upper() for part in text.split(","))):
         member = Intents.__members__.get(name)
@@ -74,8 +90,84 @@ def parse_intents(text: str) -> Intents:
     return value
 
 
+#: Integers wider than this many bits are written as ``{"$int": "0x…"}``: 2,000 bits is about
+#: 600 digits, under any int-to-str limit Python allows (640 digits at the least; 4,300 by
+#: default), and converting to hex costs linear time whatever the size.
+MAX_DECIMAL_INT_BITS = 2000
+#: The marker objects of :func:`printable` (each is an object with exactly this one key).
+MARKERS = frozenset({"$int", "$float", "$map", "$bytes", "$repr", "$error"})
+
+
+def printable(value: Any) -> Any:
+    """``value`` as plain JSON data: lossless, with what JSON cannot hold clearly marked.
+
+    The decoders (JSON and ETF) produce ``dict``, ``list``, ``str``, ``int``, ``float``,
+    ``bool`` and ``None``; JSON text cannot hold all of them as they are, so:
+
+    * an integer wider than :data:`MAX_DECIMAL_INT_BITS` → ``{"$int": "0x…"}`` (hex, signed;
+      ``json.dumps`` would raise on one past Python's int-to-str limit);
+    * NaN and infinities (the stdlib JSON decoder reads ``NaN`` and ``Infinity``) →
+      ``{"$float": "nan" | "inf" | "-inf"}``;
+    * a map with a non-string key (ETF maps may have integer or float keys) → ``{"$map":
+      [[key, value], …]}``, keys and values rendered the same way; so is a map that would
+      read as a marker (one key, a marker name), so every marker is unambiguous;
+    * ``bytes`` → ``{"$bytes": "<base64>"}``; a tuple → a list; anything else →
+      ``{"$repr": repr(value)}``.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        return value if value.bit_length() <= MAX_DECIMAL_INT_BITS else {"$int": hex(value)}
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        return {"$float": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    if kind is dict:
+        if all(type(key) is str for key in value) and not (
+            len(value) == 1 and next(iter(value)) in MARKERS
+        ):
+            return {key: printable(item) for key, item in value.items()}
+        return {"$map": [[printable(key), printable(item)] for key, item in value.items()]}
+    if kind is list or kind is tuple:
+        return [printable(item) for item in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    # Subclasses (an IntEnum, a str enum…) print as their base type; others by repr.
+    if isinstance(value, int):  # bool cannot be subclassed
+        return printable(int.__index__(value))
+    if isinstance(value, float):
+        return printable(float.__float__(value))
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, dict | list | tuple):
+        return printable(dict(value) if isinstance(value, dict) else list(value))
+    try:
+        return {"$repr": repr(value)}
+    except Exception as exc:  # a repr may fail in any way; the line may not
+        return {"$repr": f"<{kind.__name__} whose repr raised {type(exc).__name__}>"}
+
+
+def json_line(record: dict[str, Any]) -> str:
+    r"""``record`` (from :func:`event_record`) as one line of JSON text, never an exception.
+
+    The line is ASCII (non-ASCII and lone surrogates are ``\u`` escapes) and strict JSON
+    (no ``NaN``). A record that still cannot be written — nested deeper than the
+    interpreter's recursion limit — becomes ``{"time", "event", "name", "$error"}``.
+    """
+    try:
+        return json.dumps(printable(record), allow_nan=False)
+    except (ValueError, TypeError, RecursionError) as exc:
+        brief: dict[str, Any] = {k: record[k] for k in ("time", "event", "name") if k in record}
+        brief["$error"] = f"this event cannot be printed as JSON ({type(exc).__name__})"
+        return json.dumps(printable(brief), allow_nan=False)
+
+
 def event_record(event: Event, now: float) -> dict[str, Any]:
-    """One JSON-ready object per event (``listen``'s output line)."""
+    """One object per event (``listen``'s output line, written by :func:`json_line`).
+
+    ``data`` is the payload as decoded; :func:`json_line` renders what JSON cannot hold.
+    """
     record: dict[str, Any] = {"time": round(now, 6), "event": type(event).__name__}
     match event:
         case DispatchReceived(name=name, sequence=seq, data=data):
@@ -96,7 +188,10 @@ def event_record(event: Event, now: float) -> dict[str, Any]:
         case Terminated(code=code, error=error):
             record.update(code=code, error=None if error is None else str(error))
         case _:
-            record.update(repr=repr(event))
+            try:
+                record.update(repr=repr(event))
+            except ValueError:  # an int past the int-to-str limit somewhere inside
+                record.update(repr=f"<{type(event).__name__}: too large to show>")
     return record
 
 
@@ -147,7 +242,7 @@ async def run_listen(
         status = _Status(shard, err) if err.isatty() else None
         start = time.monotonic()
         async for event in shard:
-            out.write(json.dumps(event_record(event, time.monotonic() - start), default=str))
+            out.write(json_line(event_record(event, time.monotonic() - start)))
             out.write("\n")
             out.flush()
             if status is not None:

@@ -2,9 +2,10 @@
 
 Accepted outcomes: ``EtfCodec.loads`` returns a value or raises ``DecodeError`` — nothing
 else (no IndexError, RecursionError, MemoryError, UnicodeDecodeError...). A decoded value must
-also survive our own encoder: if it has only string keys it encodes, and decoding that
-encoding gives the value back; if it has other keys (integers, floats) the encoder refuses
-it with ``LocalProtocolError``. COMPRESSED terms are bounded to 1 MiB so every input is fast.
+also survive our own encoder: if it has only string keys and integers within 64 bits it
+encodes, and decoding that encoding gives the value back; if it has other keys (integers,
+floats) or a wider integer (erlpack cannot decode one) the encoder refuses it with
+``LocalProtocolError``. COMPRESSED terms are bounded to 1 MiB so every input is fast.
 
 Run with atheris (see fuzz/README.md)::
 
@@ -26,16 +27,19 @@ from _harness import HarnessFailure, fuzz_main, instrumentation
 
 with instrumentation(__name__):
     from gateway_proto import DecodeError, LocalProtocolError
-    from gateway_proto._codecs._etf import EtfCodec
+    from gateway_proto._codecs._etf import MAX_ENCODED_INT, EtfCodec
 
 CODEC = EtfCodec(max_inflated_size=1 << 20)
 
 
-def _only_string_keys(value: Any) -> bool:
+def _encodable(value: Any) -> bool:
+    """Whether the encoder must accept ``value``: string keys only, integers within 64 bits."""
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _only_string_keys(v) for k, v in value.items())
+        return all(isinstance(k, str) and _encodable(v) for k, v in value.items())
     if isinstance(value, list):
-        return all(_only_string_keys(item) for item in value)
+        return all(_encodable(item) for item in value)
+    if type(value) is int:
+        return abs(value) <= MAX_ENCODED_INT
     return True
 
 
@@ -58,7 +62,7 @@ def run_one(data: bytes) -> None:
         value = CODEC.loads(data)
     except DecodeError:
         return
-    plain = _only_string_keys(value)
+    plain = _encodable(value)
     try:
         again = CODEC.dumps(value)
     except LocalProtocolError as exc:
@@ -66,7 +70,7 @@ def run_one(data: bytes) -> None:
             raise HarnessFailure(f"a decoded value does not encode: {exc}") from exc
         return
     if not plain:
-        raise HarnessFailure("a map with non-string keys was encoded")
+        raise HarnessFailure("a map with non-string keys or an integer past 64 bits was encoded")
     if not _same(CODEC.loads(again), value):
         raise HarnessFailure("decode(encode(decoded)) differs from decoded")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 import random
 import struct
@@ -30,10 +31,30 @@ from typing import Any
 
 import pytest
 from erlang_oracle import ENCODINGS, ErlangError, ErlangOracle, erl_path, render
+from gateway_proto.adapters.cli import event_record, json_line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway_proto import DecodeError, LocalProtocolError
+from gateway_proto import (
+    Activity,
+    ActivityType,
+    DecodeError,
+    DispatchReceived,
+    Encoding,
+    GatewayConfig,
+    GatewayConnection,
+    Intents,
+    LocalProtocolError,
+    Opcode,
+    RawCommand,
+    RequestGuildMembers,
+    SendMessage,
+    Status,
+    TransportCompression,
+    UpdatePresence,
+    UpdateVoiceState,
+    _payloads,
+)
 from gateway_proto._codecs import _etf
 from gateway_proto._codecs._etf import MAX_DEPTH, EtfCodec
 
@@ -133,12 +154,18 @@ def tags_of(data: bytes) -> set[str]:
 # --- strategies: Discord's shapes ----------------------------------------------------------------
 
 snowflakes = st.integers(min_value=0, max_value=2**64 - 1)
+#: Every integer the encoder writes: 64 bits of magnitude at most (erlpack decodes no wider).
 integers = st.one_of(
     st.integers(min_value=-300, max_value=300),
     st.integers(min_value=-(2**31) - 3, max_value=2**31 + 2),
     snowflakes,
     snowflakes.map(lambda n: -n),
-    st.integers(min_value=-(2**90), max_value=2**90),
+    st.integers(min_value=-(2**64) + 1, max_value=2**64 - 1),
+)
+#: Integers past 64 bits: the encoder refuses them; Erlang writes them (decoder tests).
+wide_integers = st.one_of(
+    st.integers(min_value=2**64, max_value=2**90),
+    st.integers(min_value=2**64, max_value=2**90).map(lambda n: -n),
     # 255 bytes is the SMALL_BIG_EXT limit; past it Erlang writes LARGE_BIG_EXT.
     st.integers(min_value=2030, max_value=2100).map(lambda bits: 2**bits - 1),
     st.integers(min_value=2030, max_value=2100).map(lambda bits: -(2**bits) + 12345),
@@ -290,7 +317,7 @@ def random_leaf(rng: random.Random) -> Any:
     if kind == 5:
         return str(rng.getrandbits(64))  # a snowflake as a string
     if kind == 6:
-        return rng.choice((-1, 1)) * rng.getrandbits(rng.choice((65, 100, 2039, 2040, 2041, 3000)))
+        return rng.choice((-1, 1)) * rng.getrandbits(rng.choice((32, 33, 40, 56, 63, 64)))
     if kind == 7:
         value = struct.unpack(">d", rng.getrandbits(64).to_bytes(8, "big"))[0]
         return value if value - value == 0.0 else rng.uniform(-1e6, 1e6)
@@ -337,11 +364,8 @@ def test_oracle_generated_batches(oracle: ErlangOracle, rng: random.Random) -> N
         2**31,
         -(2**31) - 1,
         2**63 - 1,
-        2**64 - 1,
+        2**64 - 1,  # the widest integer the encoder writes
         -(2**64) + 1,
-        2**2040 - 1,  # 255 bytes: the largest SMALL_BIG_EXT
-        2**2040,  # 256 bytes: LARGE_BIG_EXT
-        -(2**4000),
         0.0,
         -0.0,
         5e-324,
@@ -362,6 +386,48 @@ def test_oracle_generated_batches(oracle: ErlangOracle, rng: random.Random) -> N
 def test_oracle_boundaries(oracle: ErlangOracle, value: Any) -> None:
     """spec §10.1: every integer form's edges, floats, strings and compressed terms."""
     check_with_erlang(oracle, value)
+
+
+@settings(max_examples=60, **ORACLE_SETTINGS)
+@given(value=wide_integers)
+def test_oracle_wide_integers_decode_and_are_refused_by_the_encoder(
+    oracle: ErlangOracle, value: int
+) -> None:
+    """spec §10.1: integers past 64 bits, as Erlang writes them, decode; we never write one.
+
+    erlpack's decoders refuse SMALL_BIG_EXT/LARGE_BIG_EXT wider than 8 bytes, so the encoder
+    refuses such a value with LocalProtocolError instead of sending what a Discord-compatible
+    server cannot read; the decoder still reads every width Erlang writes.
+    """
+    rendering, encodings = oracle.evaluate(erlang_integer(value))
+    assert rendering == render(value)
+    for encoding in encodings:
+        assert same(CODEC.loads(encoding), value)
+    with pytest.raises(LocalProtocolError, match="64 bits"):
+        CODEC.dumps({"d": value})
+
+
+def erlang_integer(value: int) -> str:
+    """``value`` as Erlang source, in hex (no decimal conversion limit on either side)."""
+    return f"{'-' if value < 0 else ''}16#{abs(value):x}."
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2**64, -(2**64), 2**2040 - 1, 2**2040, -(2**4000), 2**14000],
+    ids=["2**64", "-2**64", "2**2040-1", "2**2040", "-2**4000", "2**14000"],
+)
+def test_oracle_wide_integer_boundaries(oracle: ErlangOracle, value: int) -> None:
+    """spec §10.1: the edges past 64 bits: SMALL_BIG_EXT's last size, LARGE_BIG_EXT, huge."""
+    rendering, encodings = oracle.evaluate(erlang_integer(value))
+    assert rendering == render(value)
+    forms = set()
+    for encoding in encodings:
+        assert CODEC.loads(encoding) == value
+        forms |= tags_of(encoding)
+    assert forms & {"SMALL_BIG_EXT", "LARGE_BIG_EXT"}
+    with pytest.raises(LocalProtocolError, match="64 bits"):
+        CODEC.dumps(value)
 
 
 def test_oracle_produces_every_form(oracle: ErlangOracle) -> None:
@@ -583,9 +649,9 @@ def test_spacebar_forms() -> None:
 def test_encode_exact_bytes() -> None:
     """spec §10.1: binary keys, atoms true/false/nil, integers in their smallest form."""
     assert CODEC.dumps({"op": 1, "d": None}) == (
-        b"\x83t\x00\x00\x00\x02m\x00\x00\x00\x02opa\x01m\x00\x00\x00\x01dw\x03nil"
+        b"\x83t\x00\x00\x00\x02m\x00\x00\x00\x02opa\x01m\x00\x00\x00\x01ds\x03nil"
     )
-    assert CODEC.dumps([True, False]) == b"\x83l\x00\x00\x00\x02w\x04truew\x05falsej"
+    assert CODEC.dumps([True, False]) == b"\x83l\x00\x00\x00\x02s\x04trues\x05falsej"
     assert CODEC.dumps(()) == CODEC.dumps([]) == b"\x83j"
     assert CODEC.dumps("é") == b"\x83m\x00\x00\x00\x02\xc3\xa9"
     assert CODEC.dumps(1.5) == b"\x83F" + struct.pack(">d", 1.5)
@@ -596,8 +662,21 @@ def test_encode_exact_bytes() -> None:
     assert CODEC.dumps(2**31) == b"\x83n\x04\x00\x00\x00\x00\x80"
     assert CODEC.dumps(-(2**31) - 1) == b"\x83n\x04\x01\x01\x00\x00\x80"
     assert CODEC.dumps(2**64 - 1) == b"\x83n\x08\x00" + b"\xff" * 8
-    assert CODEC.dumps(2**2040 - 1) == b"\x83n\xff\x00" + b"\xff" * 255
-    assert CODEC.dumps(-(2**2040)) == b"\x83o\x00\x00\x01\x00\x01" + bytes(255) + b"\x01"
+    assert CODEC.dumps(-(2**64) + 1) == b"\x83n\x08\x01" + b"\xff" * 8
+
+
+def test_encode_refuses_integers_past_64_bits() -> None:
+    """spec §10.1: erlpack decodes bignums of 8 bytes at most, so wider ones are never sent.
+
+    The refusal is checked before any conversion: a 5,000-digit value costs no more than a
+    small one, and the error names the width, not the digits.
+    """
+    for value in (2**64, -(2**64), 2**2040, 10**5000, -(10**5000)):
+        with pytest.raises(LocalProtocolError, match="64 bits") as caught:
+            CODEC.dumps({"op": 1, "d": value})
+        assert len(str(caught.value)) < 200
+    with pytest.raises(LocalProtocolError, match="64 bits"):
+        CODEC.dumps([Flags.A | Flags(1 << 64)])  # an IntFlag past 64 bits too
 
 
 def test_encode_snowflakes_pass_as_given() -> None:
@@ -684,10 +763,225 @@ def test_encode_never_atom_keys_never_compressed(payload: dict[str, Any]) -> Non
         "SMALL_INTEGER_EXT",
         "INTEGER_EXT",
         "SMALL_BIG_EXT",
-        "LARGE_BIG_EXT",
         "NEW_FLOAT_EXT",
-        "SMALL_ATOM_UTF8_EXT",
+        "SMALL_ATOM_EXT",
     }
+
+
+# --- erlpack: Discord's own ETF library ---------------------------------------------------------
+
+#: The tags erlpack's JavaScript decoder reads (the ``switch`` of ``Decoder::unpack`` in
+#: discord/erlpack ``js/decoder.h``): the only atoms are ATOM_EXT and SMALL_ATOM_EXT, and
+#: pids, ports, references and exports, which we never write, are left out here.
+ERLPACK_JS_TAGS = {
+    TAGS[name]
+    for name in (
+        "SMALL_INTEGER_EXT", "INTEGER_EXT", "FLOAT_EXT", "NEW_FLOAT_EXT", "ATOM_EXT",
+        "SMALL_ATOM_EXT", "SMALL_TUPLE_EXT", "LARGE_TUPLE_EXT", "NIL_EXT", "STRING_EXT",
+        "LIST_EXT", "MAP_EXT", "BINARY_EXT", "SMALL_BIG_EXT", "LARGE_BIG_EXT", "COMPRESSED",
+    )
+}  # fmt: skip
+#: ``decodeBig`` refuses "big ints larger than 8 bytes".
+ERLPACK_BIG_BYTES = 8
+
+
+def erlpack_js_refusal(data: bytes) -> str | None:
+    """Why erlpack's JavaScript decoder would refuse ``data``, or ``None`` if it reads it.
+
+    A model of the decoder's term switch and its bignum limit, written from its source
+    (that decoder needs Node.js and V8, so it cannot run here); the tag walk is
+    :func:`walk_tags`, which trusts nothing of the codec under test.
+    """
+    for name, _ in walk_tags(data):
+        if TAGS.get(name) not in ERLPACK_JS_TAGS:
+            return f"erlpack's JavaScript decoder does not read {name}"
+    return _wide_big(data)
+
+
+def _wide_big(data: bytes) -> str | None:
+    """The first SMALL_BIG_EXT/LARGE_BIG_EXT term of ``data`` wider than 8 bytes, if any."""
+    found: list[str] = []
+
+    def u(start: int, size: int) -> int:
+        return int.from_bytes(data[start : start + size], "big")
+
+    def term(pos: int) -> int:
+        tag = data[pos]
+        fixed = {97: 2, 98: 5, 70: 9, 99: 32}
+        if tag in fixed:
+            return pos + fixed[tag]
+        if tag in (100, 118, 107):
+            return pos + 3 + u(pos + 1, 2)
+        if tag in (115, 119):
+            return pos + 2 + data[pos + 1]
+        if tag == 109:
+            return pos + 5 + u(pos + 1, 4)
+        if tag in (110, 111):
+            width = data[pos + 1] if tag == 110 else u(pos + 1, 4)
+            if width > ERLPACK_BIG_BYTES:
+                found.append(f"a {width}-byte bignum at offset {pos}")
+            return pos + (3 if tag == 110 else 6) + width
+        if tag == 106:
+            return pos + 1
+        if tag in (104, 105, 108):
+            count, pos = (data[pos + 1], pos + 2) if tag == 104 else (u(pos + 1, 4), pos + 5)
+            for _ in range(count):
+                pos = term(pos)
+            return term(pos) if tag == 108 else pos
+        assert tag == 116, tag
+        count, pos = u(pos + 1, 4), pos + 5
+        for _ in range(2 * count):
+            pos = term(pos)
+        return pos
+
+    assert data[:2] != b"\x83P", "walk a COMPRESSED message after inflating it"
+    term(1)
+    return found[0] if found else None
+
+
+def from_erlpack(value: Any) -> Any:
+    """erlpack's Python decoding mapped to ours: bytes (binaries) and atoms are ``str``,
+    tuples are lists (``true``/``false``/``nil`` are already ``True``/``False``/``None``)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, str):
+        return str(value)  # erlpack.Atom is a str subclass
+    if isinstance(value, list | tuple):
+        return [from_erlpack(item) for item in value]
+    if isinstance(value, dict):
+        return {from_erlpack(key): from_erlpack(item) for key, item in value.items()}
+    return value
+
+
+@pytest.fixture(scope="module")
+def erlpack() -> Any:
+    """PyPI ``erlpack`` (Discord's library; built with g++ on install), or a skip saying why."""
+    try:
+        import erlpack as module
+    except ImportError as exc:
+        pytest.skip(f"erlpack cannot be imported ({exc}): pip install erlpack (needs g++)")
+    return module
+
+
+def _etf_connection(presence: bool = True) -> GatewayConnection:
+    config = GatewayConfig(
+        token="etf-token",
+        intents=Intents.GUILDS | Intents.GUILD_MEMBERS,
+        encoding=Encoding.ETF,
+        compression=TransportCompression.NONE,
+        shard=(1, 4),
+        presence=PRESENCE if presence else None,
+        rng=random.Random(7),
+    )
+    conn = GatewayConnection(config)
+    conn.connect(now=0.0)
+    conn.next_actions()
+    conn.handle_transport_open(1, now=0.0)
+    conn.next_actions()
+    return conn
+
+
+def _sent(conn: GatewayConnection) -> list[SendMessage]:
+    return [action for action in conn.next_actions() if isinstance(action, SendMessage)]
+
+
+PRESENCE = UpdatePresence(
+    status=Status.IDLE,
+    activities=(Activity(name="ETF ✓", type=ActivityType.WATCHING, state="ok"),),
+    since=1_700_000_000_000,  # a millisecond timestamp: past 32 bits, a SMALL_BIG_EXT
+    afk=True,
+)
+COMMANDS: list[Any] = [
+    PRESENCE,
+    UpdatePresence(status=Status.ONLINE),  # since None → nil, afk False → false
+    RequestGuildMembers(guild_id=2**63 + 5, query="", limit=0, presences=True, nonce="n"),
+    RequestGuildMembers(guild_id="81384788765712384", user_ids=(1, 2**64 - 1)),
+    UpdateVoiceState(guild_id=41771983423143937, channel_id=None, self_mute=True),
+    UpdateVoiceState(guild_id=41771983423143937, channel_id=127121515262115840),
+    RawCommand(op=3, data={"n": -(2**63), "f": 2.5, "l": [], "t": (1, "x", None)}),
+]
+
+
+def test_every_command_payload_is_read_by_erlpack(erlpack: Any) -> None:
+    """spec §4.1, §5, §6, §10.1: IDENTIFY, heartbeat, presence, request members, voice state
+    and RESUME, as the connection sends them in ETF, read by Discord's erlpack as sent.
+
+    erlpack's Python ``unpack`` reads every atom form, so each message is also checked
+    against the forms erlpack's JavaScript decoder reads (SMALL_ATOM_EXT, not
+    SMALL_ATOM_UTF8_EXT: a server decoding with it closed 4002 on every IDENTIFY).
+    """
+    conn = _etf_connection()
+    conn.receive_message(1, CODEC.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}), now=0.0)
+    conn.grant_identify(now=0.0)
+    (identify,) = _sent(conn)
+    expected: list[tuple[SendMessage, Any]] = [(identify, _payloads.identify(conn.config))]
+    ready = {"session_id": "s\u00e9ss", "resume_gateway_url": "wss://r.example"}
+    conn.receive_message(1, CODEC.dumps({"op": 0, "s": 1, "t": "READY", "d": ready}), now=0.1)
+    conn.receive_message(1, CODEC.dumps({"op": 0, "s": 2**40, "t": "X", "d": {}}), now=0.2)
+    conn.receive_message(1, CODEC.dumps({"op": 1, "d": None}), now=0.3)  # heartbeat now
+    (heartbeat,) = _sent(conn)
+    expected.append((heartbeat, {"op": 1, "d": 2**40}))
+    for index, command in enumerate(COMMANDS):
+        conn.send(command, now=1.0 + index)
+        (message,) = _sent(conn)
+        expected.append((message, {"op": int(command.opcode), "d": command.payload_data()}))
+    conn.receive_message(1, CODEC.dumps({"op": 7, "d": None}), now=20.0)  # reconnect, resume
+    conn.handle_transport_closed(1, 4000, "", now=20.0)
+    conn.next_actions()
+    conn.handle_transport_open(2, now=20.0)
+    conn.next_actions()
+    conn.receive_message(2, CODEC.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}), now=20.0)
+    (resume,) = _sent(conn)
+    expected.append((resume, _payloads.resume("etf-token", "s\u00e9ss", 2**40)))
+
+    opcodes = [message.opcode for message, _ in expected]
+    assert opcodes == [
+        Opcode.IDENTIFY, Opcode.HEARTBEAT, *(Opcode.PRESENCE_UPDATE,) * 2,
+        *(Opcode.REQUEST_GUILD_MEMBERS,) * 2, *(Opcode.VOICE_STATE_UPDATE,) * 2,
+        Opcode.PRESENCE_UPDATE, Opcode.RESUME,
+    ]  # fmt: skip
+    tags: set[str] = set()
+    for message, payload in expected:
+        data = message.data
+        assert isinstance(data, bytes)
+        assert erlpack_js_refusal(data) is None, (message.opcode, erlpack_js_refusal(data))
+        assert same(from_erlpack(erlpack.unpack(data)), payload), message.opcode
+        assert same(CODEC.loads(data), payload)
+        tags |= tags_of(data)
+    # The forms these payloads exercise, so the checks above are not vacuous.
+    assert {"SMALL_ATOM_EXT", "SMALL_BIG_EXT", "NEW_FLOAT_EXT", "NIL_EXT", "LIST_EXT"} <= tags
+    assert "SMALL_ATOM_UTF8_EXT" not in tags
+
+
+def test_the_js_decoder_model_refuses_what_erlpack_js_refuses() -> None:
+    """The model above is not vacuous: UTF-8 atoms and wide bignums are refused by it."""
+    assert erlpack_js_refusal(b"\x83w\x04true") == (
+        "erlpack's JavaScript decoder does not read SMALL_ATOM_UTF8_EXT"
+    )
+    assert erlpack_js_refusal(b"\x83l\x00\x00\x00\x01v\x00\x03nilj") is not None
+    assert erlpack_js_refusal(b"\x83n\x09\x00" + bytes(9)) == "a 9-byte bignum at offset 1"
+    assert erlpack_js_refusal(b"\x83o\x00\x00\x00\x08\x00" + bytes(8)) is None
+    assert erlpack_js_refusal(b"\x83s\x04true") is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(payload=payloads)
+def test_erlpack_reads_every_payload_we_encode(erlpack: Any, payload: dict[str, Any]) -> None:
+    """spec §10.1: erlpack decodes whatever we encode, to the value we encoded."""
+    data = CODEC.dumps(payload)
+    assert erlpack_js_refusal(data) is None
+    assert same(from_erlpack(erlpack.unpack(data)), payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=payloads)
+def test_we_read_what_erlpack_encodes(erlpack: Any, payload: dict[str, Any]) -> None:
+    """spec §10.1: what erlpack writes (a Discord-compatible server's side) decodes right."""
+    try:
+        data = erlpack.pack(payload)
+    except OverflowError:  # erlpack writes negative integers down to -(2**63) only
+        return
+    assert same(CODEC.loads(data), payload)
 
 
 # --- our own round trips ------------------------------------------------------------------------
@@ -1041,3 +1335,154 @@ SEEDS = [
 def test_fuzz_harness(data: bytes) -> None:
     """spec §10.1: the fuzz harness's contract holds on 2,000 generated inputs."""
     fuzz_etf.run_one(data)
+
+
+# --- `gateway-proto listen --encoding etf`: every decoded value prints as one JSON line ----------
+
+
+def _strict_json(line: str) -> Any:
+    """``json.loads`` that refuses NaN/Infinity (what JSON readers other than Python refuse)."""
+
+    def refuse(constant: str) -> Any:
+        raise AssertionError(f"{constant} is not JSON")
+
+    assert "\n" not in line and line.isascii()
+    return json.loads(line, parse_constant=refuse)
+
+
+def _from_markers(value: Any) -> Any:
+    """Undo ``cli.printable``: the documented markers back to the values they stand for."""
+    if isinstance(value, list):
+        return [_from_markers(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        ((key, inner),) = value.items()
+        if key == "$int":
+            return int(inner, 16)
+        if key == "$float":
+            return float(inner)
+        if key == "$map":
+            return {_from_markers(k): _from_markers(v) for k, v in inner}
+    return {key: _from_markers(item) for key, item in value.items()}
+
+
+def test_listen_prints_a_dispatch_with_a_5000_digit_integer() -> None:
+    """Issue 10 item 11: `listen --encoding etf` died with a ValueError traceback (Python's
+    int-to-str limit in json.dumps) on a dispatch holding an integer of 4,300+ digits.
+
+    The dispatch arrives over a real ETF connection; every value the decoder produced —
+    the huge integer (a LARGE_BIG_EXT), integer and float map keys, a tuple, atoms — prints
+    as strict JSON and reads back losslessly through the documented markers.
+    """
+    huge = 7 * 10**5000 + 3
+    magnitude = huge.to_bytes((huge.bit_length() + 7) // 8, "little")
+    big_term = b"o" + struct.pack(">I", len(magnitude)) + b"\x01" + magnitude  # -huge
+    data_term = (
+        b"t\x00\x00\x00\x06"
+        + b"m\x00\x00\x00\x03big" + big_term
+        + b"a\x07" + b"m\x00\x00\x00\x09int key 7"  # integer key
+        + b"F" + struct.pack(">d", 2.5) + b"s\x04true"  # float key, atom value
+        + b"m\x00\x00\x00\x05tuple" + b"h\x03a\x01s\x03nilw\x03caf"  # a tuple, atoms
+        + b"m\x00\x00\x00\x04$int" + b"m\x00\x00\x00\x03abc"  # looks like a marker
+        + b"m\x00\x00\x00\x06nested" + b"l\x00\x00\x00\x01t\x00\x00\x00\x01a\x01a\x02j"
+    )  # fmt: skip
+    message = (
+        b"\x83t\x00\x00\x00\x04"
+        + b"m\x00\x00\x00\x02opa\x00"
+        + b"m\x00\x00\x00\x01sa\x02"
+        + b"m\x00\x00\x00\x01tm\x00\x00\x00\x04HUGE"
+        + b"m\x00\x00\x00\x01d" + data_term
+    )  # fmt: skip
+    conn = _etf_connection(presence=False)
+    conn.receive_message(1, CODEC.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}), now=0.0)
+    conn.grant_identify(now=0.0)
+    ready = {"session_id": "abc", "resume_gateway_url": "wss://r.example"}
+    conn.receive_message(1, CODEC.dumps({"op": 0, "s": 1, "t": "READY", "d": ready}), now=0.1)
+    conn.receive_message(1, message, now=0.2)
+    event = conn.next_events()[-1]
+    assert isinstance(event, DispatchReceived) and event.name == "HUGE"
+    with pytest.raises(ValueError, match="4300"):  # what the listen command used to do
+        json.dumps(event_record(event, 1.0), default=str)
+
+    line = json_line(event_record(event, 1.0))
+    printed = _strict_json(line)
+    assert printed["event"] == "DispatchReceived" and printed["seq"] == 2
+    # the map has non-string keys: it prints as its pairs
+    assert printed["data"]["$map"][0] == ["big", {"$int": hex(-huge)}]
+    assert printed["data"]["$map"][1] == [7, "int key 7"]
+    assert printed["data"]["$map"][2] == [2.5, True]
+    assert (
+        _from_markers(printed["data"])
+        == event.data
+        == {
+            "big": -huge,
+            7: "int key 7",
+            2.5: True,
+            "tuple": [1, None, "caf"],
+            "$int": "abc",
+            "nested": [{1: 2}],
+        }
+    )
+
+
+def test_listen_prints_non_finite_floats_and_other_objects() -> None:
+    """Item 11: NaN and infinities (the stdlib JSON decoder reads them), bytes, subclasses."""
+    data = json.loads('{"n": NaN, "i": [Infinity, -Infinity], "f": 1.5}')
+    record = event_record(DispatchReceived(name="X", sequence=1, data=data), 0.5)
+    assert _strict_json(json_line(record))["data"] == {
+        "n": {"$float": "nan"},
+        "i": [{"$float": "inf"}, {"$float": "-inf"}],
+        "f": 1.5,
+    }
+    odd = {"b": b"\x00\xff", "e": Color.RED, "s": Name.NAME, "o": OrderedDict(a=1), "x": {1, 2}}
+    printed = _strict_json(json_line(event_record(DispatchReceived("X", 1, odd), 0.0)))["data"]
+    assert printed == {
+        "b": {"$bytes": "AP8="},
+        "e": 1,
+        "s": "name",
+        "o": {"a": 1},
+        "x": {"$repr": "{1, 2}"},
+    }
+    assert printed["b"] == {"$bytes": "AP8="}
+    # 2,000 bits print as a number; one bit more as a marker (well under any int-to-str limit)
+    edge = _strict_json(json_line({"a": 2**2000 - 1, "b": -(2**2000)}))
+    assert edge == {"a": 2**2000 - 1, "b": {"$int": hex(-(2**2000))}}
+
+
+def test_listen_prints_a_line_for_data_nested_past_the_recursion_limit() -> None:
+    """Item 11: nesting deeper than the interpreter can walk still gives a line, no traceback."""
+    deep: Any = []
+    for _ in range(sys.getrecursionlimit() * 3):
+        deep = [deep]
+    line = json_line(event_record(DispatchReceived(name="DEEP", sequence=9, data=deep), 2.0))
+    assert _strict_json(line) == {
+        "time": 2.0,
+        "event": "DispatchReceived",
+        "name": "DEEP",
+        "$error": "this event cannot be printed as JSON (RecursionError)",
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.recursive(
+        st.one_of(
+            leaves,
+            wide_integers,
+            st.floats().map(lambda f: float("nan") if math.isnan(f) else f),  # NaN, inf
+            st.integers(min_value=2**13000, max_value=2**14000),  # past the 4,300-digit limit
+        ),
+        lambda children: st.one_of(
+            st.lists(children, max_size=4),
+            st.dictionaries(
+                st.one_of(keys, st.integers(), st.floats(allow_nan=False)), children, max_size=4
+            ),
+        ),
+        max_leaves=20,
+    )
+)
+def test_listen_prints_any_decoded_value(value: Any) -> None:
+    """Item 11: whatever a decoder can produce prints as strict JSON and reads back exactly."""
+    line = json_line(event_record(DispatchReceived(name="ANY", sequence=1, data=value), 0.0))
+    assert same(_from_markers(_strict_json(line)["data"]), value)

@@ -21,7 +21,7 @@ from .._errors import DecodeError, LocalProtocolError, MessageTooLarge
 from ._etf import EtfCodec
 from ._json import JsonCodec, fast_loads
 from ._payload_zlib import PayloadZlibDecompressor
-from ._zlib import ZLIB_SUFFIX, ZlibStreamDecompressor
+from ._zlib import IN_STEP, OUT_STEP, ZLIB_SUFFIX, ZlibStreamDecompressor, continue_inflating
 from ._zstd import ZstdStreamDecompressor, zstd_available
 
 
@@ -47,15 +47,19 @@ class Codec(Protocol):
         """Encode one outbound payload (text for JSON, bytes for ETF)."""
         ...
 
-    def loads(self, data: str | bytes) -> Any:
-        """Decode one inbound message; raise ``DecodeError`` on bad input."""
+    def loads(self, data: str | bytes | bytearray) -> Any:
+        """Decode one inbound message; raise ``DecodeError`` on bad input.
+
+        A ``bytearray`` is what the decompressors return for a large message (see
+        ``_zlib.inflate``): read it as it is, without copying it to ``bytes`` first.
+        """
         ...
 
 
 class Decompressor(Protocol):
     """Turns the compressed messages of one generation into whole plain messages."""
 
-    def feed(self, data: bytes) -> bytes | None:
+    def feed(self, data: bytes) -> bytes | bytearray | None:
         """Consume one websocket message; return a whole plain message or ``None`` (need more)."""
         ...
 
@@ -135,7 +139,7 @@ class InboundDecoder:
             else None
         )
         # Decompressors that turn each message into a whole plain one (never "need more").
-        whole: Callable[[bytes], bytes] | None = (
+        whole: Callable[[bytes], bytes | bytearray] | None = (
             zstd.feed
             if zstd is not None
             else PayloadZlibDecompressor(max_size).feed
@@ -183,8 +187,12 @@ class InboundDecoder:
             self.decode = inflate_json
             return
         assert stream is not None
-        decompress = stream.inflater.decompress
-        bound = max_size + 1
+        inflater = stream.inflater
+        decompress = inflater.decompress
+        # One call inflates at most `step` bytes (see _zlib.inflate): a message that fills it
+        # is finished in steps, so a bomb never costs twice the bound.
+        step = min(OUT_STEP, max_size + 1)
+        one_call = min(IN_STEP, max_size)
 
         def zlib_json(message: str | bytes | bytearray | memoryview) -> Any:
             # The default configuration's common case in one frame: a whole message, bytes,
@@ -192,16 +200,19 @@ class InboundDecoder:
             if (
                 type(message) is not bytes
                 or message[-4:] != ZLIB_SUFFIX
-                or len(message) > max_size
+                or len(message) > one_call
                 or stream.buffer
             ):
                 return compressed(message)
             try:
-                inflated = decompress(message, bound)
+                plain: bytes = decompress(message, step)
+                inflated = (
+                    plain
+                    if len(plain) < step
+                    else continue_inflating(inflater, plain, message, len(message), max_size)
+                )
             except zlib.error as exc:
                 raise DecodeError(f"corrupt zlib-stream data: {exc}") from exc
-            if len(inflated) > max_size:
-                raise MessageTooLarge(max_size)
             try:
                 return parse(inflated)
             except parse_error:

@@ -23,12 +23,20 @@ improper lists, input that ends early or has bytes after the term, and nesting d
 :data:`MAX_DEPTH`. No declared length is trusted before it is compared with the input left,
 so a hostile length never allocates.
 
-Encoding writes what Discord accepts: ``dict`` → MAP_EXT with binary keys only (never atoms:
-atom keys close the connection with 4002), ``str`` → BINARY_EXT, ``list``/``tuple`` →
-LIST_EXT (NIL_EXT when empty), ``bool`` → atom ``true``/``false``, ``None`` → atom ``nil``,
-``int`` → the smallest integer form, ``float`` → NEW_FLOAT_EXT. It never writes a compressed
-term. Anything else (non-string keys, non-finite floats, lone surrogates, other types,
-nesting deeper than :data:`MAX_DEPTH`) raises :class:`LocalProtocolError`.
+Encoding writes what Discord accepts and what erlpack's decoders read — erlpack is Discord's
+own ETF library, and Discord-compatible servers decode with it, so every form written here
+must be one erlpack reads: ``dict`` → MAP_EXT with binary keys only (never atoms: atom keys
+close the connection with 4002), ``str`` → BINARY_EXT, ``list``/``tuple`` → LIST_EXT
+(NIL_EXT when empty), ``bool`` → atom ``true``/``false`` and ``None`` → atom ``nil``, both
+as SMALL_ATOM_EXT (erlpack's JavaScript decoder reads ATOM_EXT and SMALL_ATOM_EXT only, and
+closes 4002 on SMALL_ATOM_UTF8_EXT; Erlang reads both), ``int`` → the smallest of
+SMALL_INTEGER_EXT, INTEGER_EXT and SMALL_BIG_EXT, ``float`` → NEW_FLOAT_EXT. It never writes
+a compressed term. Integers are bounded to 64 bits of magnitude (``-(2**64 - 1)`` to
+``2**64 - 1``, every snowflake): erlpack's decoders refuse wider SMALL_BIG_EXT/LARGE_BIG_EXT
+terms ("big ints larger than 8 bytes") and its encoders cannot write them. Anything else
+(non-string keys, integers past 64 bits, non-finite floats, lone surrogates, other types,
+nesting deeper than :data:`MAX_DEPTH`) raises :class:`LocalProtocolError`. The decoder still
+reads every integer width and all four atom forms, whoever wrote them.
 
 The optional ``erlpack`` package is not used: its Python decoder returns ``bytes`` and
 ``tuple`` where erlpack's JavaScript (what Discord documents) gives strings and arrays, does
@@ -47,7 +55,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Final
 
-from .._errors import DecodeError, LocalProtocolError
+from .._errors import DecodeError, LocalProtocolError, MessageTooLarge
+from ._zlib import inflate
 
 #: Containers nested deeper than this are refused (decode: DecodeError; encode:
 #: LocalProtocolError). Discord's payloads nest about ten levels; 128 keeps the compiled
@@ -348,23 +357,25 @@ def _make_term_decoder(keys: dict[bytes, str]) -> _TermDecoder:
     return term
 
 
-def _inflate(data: bytes, limit: int) -> bytes:
+def _inflate(data: bytes | bytearray, limit: int) -> bytes | bytearray:
     """Inflate the COMPRESSED message ``data`` (131, 80, size, zlib data) within ``limit``.
 
     The declared size is checked against ``limit`` before anything is inflated, and the
-    inflater may produce at most one byte more than declared, so a bomb costs at most
-    ``limit + 1`` bytes of memory.
+    inflater stops one step past the declared size, so a bomb costs about ``limit`` bytes.
     """
     size = _u32(data, 2)[0]
     if size > limit:
         raise _Invalid(f"a compressed term declares {size} bytes; the bound is {limit}", 1)
     inflater = zlib.decompressobj()
     try:
-        inflated = inflater.decompress(data[6:], size + 1)
+        # In bounded steps (as zlib-stream): the peak is about the declared size, not twice it.
+        inflated = inflate(inflater, data[6:], size)
     except zlib.error as exc:
         raise _Invalid(f"the compressed term is not valid zlib data ({exc})", 6) from None
-    if len(inflated) > size:
-        raise _Invalid(f"a compressed term inflates to more than its declared {size} bytes", 6)
+    except MessageTooLarge:
+        raise _Invalid(
+            f"a compressed term inflates to more than its declared {size} bytes", 6
+        ) from None
     if not inflater.eof:
         raise _Invalid("the compressed term's zlib stream is cut short", len(data))
     if len(inflated) < size:
@@ -381,10 +392,12 @@ def _inflate(data: bytes, limit: int) -> bytes:
 _binary_header = struct.Struct(">BI").pack
 _integer = struct.Struct(">Bi").pack
 _new_float = struct.Struct(">Bd").pack
-_large_big_header = struct.Struct(">BIB").pack
-_ATOM_TRUE: Final = bytes((SMALL_ATOM_UTF8_EXT, 4)) + b"true"
-_ATOM_FALSE: Final = bytes((SMALL_ATOM_UTF8_EXT, 5)) + b"false"
-_ATOM_NIL: Final = bytes((SMALL_ATOM_UTF8_EXT, 3)) + b"nil"
+# SMALL_ATOM_EXT, as erlpack writes them (its JavaScript decoder reads no other small atom).
+_ATOM_TRUE: Final = bytes((SMALL_ATOM_EXT, 4)) + b"true"
+_ATOM_FALSE: Final = bytes((SMALL_ATOM_EXT, 5)) + b"false"
+_ATOM_NIL: Final = bytes((SMALL_ATOM_EXT, 3)) + b"nil"
+#: The widest integer written (magnitude): erlpack decodes SMALL_BIG_EXT of up to 8 bytes.
+MAX_ENCODED_INT: Final = (1 << 64) - 1
 _NIL: Final = bytes((NIL_EXT,))
 
 
@@ -396,11 +409,14 @@ def _put_int(value: int, out: bytearray) -> None:
         out += _integer(INTEGER_EXT, value)
     else:
         magnitude = -value if value < 0 else value
+        if magnitude > MAX_ENCODED_INT:
+            # Checked before anything is converted: no cost for a 5,000-digit value.
+            raise LocalProtocolError(
+                f"ETF integers are limited to 64 bits (erlpack decodes no wider); got one of "
+                f"{magnitude.bit_length()} bits"
+            )
         size = (magnitude.bit_length() + 7) >> 3
-        if size <= 255:
-            out += bytes((SMALL_BIG_EXT, size, value < 0))
-        else:
-            out += _large_big_header(LARGE_BIG_EXT, size, value < 0)
+        out += bytes((SMALL_BIG_EXT, size, value < 0))
         out += magnitude.to_bytes(size, "little")
 
 
@@ -504,7 +520,8 @@ class EtfCodec:
         if type(data) is not bytes:
             if isinstance(data, str):
                 raise DecodeError("invalid ETF: ETF arrives in binary messages, not text")
-            data = bytes(data)
+            if type(data) is not bytearray:
+                data = bytes(data)
         size = len(data)
         try:
             if size < 2:
@@ -512,11 +529,14 @@ class EtfCodec:
             if data[0] != VERSION:
                 raise _Invalid(f"the version byte is {data[0]}, not {VERSION}", 0)
             if data[1] == COMPRESSED:
-                data = _inflate(data, self._max_inflated_size)
-                size = len(data)
-                value, end = self._term(data + _PADDING, 0, 0)
+                inflated = _inflate(data, self._max_inflated_size)
+                size = len(inflated)
+                value, end = self._term(b"".join((inflated, _PADDING)), 0, 0)
             else:
-                value, end = self._term(data + _PADDING, 1, 0)
+                # One padded copy; a bytearray (a large inflated message) is joined, not
+                # copied to bytes first.
+                padded = data + _PADDING if type(data) is bytes else b"".join((data, _PADDING))
+                value, end = self._term(padded, 1, 0)
         except _Invalid as exc:
             if exc.offset >= size:
                 raise DecodeError("invalid ETF: the message ends inside a term") from None

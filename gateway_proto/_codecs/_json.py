@@ -48,7 +48,7 @@ class JsonCodec:
             return _ascii_encoder.encode(payload)
         return text
 
-    def loads(self, data: str | bytes) -> Any:
+    def loads(self, data: str | bytes | bytearray) -> Any:
         """Decode one JSON document; raise :class:`DecodeError` if it is not valid JSON."""
         if _orjson is not None:
             try:
@@ -56,12 +56,12 @@ class JsonCodec:
             except _orjson.JSONDecodeError:
                 pass
         try:
-            return json.loads(data.decode() if isinstance(data, bytes) else data)
+            return json.loads(data if isinstance(data, str) else data.decode())
         except (ValueError, RecursionError) as exc:
             raise DecodeError(f"invalid JSON: {exc}") from exc
 
 
-def fast_loads() -> tuple[Callable[[bytes], Any], type[Exception]] | None:
+def fast_loads() -> tuple[Callable[[bytes | bytearray], Any], type[Exception]] | None:
     """The ``loads`` of orjson and its error, for hot paths that fall back to ``JsonCodec.loads``.
 
     ``None`` without orjson. A document orjson refuses must go through
