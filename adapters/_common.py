@@ -8,6 +8,28 @@
   library (websockets, aiohttp, trio-websocket) that the async drivers can run over.
 * :class:`LoopWatch` notices when a timer fires late — the application blocked the loop —
   and warns before heartbeats are missed.
+* :class:`FlowLimits` bounds what a shard holds in memory: undelivered events (read
+  back-pressure, :data:`MAX_BACKLOG`) and bytes waiting to be written (the write marks).
+
+Flow control, the same in every driver:
+
+* **Events.** When a read leaves :data:`MAX_BACKLOG` or more events that the application
+  has not taken yet, the driver stops reading its sockets after that read (TCP
+  back-pressure: the gateway's writes back up in the kernel) and tells the core
+  (``set_reading_paused(True)``), which keeps sending heartbeats and does not call the
+  connection a zombie for the ACKs it cannot read meanwhile. Once the application has
+  taken enough events that ``MAX_BACKLOG // 2`` or fewer are left, reading resumes. If the
+  gateway drops the connection meanwhile, the core resumes the session and the gateway
+  replays what we did not read: nothing is lost, and the backlog stays within
+  ``MAX_BACKLOG`` plus the events of one read.
+* **Writes.** Past :data:`WRITE_HIGH_WATER` bytes waiting to be written on a transport the
+  driver tells the websocket layer (``set_writing_paused(True)``), which then stops answering
+  each ping and answers only the latest one once writes drain below :data:`WRITE_LOW_WATER`.
+  Past :data:`WRITE_HARD_LIMIT` the peer has stopped reading: the driver aborts the TCP
+  connection and reports :class:`~gateway_proto.WriteBufferOverflow`; the core reconnects.
+* **Closing.** A graceful TCP close (flush, then FIN) that has not finished after the
+  configuration's ``close_timeout`` is aborted (RST), so a peer that never reads cannot
+  keep a socket and its buffer alive.
 """
 
 from __future__ import annotations
@@ -29,9 +51,14 @@ from gateway_proto.ws import WsAction
 __all__ = [
     "DEFAULT_API_BASE",
     "IDENTIFY_MARGIN",
+    "MAX_BACKLOG",
+    "WRITE_HARD_LIMIT",
+    "WRITE_HIGH_WATER",
+    "WRITE_LOW_WATER",
     "Connector",
     "DiscoveryError",
     "DriverAction",
+    "FlowLimits",
     "GatewayInfo",
     "IdentifyGate",
     "LoopWatch",
@@ -39,6 +66,7 @@ __all__ = [
     "TransportClosedError",
     "default_scheduler",
     "default_ssl_context",
+    "describe_open_error",
     "discover",
     "logger",
 ]
@@ -52,6 +80,70 @@ DriverAction = WsAction | Action
 #: Seconds added to each identify window by the drivers' default schedulers: the gateway
 #: times IDENTIFYs on arrival, and network delays differ between two of them (spec §8).
 IDENTIFY_MARGIN: Final = 0.5
+
+
+#: Undelivered events a shard holds before it stops reading its sockets; reading resumes
+#: at half of it. About 10,000 small dispatches: a few tens of MB at most.
+MAX_BACKLOG: Final = 10_000
+#: Bytes waiting to be written on one transport past which the websocket layer is told to
+#: stop answering each ping (``set_writing_paused(True)``).
+WRITE_HIGH_WATER: Final = 256 * 1024
+#: ... and below which it is told writes drain again (``set_writing_paused(False)``).
+WRITE_LOW_WATER: Final = 64 * 1024
+#: Bytes waiting to be written past which the transport is aborted with
+#: :class:`~gateway_proto.WriteBufferOverflow`: the peer has stopped reading.
+WRITE_HARD_LIMIT: Final = 4 * 1024 * 1024
+
+
+def _at_least_one(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be a positive int, not {value!r}")
+
+
+@final
+@attrs.frozen(kw_only=True)
+class FlowLimits:
+    """A shard's memory bounds (see the module doc); every driver's ``Shard`` takes them.
+
+    Raises:
+        ValueError: a bound is not a positive int, ``max_backlog`` is below 2, or the write
+            marks are not ``write_low_water < write_high_water < write_hard_limit``.
+
+    """
+
+    max_backlog: int = attrs.field(default=MAX_BACKLOG, validator=_at_least_one)
+    write_high_water: int = attrs.field(default=WRITE_HIGH_WATER, validator=_at_least_one)
+    write_low_water: int = attrs.field(default=WRITE_LOW_WATER, validator=_at_least_one)
+    write_hard_limit: int = attrs.field(default=WRITE_HARD_LIMIT, validator=_at_least_one)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_backlog < 2:
+            raise ValueError("max_backlog must be at least 2 (reading resumes at half of it)")
+        if not self.write_low_water < self.write_high_water < self.write_hard_limit:
+            raise ValueError(
+                "the write marks must satisfy write_low_water < write_high_water < "
+                f"write_hard_limit (got {self.write_low_water}, {self.write_high_water}, "
+                f"{self.write_hard_limit})"
+            )
+
+    @property
+    def resume_backlog(self) -> int:
+        """The backlog at or below which reading resumes (``max_backlog // 2``)."""
+        return self.max_backlog // 2
+
+
+def describe_open_error(host: str, port: int, exc: BaseException) -> str:
+    """Why opening ``host:port`` failed, for the core's ``Disconnected`` reason.
+
+    Any exception counts (a resolver's ``UnicodeError`` for a host IDNA refuses, a TLS
+    error, a bug in another library's connector): a failed open is reported, never raised.
+    The host is the peer's data (a resume URL, spec §4.2), so it is cut short.
+    """
+    shown = host if len(host) <= 80 else host[:77] + "..."
+    detail = str(exc) or type(exc).__name__
+    if len(detail) > 200:
+        detail = detail[:197] + "..."
+    return f"cannot connect to {shown}:{port}: {detail}"
 
 
 def default_scheduler() -> IdentifyScheduler:

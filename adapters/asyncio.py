@@ -11,6 +11,18 @@ Everything runs on the loop's thread, so the core needs no lock: socket reads ar
 ``asyncio.Protocol.data_received`` and are fed at once (no task wake-up per read), the one
 timer is a ``loop.call_at`` handle, and commands from the application are fed when called.
 After each input the driver performs the actions and queues the events (DESIGN §5).
+An input that arrives while actions are being performed (a transport calling
+``pause_writing`` from inside ``write``, a grant given at once) waits until the batch is
+done, so the core never sees an input in the middle of its own actions.
+
+Flow control (the bounds are :class:`~gateway_proto.adapters._common.FlowLimits`): past
+``max_backlog`` events not yet taken by ``async for`` the driver calls
+``transport.pause_reading()`` (a custom transport: stops calling ``recv``) and tells the
+core; it resumes at half of it. Each TCP transport gets the write marks through
+``set_write_buffer_limits``, and ``pause_writing`` / ``resume_writing`` are handed to the
+websocket layer; past ``write_hard_limit`` buffered bytes the transport is aborted with
+:class:`~gateway_proto.WriteBufferOverflow`. A graceful close still unfinished after the
+configuration's ``close_timeout`` is aborted.
 
 Two transports: the built-in TCP/TLS one (:class:`gateway_proto.ws.WebSocketConnection`
 over ``loop.create_connection``), or any websocket client that sends and receives whole
@@ -22,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -41,6 +54,7 @@ from gateway_proto import (
     SessionSnapshot,
     SetTimer,
     Terminated,
+    WriteBufferOverflow,
 )
 from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection
 
@@ -49,6 +63,7 @@ from ._common import (
     IDENTIFY_MARGIN,
     Connector,
     DriverAction,
+    FlowLimits,
     GatewayInfo,
     IdentifyGate,
     LoopWatch,
@@ -56,6 +71,7 @@ from ._common import (
     TransportClosedError,
     default_scheduler,
     default_ssl_context,
+    describe_open_error,
     discover,
     logger,
 )
@@ -63,6 +79,7 @@ from ._common import (
 __all__ = [
     "IDENTIFY_MARGIN",
     "Connector",
+    "FlowLimits",
     "MessageTransport",
     "Shard",
     "ShardGroup",
@@ -106,6 +123,12 @@ class _TcpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._shard._tcp_lost(self._tid, exc)
 
+    def pause_writing(self) -> None:
+        self._shard._tcp_writing(self._tid, paused=True)
+
+    def resume_writing(self) -> None:
+        self._shard._tcp_writing(self._tid, paused=False)
+
 
 @final
 class Shard:
@@ -118,6 +141,9 @@ class Shard:
         identify: an :class:`IdentifyGate` shared with other shards (see :class:`ShardGroup`);
             by default the shard has its own with one identify per 5 s.
         stall_warning: seconds a timer may fire late before a blocked-loop warning.
+        snapshot: resume this session on the first connection (a cold resume).
+        limits: the backlog and write bounds (see the module doc); the defaults of
+            :class:`FlowLimits` when omitted.
 
     """
 
@@ -130,8 +156,10 @@ class Shard:
         identify: IdentifyGate | None = None,
         stall_warning: float = 1.0,
         snapshot: SessionSnapshot | None = None,
+        limits: FlowLimits | None = None,
     ) -> None:
         self._config = config
+        self._limits = limits if limits is not None else FlowLimits()
         gateway = GatewayConnection(config, snapshot=snapshot)
         self._gateway = gateway
         self._ws = WebSocketConnection(gateway) if connector is None else None
@@ -149,6 +177,20 @@ class Shard:
         self._wakeup: asyncio.Event | None = None
         self._done: asyncio.Event | None = None
         self.watch = LoopWatch(stall_warning)
+        # Inputs that arrived while actions were being performed (see the module doc).
+        self._stepping = False
+        self._deferred: list[Callable[[float], None]] = []
+        # Flow control: whether reading is held for the backlog, which TCP transports are
+        # held, the open gates of custom transports, write-paused transports, and the
+        # abort timers of graceful closes.
+        self._reading_paused = False
+        self._held: set[int] = set()
+        # Transports that have received something: only those are held (a connection
+        # opened while the backlog is full reads its upgrade and HELLO first).
+        self._fed: set[int] = set()
+        self._gates: dict[int, asyncio.Event] = {}
+        self._write_paused: set[int] = set()
+        self._closing: dict[int, asyncio.TimerHandle] = {}
 
     # -- the public API -----------------------------------------------------------------
 
@@ -161,6 +203,24 @@ class Shard:
     def backlog(self) -> int:
         """Events received but not yet taken by the application."""
         return len(self._events)
+
+    @property
+    def limits(self) -> FlowLimits:
+        """The backlog and write bounds of this shard."""
+        return self._limits
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether reading is held because the backlog reached ``limits.max_backlog``."""
+        return self._reading_paused
+
+    @property
+    def write_buffered(self) -> int:
+        """Bytes waiting to be written on this shard's TCP transports (monitoring)."""
+        return sum(
+            tcp.get_write_buffer_size()  # type: ignore[attr-defined]
+            for tcp in self._tcp.values()
+        )
 
     async def __aenter__(self) -> Shard:
         self.start()
@@ -218,6 +278,8 @@ class Shard:
         while True:
             while self._events:
                 event = self._events.popleft()
+                if self._reading_paused and len(self._events) <= self._limits.resume_backlog:
+                    self._resume_reading()
                 yield event
                 if isinstance(event, Terminated):
                     return
@@ -237,22 +299,108 @@ class Shard:
             raise RuntimeError("start the shard first (async with Shard(...) as shard)")
 
     def _input(self, feed: Callable[[float], None]) -> None:
-        """Feed one input at the loop's time, then perform and deliver what it produced."""
+        """Feed one input at the loop's time, then perform and deliver what it produced.
+
+        While actions are being performed the input waits for the end of the batch.
+        """
         assert self._loop is not None
+        if self._stepping:
+            self._deferred.append(feed)
+            return
         feed(self._loop.time())
         self._step()
 
     def _step(self) -> None:
-        engine = self._engine()
-        for action in engine.next_actions():
-            self._perform(action)
-        events = engine.next_events()
-        if events:
-            self._events.extend(events)
-            assert self._wakeup is not None
-            self._wakeup.set()
-            if isinstance(events[-1], Terminated):
-                self._finish()
+        if self._stepping:
+            return
+        assert self._loop is not None
+        self._stepping = True
+        try:
+            engine = self._engine()
+            while True:
+                for action in engine.next_actions():
+                    self._perform(action)
+                events = engine.next_events()
+                if events:
+                    self._events.extend(events)
+                    assert self._wakeup is not None
+                    self._wakeup.set()
+                    if len(self._events) >= self._limits.max_backlog:
+                        self._pause_reading()
+                    if isinstance(events[-1], Terminated):
+                        self._finish()
+                if not self._deferred:
+                    break
+                deferred, self._deferred = self._deferred, []
+                for feed in deferred:
+                    feed(self._loop.time())
+        finally:
+            self._stepping = False
+
+    # -- flow control ---------------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        """The backlog reached its bound: hold every transport after the read in hand.
+
+        Called after each batch that queued events. Only transports that have received
+        something are held: a reconnect opened meanwhile reads its upgrade and HELLO, and
+        is held after the next batch of events; the core is told once.
+        """
+        for tid, tcp in self._tcp.items():
+            if tid in self._fed and tid not in self._held and not tcp.is_closing():
+                tcp.pause_reading()  # type: ignore[attr-defined]
+                self._held.add(tid)
+        for tid, gate in self._gates.items():
+            if tid in self._fed:
+                gate.clear()
+        if not self._reading_paused:
+            self._reading_paused = True
+            logger.debug(
+                "shard %s: %d events not taken by the application; reading paused",
+                self._config.shard,
+                len(self._events),
+            )
+            engine = self._engine()
+            self._input(lambda now: engine.set_reading_paused(True, now=now))
+
+    def _resume_reading(self) -> None:
+        """The application took enough events: read again and tell the core."""
+        self._reading_paused = False
+        for tid in self._held:
+            tcp = self._tcp.get(tid)
+            if tcp is not None and not tcp.is_closing():
+                tcp.resume_reading()  # type: ignore[attr-defined]
+        self._held.clear()
+        for gate in self._gates.values():
+            gate.set()
+        logger.debug("shard %s: reading resumed", self._config.shard)
+        if not self._done_set():
+            engine = self._engine()
+            self._input(lambda now: engine.set_reading_paused(False, now=now))
+
+    def _tcp_writing(self, tid: int, *, paused: bool) -> None:
+        """The transport's buffer passed the high mark (or drained below the low one)."""
+        if tid not in self._tcp:
+            return
+        if paused:
+            self._write_paused.add(tid)
+        else:
+            self._write_paused.discard(tid)
+        ws = self._ws
+        assert ws is not None
+        self._input(lambda now: ws.set_writing_paused(tid, paused, now=now))
+
+    def _overflow(self, tid: int, tcp: asyncio.BaseTransport, buffered: int) -> None:
+        """Past the hard bound: the peer stopped reading; abort and report it."""
+        del self._tcp[tid]
+        self._write_paused.discard(tid)
+        self._held.discard(tid)
+        tcp.abort()  # type: ignore[attr-defined]
+        error = WriteBufferOverflow(buffered, self._limits.write_hard_limit)
+        logger.debug("shard %s: %s", self._config.shard, error)
+        ws = self._ws
+        assert ws is not None
+        self._input(lambda now: ws.handle_tcp_failed(tid, str(error), now=now, error=error))
 
     def _perform(
         self,
@@ -263,6 +411,10 @@ class Shard:
                 tcp = self._tcp.get(tid)
                 if tcp is not None:
                     tcp.write(data)  # type: ignore[attr-defined]
+                    if tid in self._write_paused:  # only then is the size worth asking
+                        buffered: int = tcp.get_write_buffer_size()  # type: ignore[attr-defined]
+                        if buffered > self._limits.write_hard_limit:
+                            self._overflow(tid, tcp, buffered)
             case SetTimer(deadline=deadline):
                 self._set_timer(deadline)
             case OpenTcp():
@@ -276,6 +428,8 @@ class Shard:
                 self._post(tid, data)
             case OpenTransport(url=url, transport_id=tid):
                 self._outbox[tid] = asyncio.Queue()
+                gate = self._gates[tid] = asyncio.Event()
+                gate.set()
                 self._spawn(tid, self._run_custom(tid, url))
             case CloseTransport(code=code, reason=reason, transport_id=tid):
                 self._post(tid, (code, reason))
@@ -352,14 +506,21 @@ class Shard:
                 ssl=context,
                 server_hostname=action.host if context is not None else None,
             )
-        except (OSError, ssl.SSLError) as exc:
-            reason = f"cannot connect to {action.host}:{action.port}: {exc}"
+        except Exception as exc:
+            # Any exception is a failed open, reported at once (a host IDNA refuses raises
+            # UnicodeError from the resolver): never a task error, never a wait for the
+            # connect timeout.
+            reason = describe_open_error(action.host, action.port, exc)
             logger.debug("shard %s: %s", self._config.shard, reason)
             ws = self._ws
             self._input(lambda now: ws.handle_tcp_failed(tid, reason, now=now))
 
     def _tcp_made(self, tid: int, transport: asyncio.BaseTransport) -> None:
         assert self._ws is not None
+        limits = self._limits
+        transport.set_write_buffer_limits(  # type: ignore[attr-defined]
+            high=limits.write_high_water, low=limits.write_low_water
+        )
         self._tcp[tid] = transport
         ws = self._ws
         self._input(lambda now: ws.handle_tcp_open(tid, now=now))
@@ -367,10 +528,17 @@ class Shard:
     def _tcp_data(self, tid: int, data: bytes | None) -> None:
         ws = self._ws
         assert ws is not None and self._loop is not None
+        self._fed.add(tid)
         ws.receive_data(tid, data, now=self._loop.time())
         self._step()
 
     def _tcp_lost(self, tid: int, exc: Exception | None) -> None:
+        closing = self._closing.pop(tid, None)
+        if closing is not None:
+            closing.cancel()
+        self._held.discard(tid)
+        self._fed.discard(tid)
+        self._write_paused.discard(tid)
         if self._tcp.pop(tid, None) is None:
             return
         ws = self._ws
@@ -388,10 +556,27 @@ class Shard:
             task.cancel()  # still connecting: the core gave up on it
         if tcp is None:
             return
+        self._held.discard(tid)
+        self._write_paused.discard(tid)
         if abort:
             tcp.abort()  # type: ignore[attr-defined]
-        else:
-            tcp.close()
+            return
+        tcp.close()
+        # A peer that never reads would keep a graceful close (flush, then FIN) and its
+        # buffer alive for ever: abort it at the close deadline.
+        assert self._loop is not None
+        self._closing[tid] = self._loop.call_later(
+            self._config.close_timeout, self._close_expired, tid, tcp
+        )
+
+    def _close_expired(self, tid: int, tcp: asyncio.BaseTransport) -> None:
+        if self._closing.pop(tid, None) is not None:
+            logger.debug(
+                "shard %s: a graceful close did not finish in %.1f s; aborted",
+                self._config.shard,
+                self._config.close_timeout,
+            )
+            tcp.abort()  # type: ignore[attr-defined]
 
     # -- a websocket from another library -------------------------------------------------
 
@@ -408,14 +593,19 @@ class Shard:
             transport = await self._connector(url)
         except Exception as exc:
             self._outbox.pop(tid, None)
+            self._gates.pop(tid, None)
             reason = f"cannot connect: {exc}"
             self._input(lambda now: gateway.handle_transport_closed(tid, None, reason, now=now))
             return
         writer = asyncio.ensure_future(_write_loop(transport, box))
+        gate = self._gates.get(tid)
         try:
             self._input(lambda now: gateway.handle_transport_open(tid, now=now))
             while True:
+                if gate is not None and not gate.is_set():
+                    await gate.wait()  # the backlog is full: leave the rest unread
                 message = await transport.recv()
+                self._fed.add(tid)
                 assert self._loop is not None
                 gateway.receive_message(tid, message, now=self._loop.time())
                 self._step()
@@ -424,6 +614,8 @@ class Shard:
         except asyncio.CancelledError:
             # The core aborted this transport: close it without ending the session (4000;
             # 1006 may never be sent, RFC 6455 §7.4.1), and do not wait on it for long.
+            self._gates.pop(tid, None)
+            self._fed.discard(tid)
             writer.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(transport.close(4000, "abort"), _ABORT_GRACE)
@@ -432,6 +624,8 @@ class Shard:
             code, reason = None, f"connection lost: {exc}"
         writer.cancel()
         self._outbox.pop(tid, None)
+        self._gates.pop(tid, None)
+        self._fed.discard(tid)
         self._input(lambda now: gateway.handle_transport_closed(tid, code, reason, now=now))
 
 
@@ -468,6 +662,9 @@ class ShardGroup:
     """Many shards in one process, sharing one identify scheduler (spec §8, §11).
 
     ``async for shard_id, event in group`` interleaves every shard's events in arrival order.
+    Events wait for the application in the group's queue (at most ``limits.max_backlog``),
+    then in each shard's backlog, so the back-pressure of each shard (see the module doc)
+    holds for the group too.
     A ``scheduler`` passed in needs ``margin=IDENTIFY_MARGIN`` (exported here; why: its
     definition in ``_common``); the default scheduler has it.
     """
@@ -479,6 +676,7 @@ class ShardGroup:
         scheduler: IdentifyScheduler | None = None,
         ssl_context: ssl.SSLContext | None = None,
         connector: Connector | None = None,
+        limits: FlowLimits | None = None,
     ) -> None:
         if not configs:
             raise ValueError("a shard group needs at least one configuration")
@@ -486,15 +684,23 @@ class ShardGroup:
         self._scheduler = scheduler if scheduler is not None else default_scheduler()
         self._ssl = ssl_context
         self._connector = connector
+        self._limits = limits
         self.shards: list[Shard] = []
-        self._queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        buffer = (limits if limits is not None else FlowLimits()).max_backlog
+        self._queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue(maxsize=buffer)
         self._pumps: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> ShardGroup:
         loop = asyncio.get_running_loop()
         gate = _loop_gate(loop, self._scheduler)
         for config in self._configs:
-            shard = Shard(config, ssl_context=self._ssl, connector=self._connector, identify=gate)
+            shard = Shard(
+                config,
+                ssl_context=self._ssl,
+                connector=self._connector,
+                identify=gate,
+                limits=self._limits,
+            )
             self.shards.append(shard)
             shard.start()
             self._pumps.append(loop.create_task(self._pump(shard)))
@@ -522,17 +728,51 @@ class ShardGroup:
             yield await self._queue.get()
 
 
+@final
+class _NoFrameTraces(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger for the websockets library that is never enabled for DEBUG.
+
+    websockets decides once per connection whether to trace frames
+    (``logger.isEnabledFor(DEBUG)``) and then logs the start of every frame, the token's
+    IDENTIFY included. Saying "not enabled" stops those traces at the source, whatever
+    level the application gives its loggers; ``debug`` drops a record that comes anyway.
+    """
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        return
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if level > logging.DEBUG:
+            super().log(level, msg, *args, **kwargs)
+
+
 def websockets_connector(**options: Any) -> Connector:
     """A :data:`Connector` over the ``websockets`` library (``pip install websockets``).
 
     ``options`` go to ``websockets.asyncio.client.connect`` (for example ``ssl=``); the
     defaults turn off its own compression, keepalive pings and message size limit, which
     the gateway protocol replaces.
+
+    The library's logger (``logger=`` in ``options``, ``websockets.client`` by default) is
+    wrapped so that it never logs at DEBUG: websockets traces every frame there, and the
+    IDENTIFY frame carries the bot token. Its INFO and higher records pass unchanged.
     """
     from websockets.asyncio.client import connect  # noqa: PLC0415 - optional dependency
     from websockets.exceptions import ConnectionClosed  # noqa: PLC0415
 
-    settings = {"compression": None, "ping_interval": None, "max_size": None, **options}
+    wrapped = options.pop("logger", None)
+    if wrapped is None:
+        wrapped = logging.getLogger("websockets.client")
+    settings = {
+        "compression": None,
+        "ping_interval": None,
+        "max_size": None,
+        **options,
+        "logger": _NoFrameTraces(wrapped),
+    }
 
     class _Adapter:
         def __init__(self, ws: Any) -> None:

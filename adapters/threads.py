@@ -23,6 +23,24 @@ Events reach the application in one of two ways, chosen when the shard is built:
   heartbeat is sent, and :class:`~gateway_proto.adapters._common.LoopWatch` warns when a
   timer fires late because of it. It may call :meth:`Shard.send` and :meth:`Shard.close`.
 
+Flow control (the bounds are :class:`~gateway_proto.adapters._common.FlowLimits`):
+
+* **Undelivered events.** With :meth:`Shard.events`, an event is undelivered while it waits
+  in the shard's queue, not yet taken by the iterating thread; with :class:`ShardGroup`'s
+  ``events()``, while it waits in the group's queue (counted per shard). When a read leaves
+  ``max_backlog`` or more, the shard's thread stops reading its sockets (it drops their
+  read interest) and tells the core; the iterating thread posts a resume once it has taken
+  the backlog down to half. With ``on_event`` an event is delivered when the callback
+  returns, and the callback runs on the shard's thread, so nothing piles up: a slow
+  callback slows reading itself (and, as said above, heartbeats), and the bound never
+  comes into play.
+* **Writes.** A socket's unsent bytes are its own buffer: past ``write_high_water`` the
+  websocket layer is told to stop answering each ping, below ``write_low_water`` that
+  writes drain again, and past ``write_hard_limit`` the socket is reset and
+  :class:`~gateway_proto.WriteBufferOverflow` reported.
+* **Closing.** A graceful close (flush, then close) still unfinished after the
+  configuration's ``close_timeout`` is reset.
+
 Unlike the asyncio driver there is no connector for other websocket libraries: a blocking
 client needs a reader thread per connection, which would break the one-owner-thread rule.
 Drive :class:`~gateway_proto.GatewayConnection` by hand to use one.
@@ -38,6 +56,7 @@ import queue
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 import weakref
@@ -51,12 +70,14 @@ from gateway_proto import (
     Event,
     GatewayConfig,
     GatewayConnection,
+    GatewayError,
     IdentifyScheduler,
     LocalProtocolError,
     RequestIdentify,
     SessionSnapshot,
     SetTimer,
     Terminated,
+    WriteBufferOverflow,
 )
 from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection, WsAction
 
@@ -64,11 +85,13 @@ from ._common import (
     DEFAULT_API_BASE,
     IDENTIFY_MARGIN,
     DiscoveryError,
+    FlowLimits,
     GatewayInfo,
     IdentifyGate,
     LoopWatch,
     default_scheduler,
     default_ssl_context,
+    describe_open_error,
     discover,
     logger,
 )
@@ -78,6 +101,7 @@ __all__ = [
     "IDENTIFY_MARGIN",
     "DiscoveryError",
     "EventCallback",
+    "FlowLimits",
     "GatewayInfo",
     "Shard",
     "ShardGroup",
@@ -98,6 +122,8 @@ _WRITE_CHUNK: Final = 64 * 1024
 #: A shard waiting for an identify slot polls the gate at least this often, whatever its
 #: deadline says (a safety net: see :class:`_GateClock`).
 _GATE_RECHECK: Final = 1.0
+#: SO_LINGER on, zero seconds: closing then sends RST and drops unsent bytes.
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 _CONNECTING_ERRNOS: Final = frozenset({0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN})
 _READ: Final = selectors.EVENT_READ
 _WRITE: Final = selectors.EVENT_WRITE
@@ -118,8 +144,11 @@ class _Conn:
 
     __slots__ = (
         "addrs",
+        "close_by",
         "error",
         "fd",
+        "fed",
+        "held",
         "host",
         "mask",
         "more",
@@ -131,6 +160,7 @@ class _Conn:
         "tid",
         "tls",
         "want",
+        "write_paused",
     )
 
     def __init__(self, action: OpenTcp) -> None:
@@ -140,7 +170,7 @@ class _Conn:
         self.tls = action.tls
         self.phase = _Phase.RESOLVING
         self.addrs: list[tuple[int, int, int, object]] = []
-        self.error: OSError | None = None
+        self.error: Exception | None = None
         self.sock: socket.socket | None = None
         self.fd = -1
         #: The selector interest registered now (0: not registered).
@@ -153,6 +183,14 @@ class _Conn:
         #: (``pending()``) the selector cannot see, so read again without waiting.
         self.more = False
         self.out = bytearray()
+        #: Reading is held because the backlog is full (no read interest meanwhile).
+        self.held = False
+        #: ``out`` passed the high-water mark (the websocket layer was told).
+        self.write_paused = False
+        #: When a graceful close (FLUSHING) gives up and resets.
+        self.close_by = 0.0
+        #: Something was read: only then may the backlog hold the socket.
+        self.fed = False
 
 
 @final
@@ -218,6 +256,8 @@ class Shard:
         on_event: called with each event on the shard's thread, instead of
             :meth:`events`. It must not block for long (see the module doc); an exception
             it raises is logged and the shard carries on.
+        limits: the backlog and write bounds (see the module doc); the defaults of
+            :class:`FlowLimits` when omitted.
 
     """
 
@@ -230,8 +270,10 @@ class Shard:
         snapshot: SessionSnapshot | None = None,
         stall_warning: float = 1.0,
         on_event: EventCallback | None = None,
+        limits: FlowLimits | None = None,
     ) -> None:
         self._config = config
+        self._limits = limits if limits is not None else FlowLimits()
         self._shard = config.shard
         self._gateway = GatewayConnection(config, snapshot=snapshot)
         self._ws = WebSocketConnection(self._gateway)
@@ -269,6 +311,11 @@ class Shard:
         self._terminated = False
         self._linger_until = 0.0
         self._context: ssl.SSLContext | None = None
+        # Flow control. The count of undelivered events (a ShardGroup replaces it with its
+        # own count); written by the shard's thread, read by the consuming one.
+        self._undelivered: Callable[[], int] = self._queued
+        self._reading_paused = False
+        self._resume_posted = False
 
     # -- the public API -----------------------------------------------------------------
 
@@ -288,8 +335,27 @@ class Shard:
 
     @property
     def backlog(self) -> int:
-        """Events received but not yet taken from :meth:`events` (approximate)."""
-        return self._events.qsize()
+        """Events received but not yet taken by the application (approximate).
+
+        From :meth:`events`, or from the group's ``events()`` when the shard belongs to a
+        :class:`ShardGroup`; always 0 with an ``on_event`` callback.
+        """
+        return self._undelivered()
+
+    @property
+    def limits(self) -> FlowLimits:
+        """The backlog and write bounds of this shard."""
+        return self._limits
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether reading is held because the backlog reached ``limits.max_backlog``."""
+        return self._reading_paused
+
+    @property
+    def write_buffered(self) -> int:
+        """Bytes waiting to be written on this shard's sockets (monitoring, approximate)."""
+        return sum(len(conn.out) for conn in list(self._conns.values()))
 
     def __enter__(self) -> Shard:
         self.start()
@@ -473,7 +539,26 @@ class Shard:
                 raise RuntimeError(f"shard {self._shard}: the driver thread failed") from item.error
             if isinstance(item, Terminated):
                 self._iter_finished = True
+            self._taken()
             yield item
+
+    def _queued(self) -> int:
+        """Undelivered events with :meth:`events`: those waiting in the queue."""
+        return self._events.qsize() if self._on_event is None else 0
+
+    def _taken(self) -> None:
+        """The consumer (any thread) took an event: ask for a resume when low enough.
+
+        The shard's thread re-checks after it pauses, so a take that races the pause is
+        never lost (see :meth:`_pause_reading`).
+        """
+        if (
+            self._reading_paused
+            and not self._resume_posted
+            and self._undelivered() <= self._limits.resume_backlog
+        ):
+            self._resume_posted = True
+            self._post(self._resume_if_low)
 
     # -- the shard's thread -------------------------------------------------------------
 
@@ -527,12 +612,17 @@ class Shard:
         if self._terminated:
             linger = self._linger_until
             deadline = linger if deadline is None else min(deadline, linger)
+        for conn in self._conns.values():
+            if conn.phase is _Phase.FLUSHING:
+                close_by = conn.close_by
+                deadline = close_by if deadline is None else min(deadline, close_by)
         if deadline is None:
             return None
         return max(0.0, deadline - time.monotonic())
 
     def _check_timers(self) -> None:
         now = time.monotonic()
+        self._expire_closes(now)
         deadline = self._deadline
         if deadline is not None and deadline <= now:
             self._deadline = None  # the core's next SetTimer re-arms it
@@ -620,6 +710,7 @@ class Shard:
         if self._delivering:
             return
         self._delivering = True
+        delivered = bool(self._pending)
         try:
             pending = self._pending
             callback = self._on_event
@@ -634,6 +725,68 @@ class Shard:
                     logger.exception("shard %s: the on_event callback raised", self._shard)
         finally:
             self._delivering = False
+        if delivered and self._undelivered() >= self._limits.max_backlog:
+            self._pause_reading()
+
+    # -- flow control ---------------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        """The backlog reached its bound: drop every socket's read interest.
+
+        Called after each batch that delivered events. Only sockets that have read
+        something are held: a reconnect opened meanwhile reads its upgrade and HELLO, and
+        is held after the next batch of events; the core is told once.
+        """
+        for conn in self._conns.values():
+            if conn.fed and not conn.held:
+                conn.held = True
+                conn.more = False
+                self._update_interest(conn)
+        if self._reading_paused:
+            return
+        self._reading_paused = True
+        logger.debug(
+            "shard %s: %d events not taken by the application; reading paused",
+            self._shard,
+            self._undelivered(),
+        )
+        ws = self._ws
+        self._input(lambda now: ws.set_reading_paused(True, now=now))
+        # The consumer may have emptied the queue before it could see the pause.
+        self._resume_if_low(time.monotonic())
+
+    def _resume_if_low(self, now: float) -> None:
+        self._resume_posted = False
+        if not self._reading_paused or self._undelivered() > self._limits.resume_backlog:
+            return
+        self._reading_paused = False
+        for conn in self._conns.values():
+            if conn.held:
+                conn.held = False
+                # TLS may hold decrypted bytes the selector cannot see: try a read.
+                conn.more = conn.phase is _Phase.OPEN
+                self._update_interest(conn)
+        logger.debug("shard %s: reading resumed", self._shard)
+        if not self._terminated:
+            ws = self._ws
+            self._input(lambda at: ws.set_reading_paused(False, now=at))
+
+    def _check_writes(self, conn: _Conn) -> None:
+        """After a flush: compare the unsent bytes with the write marks."""
+        if conn.phase is not _Phase.OPEN:
+            return
+        size, limits = len(conn.out), self._limits
+        if size > limits.write_hard_limit:
+            error = WriteBufferOverflow(size, limits.write_hard_limit)
+            self._fail(conn, str(error), error=error)
+            return
+        ws, tid = self._ws, conn.tid
+        if not conn.write_paused and size > limits.write_high_water:
+            conn.write_paused = True
+            self._input(lambda now: ws.set_writing_paused(tid, True, now=now))
+        elif conn.write_paused and size <= limits.write_low_water:
+            conn.write_paused = False
+            self._input(lambda now: ws.set_writing_paused(tid, False, now=now))
 
     def _on_terminated(self) -> None:
         self._terminated = True
@@ -698,7 +851,7 @@ class Shard:
             infos = socket.getaddrinfo(
                 action.host, action.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
             )
-        except (OSError, UnicodeError):
+        except Exception:  # not an address (OSError), or one IDNA refuses (UnicodeError)
             self._resolve_in_thread(conn)
             return
         conn.addrs = [(f, t, p, addr) for f, t, p, _, addr in infos]
@@ -710,7 +863,7 @@ class Shard:
         def resolve() -> None:
             try:
                 infos = socket.getaddrinfo(conn.host, conn.port, type=socket.SOCK_STREAM)
-            except (OSError, UnicodeError) as exc:
+            except Exception as exc:  # every failure to resolve is a failed open
                 result: list[tuple[int, int, int, object]] | Exception = exc
             else:
                 result = [(f, t, p, addr) for f, t, p, _, addr in infos]
@@ -724,7 +877,7 @@ class Shard:
         if self._conns.get(conn.tid) is not conn or conn.phase is not _Phase.RESOLVING:
             return  # the core gave up on this connection meanwhile (connect timeout)
         if isinstance(result, Exception):
-            self._fail(conn, f"cannot resolve {conn.host}: {result}")
+            self._fail(conn, describe_open_error(conn.host, conn.port, result))
         else:
             conn.addrs = result
             self._next_address(conn)
@@ -735,7 +888,7 @@ class Shard:
             family, kind, proto, addr = conn.addrs.pop(0)
             try:
                 sock = socket.socket(family, kind, proto)
-            except OSError as exc:
+            except Exception as exc:
                 conn.error = exc
                 continue
             sock.setblocking(False)
@@ -745,13 +898,15 @@ class Shard:
                 code = sock.connect_ex(addr)  # type: ignore[arg-type]
             except OSError as exc:
                 code = exc.errno or errno.EINVAL
+            except Exception:  # an address the socket refuses outright
+                code = errno.EINVAL
             if code in _CONNECTING_ERRNOS:
                 conn.sock, conn.fd, conn.phase = sock, sock.fileno(), _Phase.CONNECTING
                 self._update_interest(conn)
                 return
             sock.close()
             conn.error = OSError(code, errno.errorcode.get(code, str(code)))
-        self._fail(conn, f"cannot connect to {conn.host}:{conn.port}: {conn.error}")
+        self._fail(conn, describe_open_error(conn.host, conn.port, conn.error or OSError()))
 
     def _connected(self, conn: _Conn) -> None:
         sock = conn.sock
@@ -773,7 +928,7 @@ class Shard:
             conn.sock = self._context.wrap_socket(
                 sock, server_hostname=conn.host, do_handshake_on_connect=False
             )
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # OSError, or a host name the TLS layer refuses
             self._fail(conn, f"TLS setup for {conn.host}:{conn.port} failed: {exc}")
             return
         conn.phase = _Phase.HANDSHAKING
@@ -788,7 +943,7 @@ class Shard:
             conn.want = _READ
         except ssl.SSLWantWriteError:
             conn.want = _WRITE
-        except (OSError, ValueError) as exc:
+        except Exception as exc:
             self._fail(conn, f"TLS handshake with {conn.host}:{conn.port} failed: {exc}")
             return
         else:
@@ -842,10 +997,11 @@ class Shard:
             if not data:
                 self._input(lambda now: ws.receive_data(tid, None, now=now))
                 return
+            conn.fed = True
             ws.receive_data(tid, data, now=time.monotonic())
             self._drain()
-            if conn.phase is not _Phase.OPEN:
-                return  # closed by what was just read
+            if conn.phase is not _Phase.OPEN or conn.held:
+                return  # closed by what was just read, or the backlog is full
             if not conn.tls and len(data) < _READ_SIZE:
                 return  # the kernel's buffer is empty; the selector sees new bytes
             budget -= len(data)
@@ -877,6 +1033,7 @@ class Shard:
             self._drop(conn)
             return
         self._update_interest(conn)
+        self._check_writes(conn)
 
     def _close_conn(self, tid: int, *, abort: bool) -> None:
         conn = self._conns.get(tid)
@@ -885,20 +1042,35 @@ class Shard:
         if abort or not conn.out or conn.phase is not _Phase.OPEN:
             self._drop(conn)
             return
-        # The close frame may still be queued: send it, then close.
+        # The close frame may still be queued: send it, then close. A peer that never
+        # reads would keep it (and its buffer) alive for ever: it is reset at close_by.
         conn.phase = _Phase.FLUSHING
+        conn.close_by = time.monotonic() + self._config.close_timeout
         self._dirty[conn] = None
 
-    def _fail(self, conn: _Conn, reason: str) -> None:
+    def _expire_closes(self, now: float) -> None:
+        for conn in [c for c in self._conns.values() if c.phase is _Phase.FLUSHING]:
+            if conn.close_by <= now:
+                logger.debug(
+                    "shard %s: a graceful close did not finish in %.1f s; reset",
+                    self._shard,
+                    self._config.close_timeout,
+                )
+                self._drop(conn, reset=True)
+
+    def _fail(self, conn: _Conn, reason: str, *, error: GatewayError | None = None) -> None:
         """The connection could not be made or broke: drop it and tell the core."""
         logger.debug("shard %s: %s", self._shard, reason)
-        self._drop(conn)
+        self._drop(conn, reset=error is not None)
         ws, tid = self._ws, conn.tid
-        self._input(lambda now: ws.handle_tcp_failed(tid, reason, now=now))
+        self._input(lambda now: ws.handle_tcp_failed(tid, reason, now=now, error=error))
 
-    def _drop(self, conn: _Conn) -> None:
+    def _drop(self, conn: _Conn, *, reset: bool = False) -> None:
         self._unregister(conn)
         if conn.sock is not None:
+            if reset:  # RST: the kernel drops the unsent bytes too
+                with contextlib.suppress(OSError):
+                    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             conn.sock.close()
             conn.sock = None
         conn.fd = -1
@@ -923,12 +1095,16 @@ class Shard:
         elif phase is _Phase.HANDSHAKING:
             mask = conn.want
         else:
-            mask = _READ | (_WRITE if conn.out or conn.read_wants_write else 0)
+            mask = (0 if conn.held else _READ) | (
+                _WRITE if conn.out or conn.read_wants_write else 0
+            )
         if mask == conn.mask:
             return
         selector = self._selector
         assert selector is not None
-        if conn.mask:
+        if not mask:
+            selector.unregister(conn.fd)
+        elif conn.mask:
             selector.modify(conn.fd, mask, conn)
         else:
             selector.register(conn.fd, mask, conn)
@@ -959,6 +1135,7 @@ class ShardGroup:
         ssl_context: ssl.SSLContext | None = None,
         stall_warning: float = 1.0,
         on_event: Callable[[int, Event], None] | None = None,
+        limits: FlowLimits | None = None,
     ) -> None:
         if not configs:
             raise ValueError("a shard group needs at least one configuration")
@@ -968,6 +1145,11 @@ class ShardGroup:
         self._started = False
         self._iter_finished = False
         self.shards: list[Shard] = []
+        # Undelivered events per shard while they wait in the group's queue (the
+        # back-pressure bound of each shard; see the module doc).
+        self._counts: dict[int, int] = {}
+        self._count_lock = threading.Lock()
+        self._by_id: dict[int, Shard] = {}
         for config in configs:
             shard_id = config.shard[0]
             shard = Shard(
@@ -976,8 +1158,13 @@ class ShardGroup:
                 identify=self.gate,
                 stall_warning=stall_warning,
                 on_event=functools.partial(self._collect, shard_id),
+                limits=limits,
             )
             shard._on_crash = functools.partial(self._crashed, shard_id)
+            if on_event is None:
+                self._counts[shard_id] = 0
+                shard._undelivered = functools.partial(self._undelivered, shard_id)
+            self._by_id[shard_id] = shard
             self.shards.append(shard)
 
     def __enter__(self) -> ShardGroup:
@@ -1044,13 +1231,22 @@ class ShardGroup:
                 raise RuntimeError(f"shard {shard_id}: the driver thread failed") from item.error
             if isinstance(item, Terminated):
                 running.discard(shard_id)
+            with self._count_lock:
+                self._counts[shard_id] -= 1
+            self._by_id[shard_id]._taken()
             yield shard_id, item
         self._iter_finished = True
+
+    def _undelivered(self, shard_id: int) -> int:
+        with self._count_lock:
+            return self._counts[shard_id]
 
     def _collect(self, shard_id: int, event: Event) -> None:
         if self._on_event is not None:
             self._on_event(shard_id, event)
         else:
+            with self._count_lock:
+                self._counts[shard_id] += 1
             self._queue.put((shard_id, event))
 
     def _crashed(self, shard_id: int, error: BaseException) -> None:

@@ -40,6 +40,17 @@ what has queued up into one ``send_all``. ``CloseTcp`` queues a marker after the
 bytes: the writer flushes, then closes; an abort sets ``SO_LINGER`` to zero (a TCP RST) and
 cancels the connection's tasks at once.
 
+Flow control (the bounds are :class:`~gateway_proto.adapters._common.FlowLimits`): each
+TCP link counts the bytes handed to its writer and not yet accepted by ``send_all``; past
+``write_high_water`` the websocket layer is told to stop answering each ping, below
+``write_low_water`` (the writer posts it) that writes drain again, and past
+``write_hard_limit`` the link is aborted with :class:`~gateway_proto.WriteBufferOverflow`.
+After a batch that leaves ``max_backlog`` or more events not yet taken by ``async for``, every
+link's reader stops before its next read (a custom transport's before its next ``recv``) and
+the core is told; when the application has taken the backlog down to half, ``__anext__``
+posts a resume to the main task. A graceful close gets the configuration's
+``close_timeout`` (the link's cancel scope deadline); then the link is reset.
+
 Two transports: the built-in TCP/TLS one, or any websocket client that sends and receives
 whole messages, through a :data:`Connector` returning a :class:`MessageTransport` (the same
 shape as :mod:`gateway_proto.adapters.asyncio`'s). With trio-websocket, for example::
@@ -101,6 +112,7 @@ from gateway_proto import (
     SessionSnapshot,
     SetTimer,
     Terminated,
+    WriteBufferOverflow,
 )
 from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection
 
@@ -109,6 +121,7 @@ from ._common import (
     IDENTIFY_MARGIN,
     Connector,
     DriverAction,
+    FlowLimits,
     GatewayInfo,
     IdentifyGate,
     LoopWatch,
@@ -116,6 +129,7 @@ from ._common import (
     TransportClosedError,
     default_scheduler,
     default_ssl_context,
+    describe_open_error,
     discover,
     logger,
 )
@@ -123,6 +137,7 @@ from ._common import (
 __all__ = [
     "IDENTIFY_MARGIN",
     "Connector",
+    "FlowLimits",
     "MessageTransport",
     "Shard",
     "ShardGroup",
@@ -133,8 +148,6 @@ __all__ = [
 
 #: Bytes asked for per read; READY and GUILD_CREATE reach megabytes.
 _READ_SIZE: Final = 256 * 1024
-#: Seconds a graceful TCP/TLS close (and a shard's last writes) may take before a hard close.
-_CLOSE_GRACE: Final = 2.0
 #: SO_LINGER on, zero seconds: closing then sends RST instead of FIN.
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 #: The close code for a custom transport dropped without a handshake (keeps the session).
@@ -207,6 +220,20 @@ class _Grant:
 
 
 @final
+@attrs.frozen(slots=True)
+class _Drained:
+    """A link's writer brought its pending bytes below the low-water mark."""
+
+    transport_id: int
+
+
+@final
+@attrs.frozen(slots=True)
+class _Resume:
+    """The application took the backlog down to half its bound: read again."""
+
+
+@final
 class _Call:
     """An application call (send, close) run by the main task; the caller awaits ``done``."""
 
@@ -227,7 +254,16 @@ class _Call:
 
 
 _Input = (
-    _TcpOpened | _TcpData | _TcpFailed | _MessageOpened | _Message | _MessageClosed | _Grant | _Call
+    _TcpOpened
+    | _TcpData
+    | _TcpFailed
+    | _MessageOpened
+    | _Message
+    | _MessageClosed
+    | _Grant
+    | _Call
+    | _Drained
+    | _Resume
 )
 #: What a connection's writer is given: bytes (TCP) or a message (custom transport); a
 #: ``(code, reason)`` pair starts a custom transport's close; ``None`` ends the writer.
@@ -238,13 +274,42 @@ _Out = bytes | str | tuple[int, str] | None
 class _Link:
     """One connection's tasks, as the main task sees them."""
 
-    __slots__ = ("outbox", "scope", "tcp")
+    __slots__ = (
+        "closing",
+        "drain_posted",
+        "fed",
+        "held",
+        "outbox",
+        "pending",
+        "release",
+        "scope",
+        "tcp",
+        "write_paused",
+    )
 
     def __init__(self, outbox: trio.MemorySendChannel[_Out]) -> None:
         self.outbox = outbox
         self.scope = trio.CancelScope()
         #: The raw socket stream, once connected (for SO_LINGER on abort).
         self.tcp: trio.SocketStream | None = None
+        #: Bytes handed to the writer and not yet accepted by ``send_all``.
+        self.pending = 0
+        #: Past the high-water mark (the websocket layer was told).
+        self.write_paused = False
+        #: The writer posted ``_Drained`` and the main task has not seen it yet.
+        self.drain_posted = False
+        #: Reading is held for the backlog; ``release`` is set when it may go on.
+        self.held = False
+        self.release = trio.Event()
+        #: A graceful close was started (it is reset at its deadline).
+        self.closing = False
+        #: Something was received: only then may the backlog hold the link.
+        self.fed = False
+
+    async def wait_released(self) -> None:
+        """Before a read: wait while the backlog holds this link."""
+        while self.held:
+            await self.release.wait()
 
 
 @final
@@ -291,6 +356,8 @@ class Shard:
             with one identify per 5 s.
         stall_warning: seconds a timer may fire late before a blocked-loop warning.
         snapshot: resume this session on the first connection (a cold resume).
+        limits: the backlog and write bounds (see the module doc); the defaults of
+            :class:`FlowLimits` when omitted.
 
     Use it with ``async with`` (which runs :meth:`run` in a nursery of its own), or start
     :meth:`run` in your nursery: ``await nursery.start(shard.run)``.
@@ -305,8 +372,10 @@ class Shard:
         identify: IdentifyGate | None = None,
         stall_warning: float = 1.0,
         snapshot: SessionSnapshot | None = None,
+        limits: FlowLimits | None = None,
     ) -> None:
         self._config = config
+        self._limits = limits if limits is not None else FlowLimits()
         gateway = GatewayConnection(config, snapshot=snapshot)
         self._gateway = gateway
         self._ws = WebSocketConnection(gateway) if connector is None else None
@@ -328,6 +397,11 @@ class Shard:
         self._exhausted = False
         self._manager: contextlib.AbstractAsyncContextManager[trio.Nursery] | None = None
         self.watch = LoopWatch(stall_warning)
+        #: Inputs the driver itself produced while performing actions (flow control),
+        #: fed once the batch is done.
+        self._later: list[Callable[[float], None]] = []
+        self._reading_paused = False
+        self._resume_posted = False
 
     # -- the public API -----------------------------------------------------------------
 
@@ -340,6 +414,21 @@ class Shard:
     def backlog(self) -> int:
         """Events received but not yet taken by the application."""
         return len(self._events)
+
+    @property
+    def limits(self) -> FlowLimits:
+        """The backlog and write bounds of this shard."""
+        return self._limits
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether reading is held because the backlog reached ``limits.max_backlog``."""
+        return self._reading_paused
+
+    @property
+    def write_buffered(self) -> int:
+        """Bytes handed to the links' writers and not yet written (monitoring)."""
+        return sum(link.pending for link in self._links.values())
 
     async def __aenter__(self) -> Shard:
         if self._started:
@@ -398,7 +487,8 @@ class Shard:
                 self._finish(receive)
                 gate_scope.cancel()
                 # Let graceful closes (close frame echoes, TLS close_notify) finish, briefly.
-                nursery.cancel_scope.deadline = trio.current_time() + _CLOSE_GRACE
+                grace = self._config.close_timeout
+                nursery.cancel_scope.deadline = trio.current_time() + grace
 
     async def send(self, command: Command) -> None:
         """Queue a command; it goes out once the session is live, within the rate limit.
@@ -443,6 +533,14 @@ class Shard:
             self._wakeup = trio.Event()
             await self._wakeup.wait()
         event = self._events.popleft()
+        if (
+            self._reading_paused
+            and not self._resume_posted
+            and len(self._events) <= self._limits.resume_backlog
+            and self._inbox is not None
+        ):
+            self._resume_posted = True
+            self._post(_Resume())
         if isinstance(event, Terminated):
             self._exhausted = True
         return event
@@ -507,6 +605,7 @@ class Shard:
         match item:
             case _TcpData(transport_id=tid, data=data):
                 assert self._ws is not None
+                self._mark_fed(tid)
                 self._ws.receive_data(tid, data, now=now)
             case _TcpOpened(transport_id=tid):
                 assert self._ws is not None
@@ -519,26 +618,113 @@ class Shard:
             case _Grant():
                 self._engine.grant_identify(now=now)
             case _Message(transport_id=tid, data=data):
+                self._mark_fed(tid)
                 self._gateway.receive_message(tid, data, now=now)
             case _MessageOpened(transport_id=tid):
                 self._gateway.handle_transport_open(tid, now=now)
             case _MessageClosed(transport_id=tid, code=code, reason=reason):
                 self._links.pop(tid, None)
                 self._gateway.handle_transport_closed(tid, code, reason, now=now)
+            case _Drained(transport_id=tid):
+                self._drained(tid, now)
+            case _Resume():
+                self._resume_posted = False
+                if self._reading_paused and len(self._events) <= self._limits.resume_backlog:
+                    self._resume_reading(now)
             case _:
                 assert_never(item)
 
     def _step(self) -> None:
         """Perform the core's actions, then queue its events for the application."""
         engine = self._engine
-        for action in engine.next_actions():
-            self._perform(action)
-        events = engine.next_events()
-        if events:
-            self._events.extend(events)
-            self._wakeup.set()
-            if isinstance(events[-1], Terminated):
-                self._terminated = True
+        while True:
+            for action in engine.next_actions():
+                self._perform(action)
+            events = engine.next_events()
+            if events:
+                self._events.extend(events)
+                self._wakeup.set()
+                if len(self._events) >= self._limits.max_backlog:
+                    self._pause_reading()
+                if isinstance(events[-1], Terminated):
+                    self._terminated = True
+            if not self._later:
+                return
+            later, self._later = self._later, []
+            now = trio.current_time()
+            for feed in later:
+                feed(now)
+
+    # -- flow control ---------------------------------------------------------------------
+
+    def _mark_fed(self, tid: int) -> None:
+        link = self._links.get(tid)
+        if link is not None:
+            link.fed = True
+
+    def _pause_reading(self) -> None:
+        """The backlog reached its bound: hold every link before its next read.
+
+        Called after each batch that queued events. Only links that have received
+        something are held: a reconnect opened meanwhile reads its upgrade and HELLO, and
+        is held after the next batch of events; the core is told once.
+        """
+        for link in self._links.values():
+            if link.fed and not link.held:
+                link.held = True
+                link.release = trio.Event()
+        if not self._reading_paused:
+            self._reading_paused = True
+            logger.debug(
+                "shard %s: %d events not taken by the application; reading paused",
+                self._config.shard,
+                len(self._events),
+            )
+            engine = self._engine
+            self._later.append(lambda now: engine.set_reading_paused(True, now=now))
+
+    def _resume_reading(self, now: float) -> None:
+        self._reading_paused = False
+        for link in self._links.values():
+            link.held = False
+            link.release.set()
+        logger.debug("shard %s: reading resumed", self._config.shard)
+        self._engine.set_reading_paused(False, now=now)
+
+    def _count_write(self, tid: int, size: int) -> None:
+        """``size`` more bytes for ``tid``'s writer: check the marks."""
+        link = self._links.get(tid)
+        if link is None:
+            return
+        link.pending += size
+        limits = self._limits
+        if link.pending <= limits.write_high_water or link.write_paused:
+            if link.pending > limits.write_hard_limit:
+                self._overflow(tid, link)
+            return
+        link.write_paused = True
+        ws = self._ws
+        assert ws is not None
+        self._later.append(lambda now: ws.set_writing_paused(tid, True, now=now))
+
+    def _drained(self, tid: int, now: float) -> None:
+        link = self._links.get(tid)
+        if link is None:
+            return
+        link.drain_posted = False
+        if link.write_paused and link.pending <= self._limits.write_low_water:
+            link.write_paused = False
+            assert self._ws is not None
+            self._ws.set_writing_paused(tid, False, now=now)
+
+    def _overflow(self, tid: int, link: _Link) -> None:
+        """Past the hard bound: the peer stopped reading; reset the link and report it."""
+        error = WriteBufferOverflow(link.pending, self._limits.write_hard_limit)
+        logger.debug("shard %s: %s", self._config.shard, error)
+        self._end_link(tid, abort=True)
+        ws = self._ws
+        assert ws is not None
+        self._later.append(lambda now: ws.handle_tcp_failed(tid, str(error), now=now, error=error))
 
     def _perform(
         self,
@@ -547,6 +733,7 @@ class Shard:
         match action:
             case SendBytes(data=data, transport_id=tid):
                 self._write(tid, data)
+                self._count_write(tid, len(data))
             case SetTimer(deadline=deadline):
                 self._deadline = deadline
             case OpenTcp(transport_id=tid):
@@ -624,7 +811,13 @@ class Shard:
         link = self._links.pop(tid, None)
         if link is None:
             return
+        link.held = False
+        link.release.set()
         if not abort:
+            # A peer that never reads would keep a graceful close (flush, then close) and
+            # its buffer alive for ever: the link is reset at the close deadline.
+            link.closing = True
+            link.scope.deadline = trio.current_time() + self._config.close_timeout
             self._write_last(link)
             return
         if link.tcp is not None:
@@ -657,28 +850,38 @@ class Shard:
                         )
                         stream = tls
                         await tls.do_handshake()
-                except (OSError, trio.BrokenResourceError) as exc:
-                    reason = f"cannot connect to {action.host}:{action.port}: {_why(exc)}"
+                except Exception as exc:
+                    # Any exception is a failed open, reported at once (a host IDNA refuses
+                    # raises UnicodeError from the resolver): never a crash of the shard.
+                    cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+                    reason = describe_open_error(action.host, action.port, cause)
                     logger.debug("shard %s: %s", self._config.shard, reason)
                     self._post(_TcpFailed(tid, reason))
                     return
                 self._post(_TcpOpened(tid))
                 async with trio.open_nursery() as io:
-                    io.start_soon(self._read_tcp, tid, stream)
-                    await self._write_tcp(tid, stream, pending)
+                    io.start_soon(self._read_tcp, tid, stream, link)
+                    await self._write_tcp(tid, stream, pending, link)
                     io.cancel_scope.cancel()
                 with (
-                    trio.move_on_after(_CLOSE_GRACE),
+                    trio.move_on_after(self._config.close_timeout),
                     contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
                 ):
                     await stream.aclose()
         finally:
+            if link.scope.cancelled_caught and link.closing and link.tcp is not None:
+                # The graceful close ran out of time: reset, so the kernel drops the
+                # unsent bytes too.
+                with contextlib.suppress(OSError):
+                    link.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             if stream is not None:
                 await trio.aclose_forcefully(stream)
 
-    async def _read_tcp(self, tid: int, stream: trio.abc.Stream) -> None:
+    async def _read_tcp(self, tid: int, stream: trio.abc.Stream, link: _Link) -> None:
         try:
             while True:
+                if link.held:
+                    await link.wait_released()  # the backlog is full: leave the rest unread
                 data = await stream.receive_some(_READ_SIZE)
                 if not data:
                     self._post(_TcpData(tid, None))
@@ -686,11 +889,15 @@ class Shard:
                 self._post(_TcpData(tid, data if type(data) is bytes else bytes(data)))
         except trio.ClosedResourceError:
             return
-        except (OSError, trio.BrokenResourceError) as exc:
+        except Exception as exc:  # OSError, BrokenResourceError, a TLS library's error
             self._post(_TcpFailed(tid, f"connection lost: {_why(exc)}"))
 
     async def _write_tcp(
-        self, tid: int, stream: trio.abc.Stream, pending: trio.MemoryReceiveChannel[_Out]
+        self,
+        tid: int,
+        stream: trio.abc.Stream,
+        pending: trio.MemoryReceiveChannel[_Out],
+        link: _Link,
     ) -> None:
         """Write queued bytes in order, several at once when they piled up; stop at ``None``."""
         while True:
@@ -704,11 +911,20 @@ class Shard:
                 except trio.WouldBlock:
                     break
             if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 try:
-                    await stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    await stream.send_all(data)
+                except Exception as exc:  # OSError, Broken/ClosedResourceError, TLS errors
                     self._post(_TcpFailed(tid, f"connection lost: {_why(exc)}"))
                     return
+                link.pending -= len(data)
+                if (
+                    link.write_paused
+                    and not link.drain_posted
+                    and link.pending <= self._limits.write_low_water
+                ):
+                    link.drain_posted = True
+                    self._post(_Drained(tid))
             if item is None:
                 return
 
@@ -732,6 +948,8 @@ class Shard:
                     io.start_soon(self._write_custom, transport, pending, ended, io.cancel_scope)
                     try:
                         while True:
+                            if link.held:
+                                await link.wait_released()  # the backlog is full
                             message = await transport.recv()
                             self._post(_Message(tid, message))
                     except TransportClosedError as closed:
@@ -746,7 +964,7 @@ class Shard:
             if transport is not None and not any(seen for _, _, seen in ended):
                 # Aborted, broken, or the shard stopped: drop it without waiting for long.
                 with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + _CLOSE_GRACE
+                    scope.deadline = trio.current_time() + self._config.close_timeout
                     with contextlib.suppress(Exception):
                         await transport.close(_ABORT_CODE, "aborted")
 
@@ -783,7 +1001,10 @@ class ShardGroup:
     """Many shards in one trio run, sharing one identify scheduler (spec §8, §11).
 
     ``async for shard_id, event in group`` interleaves every shard's events in arrival
-    order and ends once every shard has terminated.
+    order and ends once every shard has terminated. Events wait for the application in the
+    group's buffer (at most ``limits.max_backlog``), then in each shard's backlog, so the
+    back-pressure of each shard (see the module doc) holds for the group too; leaving the
+    ``async with`` block drops what was not taken.
     A ``scheduler`` passed in needs ``margin=IDENTIFY_MARGIN`` (exported here; why: its
     definition in ``_common``); the default scheduler has it.
     """
@@ -795,6 +1016,7 @@ class ShardGroup:
         scheduler: IdentifyScheduler | None = None,
         ssl_context: ssl.SSLContext | None = None,
         connector: Connector | None = None,
+        limits: FlowLimits | None = None,
     ) -> None:
         if not configs:
             raise ValueError("a shard group needs at least one configuration")
@@ -802,8 +1024,11 @@ class ShardGroup:
         self._scheduler = scheduler if scheduler is not None else default_scheduler()
         self._ssl = ssl_context
         self._connector = connector
+        self._limits = limits
         self.shards: list[Shard] = []
-        self._send, self._receive = trio.open_memory_channel[tuple[int, Event]](math.inf)
+        buffer = (limits if limits is not None else FlowLimits()).max_backlog
+        self._send, self._receive = trio.open_memory_channel[tuple[int, Event]](buffer)
+        self._pump_scopes: list[trio.CancelScope] = []
         self._manager: contextlib.AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
         self._timer_scope = trio.CancelScope()
@@ -819,11 +1044,17 @@ class ShardGroup:
             nursery.start_soon(_run_in_scope, self._timer_scope, timer.run, gate)
             for config in self._configs:
                 shard = Shard(
-                    config, ssl_context=self._ssl, connector=self._connector, identify=gate
+                    config,
+                    ssl_context=self._ssl,
+                    connector=self._connector,
+                    identify=gate,
+                    limits=self._limits,
                 )
                 self.shards.append(shard)
                 await nursery.start(shard.run)
-                nursery.start_soon(self._pump, shard, self._send.clone())
+                scope = trio.CancelScope()
+                self._pump_scopes.append(scope)
+                nursery.start_soon(self._pump, shard, self._send.clone(), scope)
             self._send.close()
         except BaseException as exc:
             self._timer_scope.cancel()
@@ -846,6 +1077,8 @@ class ShardGroup:
             await self.close()
         finally:
             self._timer_scope.cancel()
+            for scope in self._pump_scopes:
+                scope.cancel()  # a pump may wait for room the application will not make
             await manager.__aexit__(None, None, None)
 
     async def close(self, *, resumable: bool = False) -> list[SessionSnapshot | None]:
@@ -861,11 +1094,15 @@ class ShardGroup:
         return snapshots
 
     @staticmethod
-    async def _pump(shard: Shard, send: trio.MemorySendChannel[tuple[int, Event]]) -> None:
-        async with send:
-            shard_id = shard.gateway.config.shard[0]
-            async for event in shard:
-                send.send_nowait((shard_id, event))
+    async def _pump(
+        shard: Shard, send: trio.MemorySendChannel[tuple[int, Event]], scope: trio.CancelScope
+    ) -> None:
+        """Move one shard's events to the group's buffer; waits while it is full."""
+        with scope:
+            async with send:
+                shard_id = shard.gateway.config.shard[0]
+                async for event in shard:
+                    await send.send((shard_id, event))
 
     def __aiter__(self) -> AsyncIterator[tuple[int, Event]]:
         return self._receive.__aiter__()
