@@ -22,20 +22,27 @@ from hypothesis import given, settings
 
 from gateway_proto import (
     ConnectionState,
+    DisallowedIntents,
     Disconnected,
     DispatchReceived,
+    Encoding,
     GatewayConfig,
     GatewayConnection,
     HeartbeatAcknowledged,
     IdentifyScheduler,
+    Intents,
+    InvalidIntents,
     Opcode,
     RateLimited,
     RequestGuildMembers,
     SendMessage,
     SessionInvalidated,
+    SessionResumed,
     SessionStarted,
+    Terminated,
     TransportCompression,
 )
+from gateway_proto._codecs import NEED_MORE, InboundDecoder, make_codec
 from gateway_proto.testing import (
     CloseConnection,
     DelayAcks,
@@ -52,7 +59,20 @@ from gateway_proto.testing import (
     Violation,
     WithholdAcks,
 )
+from gateway_proto.testing import _fake_gateway as fake_gateway_module
 from gateway_proto.testing import strategies as gs
+
+zstandard: Any
+try:
+    import zstandard
+except ImportError:  # pragma: no cover - zstandard is a dev dependency
+    zstandard = None
+#: The zstd-stream cases need an encoder (the fake's) and, where they look inside frames,
+#: the zstandard package.
+needs_zstd = pytest.mark.skipif(
+    not fake_gateway_module.zstd_available(), reason="zstd-stream needs a zstd encoder installed"
+)
+needs_zstandard = pytest.mark.skipif(zstandard is None, reason="needs the zstandard package")
 
 TOKEN = "kit-token"
 URL = "wss://gateway.discord.gg/?v=10&encoding=json"
@@ -878,7 +898,7 @@ def test_testing_package_imports_without_hypothesis() -> None:
     assert "strategies" not in [
         line.split()[1].lstrip(".") for line in source.splitlines() if line.startswith("from .")
     ]
-    for module in ("_fake_gateway", "_simulator", "_faults", "__init__"):
+    for module in ("_fake_gateway", "_simulator", "_faults", "_loopback", "_ws_server", "__init__"):
         text = (ROOT / "gateway_proto" / "testing" / f"{module}.py").read_text()
         assert "hypothesis" not in text.replace("needs hypothesis", "").replace(
             "not import hypothesis", ""
@@ -910,3 +930,444 @@ def test_readme_example_runs(name: str) -> None:
     """The runnable example of the README section passes in this suite too."""
     module = _example_module()
     getattr(module, name)()
+
+
+# --- wire formats: every one the client speaks (issue 10 item 18) ---------------------------
+
+_ZSTD = TransportCompression.ZSTD_STREAM
+#: (encoding, compression, zstd framing, payload compression): every wire format.
+FORMATS = [
+    pytest.param(Encoding.JSON, TransportCompression.NONE, "stream", False, id="json"),
+    pytest.param(Encoding.JSON, TransportCompression.ZLIB_STREAM, "stream", False, id="json-zlib"),
+    pytest.param(Encoding.JSON, _ZSTD, "stream", False, id="json-zstd-stream", marks=needs_zstd),
+    pytest.param(Encoding.JSON, _ZSTD, "message", False, id="json-zstd-message", marks=needs_zstd),
+    pytest.param(Encoding.JSON, TransportCompression.NONE, "stream", True, id="json-payload"),
+    pytest.param(Encoding.ETF, TransportCompression.NONE, "stream", False, id="etf"),
+    pytest.param(Encoding.ETF, TransportCompression.ZLIB_STREAM, "stream", False, id="etf-zlib"),
+    pytest.param(Encoding.ETF, _ZSTD, "stream", False, id="etf-zstd-stream", marks=needs_zstd),
+    pytest.param(Encoding.ETF, _ZSTD, "message", False, id="etf-zstd-message", marks=needs_zstd),
+]
+#: A dispatch over the payload compression threshold (1024 bytes of JSON).
+BIG = {"blob": "y" * 3000}
+
+
+def format_url(encoding: Encoding, compression: TransportCompression) -> str:
+    url = f"wss://gateway.discord.gg/?v=10&encoding={encoding.value}"
+    if compression is not TransportCompression.NONE:
+        url += f"&compress={compression.value}"
+    return url
+
+
+class FormatClient:
+    """The client's side of one connection by hand: its codec out, its decoders in."""
+
+    def __init__(
+        self, encoding: Encoding, compression: TransportCompression, payload: bool
+    ) -> None:
+        self.codec = make_codec(encoding)
+        self.decoder = InboundDecoder(
+            make_codec(encoding), compression, 1 << 26, payload_compression=payload
+        )
+
+    def encode(self, payload: dict[str, Any]) -> str | bytes:
+        return self.codec.dumps(payload)
+
+    def read(self, gw: FakeGateway) -> list[Any]:
+        """Decode every output as the client would; closes as ``("close", code)``."""
+        found: list[Any] = []
+        for out in gw.next_outputs():
+            if isinstance(out, ServerClose):
+                found.append(("close", out.code))
+                continue
+            payload = self.decoder.decode(out.data)
+            assert payload is not NEED_MORE
+            found.append(payload)
+        return found
+
+
+@pytest.mark.parametrize(("encoding", "compression", "framing", "payload"), FORMATS)
+def test_every_format_is_served_and_read_by_hand(
+    encoding: Encoding, compression: TransportCompression, framing: Any, payload: bool
+) -> None:
+    """spec §1.2, §10: the query chooses the format; the client's own decoders read it all."""
+    gw = FakeGateway(token=TOKEN, zstd_framing=framing)
+    client = FormatClient(encoding, compression, payload)
+    gw.open(1, format_url(encoding, compression), now=0.0)
+    d: dict[str, Any] = {"token": TOKEN, "intents": 513, "properties": {}, "compress": payload}
+    gw.receive(1, client.encode({"op": 2, "d": d}), now=0.1)
+    gw.receive(1, client.encode({"op": 1, "d": 1}), now=0.2)
+    assert gw.dispatch("MESSAGE_CREATE", {"n": 1, "flag": True, "none": None}) == 2
+    assert gw.dispatch("GUILD_CREATE", BIG) == 3
+    hello, ready, ack, small, big = client.read(gw)
+    assert hello == {"op": 10, "d": {"heartbeat_interval": 41250}}
+    assert ready["t"] == "READY" and ready["d"]["session_id"] == "session-1"
+    assert ack == {"op": 11}
+    assert small == {
+        "op": 0,
+        "s": 2,
+        "t": "MESSAGE_CREATE",
+        "d": {"n": 1, "flag": True, "none": None},
+    }
+    assert big["d"] == BIG
+    assert gw.wire_format(1) == (
+        encoding.value,
+        None if compression is TransportCompression.NONE else compression.value,
+        payload,
+    )
+    assert gw.violations == []
+
+
+def outputs_of(gw: FakeGateway) -> list[str | bytes]:
+    return [out.data for out in gw.next_outputs() if isinstance(out, ServerMessage)]
+
+
+def test_plain_json_is_text_and_plain_etf_is_binary() -> None:
+    """spec §10.1: JSON goes in text frames, ETF (version byte 131) in binary ones."""
+    gw = FakeGateway(token=TOKEN)
+    gw.open(1, format_url(Encoding.JSON, TransportCompression.NONE), now=0.0)
+    gw.open(2, format_url(Encoding.ETF, TransportCompression.NONE), now=0.0)
+    first, second = outputs_of(gw)
+    assert isinstance(first, str) and first.startswith("{")
+    assert isinstance(second, bytes) and second[0] == 131
+    assert make_codec(Encoding.ETF).loads(second) == json.loads(first)
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _zstd_first_block(message: bytes) -> int:
+    """The 3-byte header of the first block of a message that starts a frame."""
+    assert message[:4] == ZSTD_MAGIC
+    descriptor = message[4]
+    size = 1  # the descriptor
+    if not descriptor & 0x20:
+        size += 1  # Window_Descriptor, absent with Single_Segment
+    size += (0, 1, 2, 4)[descriptor & 3]  # Dictionary_ID
+    fcs = descriptor >> 6
+    size += (1 if descriptor & 0x20 else 0, 2, 4, 8)[fcs]
+    return int.from_bytes(message[4 + size : 7 + size], "little")
+
+
+@needs_zstandard
+def test_zstd_stream_framing_is_one_endless_frame_like_discord() -> None:
+    """spec §10.4: one frame for the connection, no content size, never ended."""
+    gw = FakeGateway(token=TOKEN)
+    gw.open(1, format_url(Encoding.JSON, TransportCompression.ZSTD_STREAM), now=0.0)
+    gw.receive(1, identify(), now=0.1)
+    gw.dispatch("GUILD_CREATE", BIG)
+    hello, *rest = outputs_of(gw)
+    assert isinstance(hello, bytes) and hello[:4] == ZSTD_MAGIC
+    assert hello[4] & 0xE0 == 0  # no Frame_Content_Size, no Single_Segment
+    assert hello[5] == 0x40  # a 256 KiB window, as Discord's
+    assert _zstd_first_block(hello) & 1 == 0  # not the last block: the frame goes on
+    for message in rest:
+        assert isinstance(message, bytes) and not message.startswith(ZSTD_MAGIC)
+        assert int.from_bytes(message[:3], "little") & 1 == 0
+    # Only the connection's one context decodes what follows the first message.
+    fresh = zstandard.ZstdDecompressor().decompressobj()
+    with pytest.raises(zstandard.ZstdError):
+        fresh.decompress(rest[0])
+
+
+@needs_zstandard
+def test_zstd_message_framing_is_one_whole_frame_per_message() -> None:
+    """spec §10.4: other servers end a frame per message; each decodes on its own."""
+    gw = FakeGateway(token=TOKEN, zstd_framing="message")
+    gw.open(1, format_url(Encoding.JSON, TransportCompression.ZSTD_STREAM), now=0.0)
+    gw.receive(1, identify(), now=0.1)
+    gw.dispatch("GUILD_CREATE", BIG)
+    messages = outputs_of(gw)
+    assert len(messages) == 3
+    for message in messages:
+        assert isinstance(message, bytes)
+        assert _zstd_first_block(message) & 1 == 1  # one block, the frame's last
+        one = zstandard.ZstdDecompressor().decompressobj()
+        assert json.loads(one.decompress(message))["op"] in (0, 10)
+        assert one.eof
+
+
+def test_payload_compression_compresses_ready_and_big_payloads_only() -> None:
+    """spec §10.2: each compressed payload is one whole zlib stream; small ones stay text."""
+    gw = FakeGateway(token=TOKEN, payload_compression_threshold=2000)
+    gw.open(1, URL, now=0.0)
+    d = {"token": TOKEN, "intents": 1, "properties": {}, "compress": True}
+    gw.receive(1, json.dumps({"op": 2, "d": d}), now=0.1)
+    gw.dispatch("MESSAGE_CREATE", {"n": 1})
+    gw.dispatch("GUILD_CREATE", BIG)
+    hello, ready, small, big = outputs_of(gw)
+    assert isinstance(hello, str) and isinstance(small, str)
+    for message in (ready, big):
+        assert isinstance(message, bytes) and message[:1] == b"\x78"
+        inflater = zlib.decompressobj()
+        json.loads(inflater.decompress(message))
+        assert inflater.eof and not inflater.unused_data
+    assert json.loads(zlib.decompress(big))["d"] == BIG
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(URL.replace("json", "etf"), id="etf"),
+        pytest.param(ZURL, id="zlib-stream"),
+        pytest.param(URL + "&compress=zstd-stream", id="zstd-stream", marks=needs_zstd),
+    ],
+)
+def test_payload_compression_is_a_no_op_with_etf_or_transport_compression(url: str) -> None:
+    """spec §10.2: JSON only, and transport compression disables it."""
+    gw = FakeGateway(token=TOKEN)
+    gw.open(1, url, now=0.0)
+    codec = make_codec(Encoding.ETF if "etf" in url else Encoding.JSON)
+    d = {"token": TOKEN, "intents": 1, "properties": {}, "compress": True}
+    gw.receive(1, codec.dumps({"op": 2, "d": d}), now=0.1)
+    assert gw.wire_format(1) is not None
+    assert gw.wire_format(1)[2] is False  # type: ignore[index]
+    assert gw.violations == []
+
+
+def test_a_resume_keeps_the_sessions_payload_compression() -> None:
+    """spec §10.2, §5: the replay on a resumed connection is compressed as before."""
+    gw = FakeGateway(token=TOKEN)
+    gw.open(1, URL, now=0.0)
+    d = {"token": TOKEN, "intents": 1, "properties": {}, "compress": True}
+    gw.receive(1, json.dumps({"op": 2, "d": d}), now=0.1)
+    gw.close(1, None)
+    gw.dispatch("GUILD_CREATE", BIG)
+    gw.next_outputs()
+    gw.open(2, URL, now=1.0)
+    gw.receive(2, resume("session-1", 1), now=1.1)
+    _hello, replayed, resumed = outputs_of(gw)
+    assert isinstance(replayed, bytes) and json.loads(zlib.decompress(replayed))["d"] == BIG
+    assert isinstance(resumed, str) and json.loads(resumed)["t"] == "RESUMED"
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "rule"),
+    [
+        ("v=9&encoding=json", 4012, "query with API version v=9 (only v=10 is served)"),
+        ("v=abc&encoding=json", 4012, "query with API version v=abc (only v=10 is served)"),
+        ("v=10&encoding=xml", 4002, "query with unsupported encoding=xml"),
+        ("v=10&encoding=", 4002, "query with unsupported encoding="),
+        ("v=10&encoding=json&compress=brotli", 4002, "query with unsupported compress=brotli"),
+    ],
+)
+def test_unsupported_query_values_are_closed_without_hello(
+    query: str, code: int, rule: str
+) -> None:
+    """spec §1.2, §7: an invalid version is 4012; a format the gateway lacks, 4002."""
+    gw = FakeGateway(token=TOKEN)
+    gw.open(1, f"wss://gateway.discord.gg/?{query}", now=0.0)
+    assert drain(gw) == [("close", 1, code)]
+    assert rules(gw) == [f"{rule} (spec §1.2)"]
+    assert gw.open_transports == []
+
+
+def test_a_query_without_v_is_served_but_recorded() -> None:
+    """spec §1.2, §15 item 1: Discord's default version is v6; omitting v is a client bug."""
+    gw = FakeGateway(token=TOKEN)
+    gw.open(1, "wss://gateway.discord.gg/?encoding=json", now=0.0)
+    assert [kind for kind, _, _ in drain(gw)] == ["msg"]
+    assert rules(gw) == ["query without v (Discord would serve v6; spec §1.2)"]
+
+
+def test_etf_connections_read_the_clients_etf_commands() -> None:
+    """spec §10.1: an ETF client's heartbeats are ACKed; text or a compressed term is 4002."""
+    gw = FakeGateway(token=TOKEN)
+    etf = make_codec(Encoding.ETF)
+    url = URL.replace("json", "etf")
+    gw.open(1, url, now=0.0)
+    gw.receive(1, etf.dumps({"op": 1, "d": None}), now=0.1)
+    assert [etf.loads(m) for m in outputs_of(gw)] == [
+        {"op": 10, "d": {"heartbeat_interval": 41250}},
+        {"op": 11},
+    ]
+    gw.receive(1, json.dumps({"op": 1, "d": None}), now=0.2)
+    assert [(v.transport_id, v.rule) for v in gw.violations] == [
+        (1, "payload is not an ETF map with an integer op")
+    ]
+    gw.open(2, url, now=1.0)
+    plain = etf.dumps({"op": 1, "d": None})
+    squeezed = bytes((131, 80)) + len(plain[1:]).to_bytes(4, "big") + zlib.compress(plain[1:])
+    assert etf.loads(squeezed) == {"op": 1, "d": None}  # a valid term, which clients must not send
+    gw.receive(2, squeezed, now=1.1)
+    assert [o for o in gw.next_outputs() if isinstance(o, ServerClose)] == [
+        ServerClose(1, 4002, "decode error"),
+        ServerClose(2, 4002, "decode error"),
+    ]
+
+
+def test_zstd_stream_without_an_encoder_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zstd-stream request never gets plain frames: no encoder is a clear error."""
+    monkeypatch.setattr(fake_gateway_module, "_stdlib_zstd", None)
+    monkeypatch.setattr(fake_gateway_module, "_zstandard", None)
+    assert not fake_gateway_module.zstd_available()
+    gw = FakeGateway(token=TOKEN)
+    with pytest.raises(RuntimeError, match="zstandard"):
+        gw.open(1, URL + "&compress=zstd-stream", now=0.0)
+    assert gw.next_outputs() == [] and gw.open_transports == []
+    gw.open(2, ZURL, now=0.0)  # the other formats are unaffected
+    assert len(gw.next_outputs()) == 1
+
+
+def test_format_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="zstd_framing"):
+        FakeGateway(zstd_framing="frames")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="privileged_intents"):
+        FakeGateway(privileged_intents=1)
+    with pytest.raises(ValueError, match="threshold"):
+        FakeGateway(payload_compression_threshold=-1)
+
+
+def format_config(
+    encoding: Encoding, compression: TransportCompression, payload: bool, seed: int = 1
+) -> GatewayConfig:
+    return config(seed, encoding=encoding, compression=compression, payload_compression=payload)
+
+
+@pytest.mark.parametrize(("encoding", "compression", "framing", "payload"), FORMATS)
+def test_simulator_resumes_with_replay_in_every_format(
+    encoding: Encoding, compression: TransportCompression, framing: Any, payload: bool
+) -> None:
+    """spec §5, §10: drop, dispatches while down, resume, replay — in the deployed format."""
+    gw = FakeGateway(token=TOKEN, zstd_framing=framing)
+    sim = Simulator(
+        GatewayConnection(format_config(encoding, compression, payload)),
+        gw,
+        jitter=0.02,
+        partial=0.5,  # splits zlib-stream messages only; the others are one message each
+        rng=random.Random(7),
+    )
+    sent: list[str | bytes] = []
+    real_next_outputs = gw.next_outputs
+
+    def watch() -> list[Any]:
+        outputs = real_next_outputs()
+        sent.extend(o.data for o in outputs if isinstance(o, ServerMessage))
+        return outputs
+
+    gw.next_outputs = watch  # type: ignore[method-assign]
+    for n, when in enumerate([5.0, 30.01, 30.02, 45.0]):
+        data = BIG if n == 1 else {"n": n}
+        sim.at(when, lambda data=data: sim.gateway.dispatch("MESSAGE_CREATE", data))
+    sim.inject(30.0, DropConnection())
+    sim.connect()
+    sim.run_until(60.0)
+    assert [d for _, _, d in sim.delivered_dispatches()] == [{"n": 0}, BIG, {"n": 2}, {"n": 3}]
+    assert len(sim.of_type(SessionResumed)) == 1
+    assert sim.check_delivery().delivered == 4
+    # The two sent while the socket was down were replayed: delivered before RESUMED.
+    order = [e for e in sim.events if isinstance(e, DispatchReceived | SessionResumed)]
+    assert [type(e).__name__ for e in order] == [
+        "DispatchReceived",
+        "DispatchReceived",
+        "DispatchReceived",
+        "SessionResumed",
+        "DispatchReceived",
+    ]
+    sim.assert_no_violations()
+    # The format really was the one asked for, on both connections.
+    wire = gw.wire_format(gw.open_transports[-1])
+    assert wire is not None
+    assert wire[0] == encoding.value and wire[2] is payload
+    binary = [m for m in sent if isinstance(m, bytes)]
+    if encoding is Encoding.JSON and compression is TransportCompression.NONE and not payload:
+        assert binary == []
+    elif payload:
+        # READY and BIG (sent while the socket was down, so only in the replay) are zlib
+        # streams; everything else stays text.
+        assert len(binary) == 2 and all(m[:1] == b"\x78" for m in binary)
+    else:
+        assert len(binary) == len(sent)
+    sends = [a.data for _, a in sim.of_type(SendMessage)]
+    assert all(isinstance(d, bytes if encoding is Encoding.ETF else str) for d in sends)
+
+
+# --- intents: 4013 and 4014 (issue 10 item 15) -----------------------------------------------
+
+
+def test_defined_and_privileged_intents_match_the_spec_and_the_client() -> None:
+    """spec §13: 53608447 defined, 33026 privileged; the client's Intents agrees."""
+    assert fake_gateway_module.DEFINED_INTENTS == 53608447 == int(Intents.all())
+    assert fake_gateway_module.PRIVILEGED_INTENTS == 33026 == int(Intents.privileged())
+
+
+def identify_with(intents: Any) -> str:
+    return json.dumps({"op": 2, "d": {"token": TOKEN, "intents": intents, "properties": {}}})
+
+
+@pytest.mark.parametrize(
+    ("intents", "detail"),
+    [
+        (1 << 17, "undefined bits 0x20000"),
+        (513 | 1 << 60, f"undefined bits {1 << 60:#x}"),
+        (-1, f"undefined bits {-1 & ~53608447:#x}"),
+        ("513", "not a bitfield"),
+        (None, "not a bitfield"),
+        (True, "not a bitfield"),
+    ],
+)
+def test_4013_intents_discord_does_not_define(intents: Any, detail: str) -> None:
+    """spec §13, §7: bits Discord does not define (or no bitfield) close with 4013."""
+    gw = FakeGateway(token=TOKEN)
+    gw.open(1, URL, now=0.0)
+    gw.receive(1, identify_with(intents), now=0.1)
+    assert drain(gw)[1:] == [("close", 1, 4013)]
+    assert rules(gw) == [f"IDENTIFY with invalid intents {intents!r} ({detail})"]
+    assert gw.identifies == 0 and gw.sessions == []
+
+
+@pytest.mark.parametrize(
+    ("allowed", "asked", "refused"),
+    [
+        (0, Intents.GUILD_MEMBERS, 2),
+        (Intents.GUILD_MEMBERS, Intents.GUILD_MEMBERS | Intents.MESSAGE_CONTENT, 32768),
+        (Intents.GUILD_PRESENCES, Intents.all(), 32770),
+    ],
+)
+def test_4014_privileged_intents_not_enabled(allowed: int, asked: int, refused: int) -> None:
+    """spec §13, §7: a privileged intent not enabled for the application closes with 4014."""
+    gw = FakeGateway(token=TOKEN, privileged_intents=int(allowed))
+    gw.open(1, URL, now=0.0)
+    gw.receive(1, identify_with(int(asked)), now=0.1)
+    assert drain(gw)[1:] == [("close", 1, 4014)]
+    assert rules(gw) == [f"IDENTIFY with privileged intents {refused} not enabled for the app"]
+
+
+def test_enabled_privileged_intents_are_accepted() -> None:
+    """The default application has every privileged intent, so existing tests keep working."""
+    for gw in (FakeGateway(token=TOKEN), FakeGateway(token=TOKEN, privileged_intents=2)):
+        gw.open(1, URL, now=0.0)
+        gw.receive(1, identify_with(int(Intents.GUILDS | Intents.GUILD_MEMBERS)), now=0.1)
+        assert drain(gw)[1][2]["t"] == "READY"
+        assert gw.violations == []
+
+
+def test_client_ends_in_terminated_disallowed_intents() -> None:
+    """spec §7: 4014 is fatal; the client stops with DisallowedIntents and never retries."""
+    gw = FakeGateway(token=TOKEN, privileged_intents=0)
+    conn = GatewayConnection(config(intents=Intents.GUILDS | Intents.MESSAGE_CONTENT))
+    sim = Simulator(conn, gw)
+    sim.connect()
+    sim.run_until(120.0)
+    last = sim.events[-1]
+    assert isinstance(last, Terminated) and last.code == 4014
+    assert isinstance(last.error, DisallowedIntents)
+    assert conn.state is ConnectionState.CLOSED
+    assert rules(gw) == ["IDENTIFY with privileged intents 32768 not enabled for the app"]
+
+
+def test_client_ends_in_terminated_invalid_intents(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spec §7: 4013 is fatal (InvalidIntents).
+
+    The client refuses undefined bits itself, so the gateway here stops defining one the
+    client sends (as if Discord had withdrawn GUILD_MESSAGE_TYPING).
+    """
+    monkeypatch.setattr(fake_gateway_module, "DEFINED_INTENTS", 53608447 & ~(1 << 11))
+    gw = FakeGateway(token=TOKEN)
+    conn = GatewayConnection(config(intents=Intents.GUILDS | Intents.GUILD_MESSAGE_TYPING))
+    sim = Simulator(conn, gw)
+    sim.connect()
+    sim.run_until(120.0)
+    last = sim.events[-1]
+    assert isinstance(last, Terminated) and last.code == 4013
+    assert isinstance(last.error, InvalidIntents)
+    assert rules(gw) == ["IDENTIFY with invalid intents 2049 (undefined bits 0x800)"]

@@ -27,6 +27,7 @@ from conftest import TOKEN, make_config
 from gateway_proto import (
     Disconnected,
     DispatchReceived,
+    Encoding,
     GatewayConnection,
     RequestIdentify,
     SessionStarted,
@@ -34,7 +35,9 @@ from gateway_proto import (
     Terminated,
     TransportCompression,
 )
+from gateway_proto._codecs import make_codec
 from gateway_proto.testing import FakeGateway, LoopbackGateway, Violation
+from gateway_proto.testing import _fake_gateway as fake_gateway_module
 from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection, WsOpcode
 from gateway_proto.ws._frames import FrameReader, close_payload, encode_frame, parse_close_payload
 from gateway_proto.ws._handshake import build_request, build_response, check_response, split_head
@@ -614,3 +617,81 @@ def test_other_requests_are_refused(path, status):
         answer, body, connection = http_get(server, path)
         assert (answer, body["code"], connection) == (status, 0, "close")
         assert server.call(lambda gw: gw.open_transports) == []
+
+
+# -- wire formats over the socket (issue 10 item 18) -----------------------------------------
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+needs_zstd = pytest.mark.skipif(
+    not fake_gateway_module.zstd_available(), reason="zstd-stream needs a zstd encoder installed"
+)
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "reason"),
+    [
+        ("v=9&encoding=json", 4012, "invalid API version"),
+        ("v=10&encoding=xml", 4002, "unsupported encoding"),
+        ("v=10&encoding=json&compress=brotli", 4002, "unsupported compression"),
+    ],
+)
+def test_an_unsupported_query_is_closed_before_hello(query, code, reason):
+    """Spec §1.2, §7: the close frame is the first frame; the rule breach is recorded."""
+    with server_for() as server:
+        raw = RawWs(server.port, f"/?{query}")
+        assert raw.recv_frame() == (WsOpcode.CLOSE, close_payload(code, reason))
+        raw.send(WsOpcode.CLOSE, close_payload(code))
+        raw.assert_eof()
+        assert server.call(lambda gw: len(gw.violations)) == 1
+
+
+def test_etf_is_sent_and_read_as_binary_frames():
+    """Spec §10.1: ETF both ways in BINARY frames; a heartbeat in ETF is ACKed in ETF."""
+    etf = make_codec(Encoding.ETF)
+    with server_for() as server:
+        raw = RawWs(server.port, "/?v=10&encoding=etf")
+        opcode, payload = raw.recv_frame()
+        assert (opcode, etf.loads(payload)) == (WsOpcode.BINARY, HELLO)
+        raw.send(WsOpcode.BINARY, etf.dumps({"op": 1, "d": None}))
+        opcode, payload = raw.recv_frame()
+        assert (opcode, etf.loads(payload)) == (WsOpcode.BINARY, {"op": 11})
+        assert server.call(lambda gw: gw.violations) == []
+
+
+@needs_zstd
+@pytest.mark.parametrize("framing", ["stream", "message"])
+def test_zstd_framing_is_a_server_option(framing):
+    """Spec §10.4: ``zstd_framing`` picks one endless frame or one frame per message."""
+    with server_for(zstd_framing=framing) as server:
+        assert server.call(lambda gw: gw.zstd_framing) == framing
+        client = Client(server.url, compression=TransportCompression.ZSTD_STREAM)
+        client.run_until(SessionStarted)
+        raw = RawWs(server.port, WS_TARGET + "&compress=zstd-stream")
+        raw.send(WsOpcode.TEXT, json.dumps({"op": 1, "d": None}).encode())
+        (op1, hello), (op2, ack) = raw.recv_frame(), raw.recv_frame()
+        assert op1 == op2 == WsOpcode.BINARY
+        assert hello.startswith(ZSTD_MAGIC)
+        assert ack.startswith(ZSTD_MAGIC) == (framing == "message")
+    with pytest.raises(ValueError, match="zstd_framing"):
+        server_for(zstd_framing="frames")
+
+
+def test_zstd_without_an_encoder_is_closed_1011_and_raised(monkeypatch):
+    """A zstd-stream request never gets plain frames: 1011 with the cause, then an error."""
+    monkeypatch.setattr(fake_gateway_module, "_stdlib_zstd", None)
+    monkeypatch.setattr(fake_gateway_module, "_zstandard", None)
+    server = server_for().start()
+    try:
+        raw = RawWs(server.port, WS_TARGET + "&compress=zstd-stream")
+        opcode, payload = raw.recv_frame()
+        assert opcode == WsOpcode.CLOSE
+        code, reason = parse_close_payload(payload)
+        assert code == 1011
+        assert "zstd-stream" in reason
+        assert len(server.errors) == 1
+    except BaseException:
+        server.stop()
+        raise
+    # Leaving the ``with`` block (here by hand) raises what the server thread met.
+    with pytest.raises(RuntimeError, match=r"the loopback gateway failed: .*zstandard"):
+        server.__exit__(None, None, None)

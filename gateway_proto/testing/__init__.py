@@ -10,6 +10,13 @@ gateway's failures before it meets them in production::
     sim.assert_no_violations()
     sim.check_delivery()
 
+The fake gateway speaks every wire format the client does, chosen from the connection's query
+as on Discord: JSON or ETF; no compression, zlib-stream or zstd-stream (Discord's one endless
+frame, or ``FakeGateway(zstd_framing="message")`` for one frame per message); and payload
+compression after an IDENTIFY with ``compress: true``. Configure the client as you deploy it
+(``GatewayConfig(encoding=..., compression=...)``) and the Simulator and
+:class:`LoopbackGateway` follow.
+
 Hypothesis strategies for payloads, dispatch streams and fault schedules live in
 :mod:`gateway_proto.testing.strategies`, which needs the ``[testing]`` extra
 (``pip install 'gateway-proto[testing]'``); this package itself does not import hypothesis.
@@ -24,6 +31,7 @@ from ._fake_gateway import (
     ServerOutput,
     SessionRecord,
     Violation,
+    ZstdFraming,
 )
 from ._faults import (
     FATAL_CLOSE_CODES,
@@ -69,4 +77,5 @@ __all__ = [
     "Simulator",
     "Violation",
     "WithholdAcks",
+    "ZstdFraming",
 ]

@@ -20,7 +20,19 @@ What it does (spec sections in brackets):
 * GUILD_MEMBERS_CHUNK replies to op 8 from ``members``, with ``nonce``, ``chunk_index`` and
   ``chunk_count``; a RATE_LIMITED dispatch for a repeated "all members" request (``query ""``,
   ``limit 0``) for the same guild within 30 s [§8, §12].
-* zlib-stream output when the URL asks for it [§10.3]. It speaks JSON only.
+* Every wire format the client speaks, chosen from the connection URL's query as Discord
+  chooses it [§1.2, §10]: ``encoding=json`` (text frames) or ``encoding=etf`` (binary frames,
+  the project's own ETF codec; the client's ETF commands are decoded too), ``compress=``
+  absent, ``zlib-stream`` [§10.3] or ``zstd-stream`` [§10.4], and payload compression
+  [§10.2]: after an IDENTIFY with ``compress: true`` on a JSON connection without transport
+  compression, READY and every payload of at least ``payload_compression_threshold`` bytes
+  go out as a binary message holding one complete zlib stream; the others stay text. A
+  RESUME keeps its session's choice. zstd-stream has two framings
+  (``zstd_framing``): ``"stream"``, Discord's, one endless frame per connection (no content
+  size, never ended, a flushed block per message, a 256 KiB window), and ``"message"``, one
+  complete frame per message, as other servers send. zstd needs Python 3.14's
+  ``compression.zstd`` or the ``zstandard`` package; without either, opening a zstd-stream
+  connection raises ``RuntimeError`` rather than sending plain frames.
 * Sessions that expire ``session_ttl`` seconds after their last connection went away; a
   RESUME of an expired session gets op 9 ``false`` or close 4009 (``expired_resume``) [§5].
 
@@ -30,12 +42,19 @@ Rules enforced, each recorded as a :class:`Violation` (the client broke it):
 rule                                                           the gateway's answer
 =============================================================  ================================
 more than 120 payloads in 60 s on one connection [§8]          close 4008
+a query with ``v`` other than 10 [§1.2]                        close 4012
+a query with ``encoding`` other than json/etf [§1.2]           close 4002 (see below)
+a query with ``compress`` other than zlib-stream/zstd-stream   close 4002 (see below)
+a query without ``v`` (Discord then serves v6) [§1.2, §15]     (recorded only; served as v10)
 a payload over 4096 bytes [§9]                                 close 4002
-a payload that is not a JSON object with an integer ``op``     close 4002
+a payload that is not a map (JSON or ETF) with an integer op   close 4002
+a compressed ETF term (clients must not send one) [§10.1]      close 4002
 an unknown opcode [§2]                                         close 4001
 a command (not a heartbeat) before IDENTIFY/RESUME [§4.1]      close 4003
 a second IDENTIFY or RESUME on one connection [§4.1]           close 4005
 IDENTIFY or RESUME with a wrong token [§4.1]                   close 4004
+IDENTIFY with intent bits Discord does not define [§13]        close 4013
+IDENTIFY with a privileged intent the app lacks [§13]          close 4014 (``privileged_intents``)
 IDENTIFY over ``max_concurrency`` per 5 s per bucket [§8]      op 9 ``false``
 RESUME with a ``seq`` the session never reached [§5]           close 4007
 RESUME of a session the client ended with 1000/1001 [§7]       op 9 ``false``
@@ -44,8 +63,12 @@ a message on a transport after the client closed it            (recorded only)
 =============================================================  ================================
 
 A RESUME of an expired session is answered (op 9 or 4009) but is not a violation: the client
-cannot know the session's lifetime. Messages that arrive on a transport the *server* closed
-are discarded, as a real server's TCP stack would.
+cannot know the session's lifetime. The spec names a close code for a bad ``v`` only (4012);
+an unknown ``encoding`` or ``compress`` is closed with 4002 (decode error), the code the
+gateway gives when it cannot read or write a connection's payloads, so a client that keeps
+asking for a format the gateway does not speak shows up as one violation per attempt. These
+connections get no HELLO. Messages that arrive on a transport the *server* closed are
+discarded, as a real server's TCP stack would.
 
 Outputs are drained with :meth:`FakeGateway.next_outputs`, like the client's actions. Delayed
 outputs (late ACKs) and session expiry are deadlines: :meth:`next_deadline` says when, and
@@ -54,17 +77,23 @@ outputs (late ACKs) and session expiry are deadlines: :meth:`next_deadline` says
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import json
+import sys
 import zlib
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
+from types import ModuleType
 from typing import Any, Literal, final
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
+
+from .._codecs._etf import COMPRESSED, VERSION, EtfCodec
+from .._errors import DecodeError
 
 SEND_LIMIT = 120
 SEND_WINDOW = 60.0
@@ -79,6 +108,155 @@ MAX_CHUNK = 1000
 NEW_SESSION_CODES = frozenset({4003, 4007, 4009})
 #: spec §2: the opcodes a client may send.
 CLIENT_OPCODES = frozenset({1, 2, 3, 4, 6, 8, 31, 43})
+#: spec §1.2: the only API version served; any other ``v`` is closed with 4012.
+API_VERSION = 10
+#: spec §1.2, §10.1: the ``encoding`` values served.
+ENCODINGS = frozenset({"json", "etf"})
+#: spec §1.2, §10.3, §10.4: the ``compress`` values served (absent: no transport compression).
+TRANSPORT_COMPRESSIONS = frozenset({"zlib-stream", "zstd-stream"})
+#: spec §13: every intent bit Discord defines (bits 0-16, 20, 21, 24, 25); others are 4013.
+DEFINED_INTENTS = 53608447
+#: spec §13: GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT; one not enabled is 4014.
+PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)
+#: spec §10.2: JSON payloads at least this long (bytes) are compressed once IDENTIFY asked.
+PAYLOAD_COMPRESSION_THRESHOLD = 1024
+#: spec §10.4: the window of the fake's zstd frames, 256 KiB as in Discord's.
+ZSTD_WINDOW_LOG = 18
+#: How zstd-stream messages are framed: one endless frame per connection (Discord's) or one
+#: complete frame per message (other servers').
+ZstdFraming = Literal["stream", "message"]
+
+# The server's zstd encoder, chosen as the client's decoder chooses (_codecs/_zstd.py):
+# Python 3.14's compression.zstd first, then the zstandard package.
+_stdlib_zstd: ModuleType | None = None
+if sys.version_info >= (3, 14):  # pragma: no cover - exercised only on Python 3.14+
+    try:
+        from compression import zstd as _stdlib_zstd
+    except ImportError:  # CPython built without libzstd
+        _stdlib_zstd = None
+
+_zstandard: ModuleType | None
+try:
+    import zstandard as _zstandard
+except ImportError:  # pragma: no cover - exercised only where zstandard is absent
+    _zstandard = None
+
+
+def zstd_encoder(framing: ZstdFraming) -> Callable[[bytes], bytes]:
+    """Build the zstd-stream encoder of one connection: one message in, its bytes out.
+
+    ``"stream"`` continues one frame for the whole connection, as Discord does (spec §10.4):
+    the first message starts with the frame header (no content size), every message is
+    flushed as whole blocks, and the frame never ends. ``"message"`` makes every message one
+    complete frame.
+
+    Raises:
+        RuntimeError: neither ``compression.zstd`` nor ``zstandard`` is importable.
+
+    """
+    if _stdlib_zstd is not None:  # pragma: no cover - exercised only on Python 3.14+
+        module = _stdlib_zstd
+        compressor = module.ZstdCompressor(
+            options={module.CompressionParameter.window_log: ZSTD_WINDOW_LOG}
+        )
+        mode = compressor.FLUSH_BLOCK if framing == "stream" else compressor.FLUSH_FRAME
+        return functools.partial(compressor.compress, mode=mode)
+    if _zstandard is not None:
+        params = _zstandard.ZstdCompressionParameters.from_level(3, window_log=ZSTD_WINDOW_LOG)
+        context = _zstandard.ZstdCompressor(compression_params=params)
+        if framing == "message":
+            whole: Callable[[bytes], bytes] = context.compress
+            return whole
+        stream = context.compressobj()
+        flush_block = _zstandard.COMPRESSOBJ_FLUSH_BLOCK
+
+        def block(data: bytes) -> bytes:
+            return bytes(stream.compress(data) + stream.flush(flush_block))
+
+        return block
+    raise RuntimeError(
+        "FakeGateway cannot serve compress=zstd-stream: it needs Python 3.14's "
+        "compression.zstd or the zstandard package (pip install zstandard)"
+    )
+
+
+def zstd_available() -> bool:
+    """Whether the fake gateway can serve zstd-stream on this interpreter."""
+    return _stdlib_zstd is not None or _zstandard is not None
+
+
+def _json_dumps(payload: Any) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def _json_loads(data: str | bytes) -> Any:
+    return json.loads(data)
+
+
+@attrs.define(slots=True, eq=False)
+class _Wire:
+    """One connection's wire format: how payloads become messages and back (spec §10)."""
+
+    encoding: str
+    compress: str | None
+    #: Payload → plain message (JSON text or ETF bytes).
+    dumps: Callable[[Any], str | bytes]
+    #: Plain message → payload; raises on what the encoding cannot read.
+    loads: Callable[[str | bytes], Any]
+    #: Transport compression of every message, or ``None``.
+    squeeze: Callable[[bytes], bytes] | None
+    #: spec §10.2: IDENTIFY asked for payload compression (JSON, no transport compression).
+    payload_compression: bool = False
+    threshold: int = PAYLOAD_COMPRESSION_THRESHOLD
+
+    @property
+    def allows_payload_compression(self) -> bool:
+        """Whether IDENTIFY may turn payload compression on (spec §10.2: JSON, no transport)."""
+        return self.encoding == "json" and self.compress is None
+
+    def encode(self, payload: Any) -> str | bytes:
+        """The websocket message that carries ``payload`` on this connection."""
+        data = self.dumps(payload)
+        squeeze = self.squeeze
+        if squeeze is not None:
+            return squeeze(data.encode() if isinstance(data, str) else data)
+        if self.payload_compression and isinstance(data, str):
+            raw = data.encode()
+            # spec §10.2: big payloads such as READY, each one complete zlib stream.
+            if len(raw) >= self.threshold or payload.get("t") == "READY":
+                return zlib.compress(raw)
+        return data
+
+    def decode(self, data: str | bytes) -> Any:
+        """The client's payload, or ``None`` when the message is not one this encoding reads."""
+        if self.encoding == "etf" and isinstance(data, bytes) and data[:2] == _COMPRESSED_ETF:
+            return None  # spec §10.1: a client must not send a compressed ETF term
+        try:
+            return self.loads(data)
+        except (ValueError, RecursionError, DecodeError):
+            return None
+
+
+_COMPRESSED_ETF = bytes((VERSION, COMPRESSED))
+
+
+def _wire_for(encoding: str, compress: str | None, framing: ZstdFraming, threshold: int) -> _Wire:
+    """Build the encoder and decoder of one connection (fresh contexts: spec §10.3, §10.4)."""
+    squeeze: Callable[[bytes], bytes] | None = None
+    if compress == "zlib-stream":
+        compressor = zlib.compressobj()
+
+        def squeeze(data: bytes) -> bytes:
+            # spec §10.3: one deflate context per connection; every message ends with a sync
+            # flush (00 00 ff ff).
+            return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+    elif compress == "zstd-stream":
+        squeeze = zstd_encoder(framing)
+    if encoding == "etf":
+        codec = EtfCodec(max_inflated_size=MAX_PAYLOAD)
+        return _Wire(encoding, compress, codec.dumps, codec.loads, squeeze, threshold=threshold)
+    return _Wire(encoding, compress, _json_dumps, _json_loads, squeeze, threshold=threshold)
 
 
 @final
@@ -140,13 +318,14 @@ class _Session:
     #: When its last connection went away (``None`` while one is bound to it).
     detached_at: float | None = None
     links: set[int] = attrs.Factory(set)
+    #: spec §10.2: its IDENTIFY asked for payload compression (kept by a RESUME).
+    payload_compression: bool = False
 
 
 @attrs.define(slots=True, eq=False)
 class _Link:
     transport_id: int
-    compress: bool
-    compressor: Any
+    wire: _Wire
     sent: deque[float] = attrs.Factory(deque)
     session: _Session | None = None
     identified: bool = False
@@ -181,6 +360,9 @@ class FakeGateway:
         ack_delay: float = 0.0,
         members: Mapping[str, Sequence[Any]] | None = None,
         chunk_size: int = MAX_CHUNK,
+        zstd_framing: ZstdFraming = "stream",
+        privileged_intents: int = PRIVILEGED_INTENTS,
+        payload_compression_threshold: int = PAYLOAD_COMPRESSION_THRESHOLD,
     ) -> None:
         """Build a fake gateway.
 
@@ -198,6 +380,17 @@ class FakeGateway:
             members: guild id (str) → member objects, for op 8 replies. Guilds not listed
                 get no reply (the bot is not in them).
             chunk_size: members per GUILD_MEMBERS_CHUNK (at most 1000).
+            zstd_framing: how ``compress=zstd-stream`` connections are framed: ``"stream"``,
+                one endless frame per connection as Discord sends it, or ``"message"``, one
+                complete frame per message as other servers do (spec §10.4).
+            privileged_intents: the privileged intents (spec §13: GUILD_MEMBERS,
+                GUILD_PRESENCES, MESSAGE_CONTENT) enabled for the fake application; an
+                IDENTIFY asking for another one is closed with 4014. Default: all three.
+            payload_compression_threshold: with payload compression (spec §10.2), payloads
+                of at least this many bytes of JSON are compressed (READY always is).
+
+        Raises:
+            ValueError: an option is out of its range.
 
         """
         if isinstance(max_concurrency, bool) or max_concurrency < 1:
@@ -206,6 +399,19 @@ class FakeGateway:
             raise ValueError("expired_resume must be 'invalid_session' or 'close'")
         if not 1 <= chunk_size <= MAX_CHUNK:
             raise ValueError("chunk_size must be 1..1000")
+        if zstd_framing not in ("stream", "message"):
+            raise ValueError("zstd_framing must be 'stream' or 'message'")
+        if (
+            not isinstance(privileged_intents, int)
+            or privileged_intents < 0
+            or privileged_intents & ~PRIVILEGED_INTENTS
+        ):
+            raise ValueError(
+                "privileged_intents must combine GUILD_MEMBERS, GUILD_PRESENCES and "
+                f"MESSAGE_CONTENT only (a subset of {PRIVILEGED_INTENTS})"
+            )
+        if payload_compression_threshold < 0:
+            raise ValueError("payload_compression_threshold must be >= 0")
         self.token = token
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.resume_url = resume_url
@@ -226,6 +432,12 @@ class FakeGateway:
             str(guild): list(found) for guild, found in (members or {}).items()
         }
         self.chunk_size = chunk_size
+        #: How zstd-stream connections opened from now on are framed (see ``__init__``).
+        self.zstd_framing: ZstdFraming = zstd_framing
+        #: The privileged intents enabled for the fake application (4014 for the others).
+        self.privileged_intents = int(privileged_intents)
+        #: Payloads from this many bytes up are compressed under payload compression.
+        self.payload_compression_threshold = payload_compression_threshold
         self.violations: list[Violation] = []
         #: Every close code the client sent, in order.
         self.client_close_codes: list[int] = []
@@ -256,15 +468,49 @@ class FakeGateway:
     # -- what the simulator feeds in ---------------------------------------------------
 
     def open(self, transport_id: int, url: str, *, now: float) -> None:
-        """A client connected to ``url``; the server greets it with HELLO (spec §1.3)."""
+        """A client connected to ``url``; the server greets it with HELLO (spec §1.3).
+
+        The query chooses the wire format (spec §1.2): ``v`` (10 only), ``encoding``
+        (``json``, the default, or ``etf``) and ``compress`` (absent, ``zlib-stream`` or
+        ``zstd-stream``). A value the gateway does not serve closes the connection at once
+        (4012 for ``v``, 4002 for the others) and is recorded as a violation.
+
+        Raises:
+            RuntimeError: the URL asks for zstd-stream and no zstd encoder is installed (a
+                problem of the test machine, not of the client: it must not pass silently).
+
+        """
         self._tick(now)
-        query = parse_qs(urlsplit(url).query)
-        compress = query.get("compress") == ["zlib-stream"]
-        self._links[transport_id] = _Link(
-            transport_id=transport_id,
-            compress=compress,
-            compressor=zlib.compressobj() if compress else None,
+        query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+        version = query.get("v", [None])[0]
+        encoding = query.get("encoding", ["json"])[0]
+        compress = query.get("compress", [None])[0]
+        refusal: tuple[int, str, str] | None = None
+        if version is not None and version != str(API_VERSION):
+            refusal = (
+                4012,
+                f"API version v={version} (only v=10 is served)",
+                "invalid API version",
+            )
+        elif encoding not in ENCODINGS:
+            refusal = (4002, f"unsupported encoding={encoding}", "unsupported encoding")
+        elif compress is not None and compress not in TRANSPORT_COMPRESSIONS:
+            refusal = (4002, f"unsupported compress={compress}", "unsupported compression")
+        wire = _wire_for(
+            encoding if refusal is None else "json",
+            compress if refusal is None else None,
+            self.zstd_framing,
+            self.payload_compression_threshold,
         )
+        self._links[transport_id] = _Link(transport_id=transport_id, wire=wire)
+        if refusal is not None:
+            code, rule, reason = refusal
+            self._violate(transport_id, f"query with {rule} (spec §1.2)")
+            self.close(transport_id, code, reason)
+            return
+        if version is None:
+            # spec §1.2, §15: without v Discord serves its default, v6 (deprecated).
+            self._violate(transport_id, "query without v (Discord would serve v6; spec §1.2)")
         if self.send_hello:
             self.send(
                 transport_id, {"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}}
@@ -291,13 +537,12 @@ class FakeGateway:
             self._violate(transport_id, "more than 120 payloads in 60 s")
             self.close(transport_id, 4008, "rate limited")
             return
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            payload = None
+        wire = link.wire
+        payload = wire.decode(data)
         op = payload.get("op") if isinstance(payload, dict) else None
         if not isinstance(op, int) or isinstance(op, bool):
-            self._violate(transport_id, "payload is not a JSON object with an integer op")
+            kind = "an ETF map" if wire.encoding == "etf" else "a JSON object"
+            self._violate(transport_id, f"payload is not {kind} with an integer op")
             self.close(transport_id, 4002, "decode error")
             return
         assert isinstance(payload, dict)
@@ -453,18 +698,25 @@ class FakeGateway:
     # -- internals ---------------------------------------------------------------------
 
     def send(self, transport_id: int, payload: dict[str, Any]) -> None:
-        """Encode ``payload`` for the transport's compression and queue it."""
+        """Encode ``payload`` in the transport's wire format and queue it.
+
+        Raises:
+            TypeError: JSON cannot carry ``payload`` (the stdlib's error).
+            LocalProtocolError: ETF cannot carry it (non-string keys, non-finite floats, ...).
+
+        """
         link = self._links.get(transport_id)
         if link is None:
             return
-        text = json.dumps(payload, separators=(",", ":"))
-        if link.compress:
-            body = link.compressor.compress(text.encode()) + link.compressor.flush(
-                zlib.Z_SYNC_FLUSH
-            )
-            self._outputs.append(ServerMessage(transport_id, body))
-        else:
-            self._outputs.append(ServerMessage(transport_id, text))
+        self._outputs.append(ServerMessage(transport_id, link.wire.encode(payload)))
+
+    def wire_format(self, transport_id: int) -> tuple[str, str | None, bool] | None:
+        """``(encoding, compress, payload_compression)`` of an open transport, or ``None``."""
+        link = self._links.get(transport_id)
+        if link is None:
+            return None
+        wire = link.wire
+        return wire.encoding, wire.compress, wire.payload_compression
 
     @staticmethod
     def _record(session: _Session) -> SessionRecord:
@@ -554,6 +806,28 @@ class FakeGateway:
             self.send(link.transport_id, {"op": 11})
 
     def _identify(self, link: _Link, d: dict[str, Any]) -> None:
+        tid = link.transport_id
+        intents = d.get("intents")
+        if (
+            not isinstance(intents, int)
+            or isinstance(intents, bool)
+            or intents < 0
+            or intents & ~DEFINED_INTENTS
+        ):
+            # spec §13: bits Discord does not define (or no bitfield at all) are 4013.
+            unknown = intents & ~DEFINED_INTENTS if isinstance(intents, int) else None
+            detail = f"undefined bits {unknown:#x}" if unknown else "not a bitfield"
+            self._violate(tid, f"IDENTIFY with invalid intents {intents!r} ({detail})")
+            self.close(tid, 4013, "invalid intent(s)")
+            return
+        disallowed = intents & PRIVILEGED_INTENTS & ~self.privileged_intents
+        if disallowed:
+            # spec §13: a privileged intent not enabled for the application is 4014.
+            self._violate(
+                tid, f"IDENTIFY with privileged intents {disallowed} not enabled for the app"
+            )
+            self.close(tid, 4014, "disallowed intent(s)")
+            return
         shard = _shard_of(d.get("shard"))
         shard_id = 0 if shard is None else shard[0]
         bucket = shard_id % self.max_concurrency
@@ -571,6 +845,12 @@ class FakeGateway:
         self.identifies += 1
         self._session_counter += 1
         session = _Session(session_id=f"session-{self._session_counter}", shard=shard)
+        # spec §10.2: ``compress: true`` asks for payload compression, which only a JSON
+        # connection without transport compression gets (elsewhere it is a no-op).
+        session.payload_compression = d.get("compress") is True
+        link.wire.payload_compression = (
+            session.payload_compression and link.wire.allows_payload_compression
+        )
         self._sessions[session.session_id] = session
         self._newest = session
         self._newest_by_shard[shard_id] = session
@@ -623,6 +903,9 @@ class FakeGateway:
                 old.session = None
             session.links.discard(other)
         self._bind(link, session)
+        link.wire.payload_compression = (
+            session.payload_compression and link.wire.allows_payload_compression
+        )
         # spec §5: every dispatch after seq is replayed in order, then RESUMED.
         for s, t, data in session.log[max(seq or 0, 1) :]:
             self.send(tid, {"op": 0, "s": s, "t": t, "d": data})

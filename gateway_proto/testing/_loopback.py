@@ -20,39 +20,38 @@ Each accepted TCP connection is one of:
 * ``GET /api/v10/gateway/bot`` — the discovery answer (spec §1.1), 401 without
   ``Authorization: Bot <token>``; any other ``/api/`` path is 404. The connection then closes.
 * a websocket upgrade (RFC 6455 §4.2) on any other path; anything else gets 400. After the
-  upgrade the connection is a FakeGateway transport: :meth:`FakeGateway.open` gets the URL
-  (``encoding`` and ``compress`` come from its query), client messages go to
-  :meth:`FakeGateway.receive`, and the gateway's outputs become frames, close frames or TCP
-  resets.
+  upgrade the connection is a FakeGateway transport: :meth:`FakeGateway.open` gets the URL,
+  client messages go to :meth:`FakeGateway.receive`, and the gateway's outputs become frames
+  (text for JSON, binary for ETF and every compressed message), close frames or TCP resets.
+  The wire format is the one the URL's query asks for, as on Discord (spec §1.2, §10):
+  ``encoding=json|etf``, ``compress=zlib-stream|zstd-stream`` (zstd in the gateway's
+  ``zstd_framing``, which the ``zstd_framing`` option sets), payload compression after an
+  IDENTIFY with ``compress: true``; ``v`` other than 10 is closed with 4012.
 
 The FakeGateway's clock is the server loop's (``time.monotonic``). After every input and
 every :meth:`LoopbackGateway.call` its outputs are sent and its one deadline rescheduled, so
 late ACKs (``ack_delay``) and session expiry happen in real time. Faults (resets, cut
 messages, restarts, slow writes) are methods and constructor options; a zombie connection is
 the gateway's ``withhold_acks`` attribute, set through :meth:`LoopbackGateway.call`.
+
+The per-connection work (HTTP head, upgrade, frames, close handshake, resets, paced writes)
+is :class:`~gateway_proto.testing._ws_server.ServerConnection`; this module is the thread
+bridge, the FakeGateway's clock and the faults.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import enum
-import http
 import itertools
-import json
-import socket
 import ssl
-import struct
 import threading
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar, final
 
-from ..ws._errors import HandshakeError, WebSocketProtocolError
-from ..ws._frames import FrameReader, WsOpcode, close_payload, encode_frame, parse_close_payload
-from ..ws._handshake import build_response, parse_request, split_head
-from ._fake_gateway import FakeGateway, ServerMessage, ServerOutput, Violation
+from ..ws._errors import WebSocketProtocolError
+from ._fake_gateway import FakeGateway, ServerMessage, ServerOutput, Violation, ZstdFraming
+from ._ws_server import FLUSH_POLL, ServerConnection, error_body, frame_of
 
 __all__ = ["LoopbackGateway"]
 
@@ -65,287 +64,14 @@ DISCOVERY_PATH: Final = "/api/v10/gateway/bot"
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
 #: Seconds :meth:`LoopbackGateway.call` waits for the server thread.
 _CALL_TIMEOUT: Final = 30.0
-#: How often a cut message polls for its bytes to leave the transport's buffer.
-_FLUSH_POLL: Final = 0.001
-#: SO_LINGER on, zero seconds: ``close()`` then sends RST instead of FIN.
-_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 
 #: FakeGateway's default ``resume_url``, which resolves nowhere.
 _UNROUTABLE_RESUME_URL = "wss://resume.fake.gateway"
 
 
-class _Phase(enum.Enum):
-    HEAD = "reading the HTTP head"
-    OPEN = "websocket open (a FakeGateway transport)"
-    CLOSING = "close frame sent, waiting for the client's"
-    DONE = "closing; input ignored"
-
-
-def _http_answer(status: int, body: dict[str, Any]) -> bytes:
-    """A whole HTTP/1.1 response with a JSON body; the server closes after it."""
-    data = json.dumps(body, separators=(",", ":")).encode()
-    head = (
-        f"HTTP/1.1 {status} {_phrase(status)}\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\n"
-        "Connection: close\r\n"
-        "\r\n"
-    )
-    return head.encode("ascii") + data
-
-
-def _phrase(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
-
-
-def _error_body(status: int) -> dict[str, Any]:
-    """Discord's error shape: ``{"message": "401: Unauthorized", "code": 0}``."""
-    return {"message": f"{status}: {_phrase(status)}", "code": 0}
-
-
 def _netloc(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@final
-class _Connection(asyncio.Protocol):
-    """One accepted TCP connection: HTTP head, then websocket frames (or one HTTP answer)."""
-
-    def __init__(self, server: LoopbackGateway, loop: asyncio.AbstractEventLoop) -> None:
-        self._server = server
-        self._loop = loop
-        self.tid = 0
-        self._transport: asyncio.Transport | None = None
-        self._phase = _Phase.HEAD
-        self._head = b""
-        self._reader: FrameReader | None = None
-        self._reader_failed = False
-        #: Chunks waiting for their turn when ``write_chunk`` is set.
-        self._chunks: deque[bytes] = deque()
-        self._pumping = False
-        self._close_when_written = False
-        self._close_timer: asyncio.TimerHandle | None = None
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the FakeGateway considers this connection one of its transports."""
-        return self._phase is _Phase.OPEN
-
-    # -- asyncio callbacks ------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self.tid = self._server._register(self)
-
-    def data_received(self, data: bytes) -> None:
-        if self._phase is _Phase.HEAD:
-            self._read_head(data)
-        elif self._phase is _Phase.OPEN or self._phase is _Phase.CLOSING:
-            self._read_frames(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_close_timer()
-        self._chunks.clear()
-        self._forget_websocket()
-        self._server._unregister(self.tid)
-
-    # -- reading -----------------------------------------------------------------------
-
-    def _read_head(self, data: bytes) -> None:
-        self._head += data
-        try:
-            parsed = split_head(self._head)
-        except HandshakeError:
-            self._answer_http(400, _error_body(400))
-            return
-        if parsed is None:
-            return
-        self._head = b""
-        start_line, headers, rest = parsed
-        target = start_line.partition(" ")[2].partition(" ")[0]
-        if target.partition("?")[0].startswith("/api/"):
-            method = start_line.partition(" ")[0]
-            self._answer_http(*self._server._api_answer(method, target, headers))
-            return
-        try:
-            target, key = parse_request(start_line, headers)
-        except HandshakeError:
-            # RFC 6455 §4.2.1: a request that is not a valid upgrade gets 400.
-            self._answer_http(400, _error_body(400))
-            return
-        self._write(build_response(key))
-        self._phase = _Phase.OPEN
-        # RFC 6455 §5.1: a client masks every frame; the server refuses unmasked ones.
-        self._reader = FrameReader(
-            max_message_size=self._server.max_message_size, expect_masked=True
-        )
-        self._server._websocket_opened(self.tid, target)
-        if rest and self._phase is _Phase.OPEN:
-            self._read_frames(rest)
-
-    def _read_frames(self, data: bytes) -> None:
-        reader = self._reader
-        if reader is None or self._reader_failed:
-            return
-        try:
-            frames = reader.feed(data)
-        except WebSocketProtocolError as exc:
-            self._fail(exc)
-            return
-        for opcode, payload in frames:
-            if self._phase is _Phase.OPEN:
-                self._on_frame(opcode, payload)
-            elif self._phase is _Phase.CLOSING and opcode == WsOpcode.CLOSE:
-                # RFC 6455 §5.5.1: the client answered our close frame; the server closes TCP.
-                self._finish()
-
-    def _on_frame(self, opcode: int, payload: bytes) -> None:
-        if opcode == WsOpcode.BINARY:
-            self._server._client_message(self.tid, payload)
-        elif opcode == WsOpcode.TEXT:
-            try:
-                text = payload.decode("utf-8")
-            except UnicodeDecodeError:
-                # RFC 6455 §8.1: a text message that is not UTF-8 fails the connection.
-                self._fail(WebSocketProtocolError(1007, "text message is not valid UTF-8"))
-                return
-            self._server._client_message(self.tid, text)
-        elif opcode == WsOpcode.PING:
-            # RFC 6455 §5.5.2: a pong carries the ping's data.
-            self._write(encode_frame(WsOpcode.PONG, payload))
-        elif opcode == WsOpcode.CLOSE:
-            self._on_client_close(payload)
-
-    def _on_client_close(self, payload: bytes) -> None:
-        try:
-            code, _ = parse_close_payload(payload)
-        except WebSocketProtocolError as exc:
-            self._fail(exc)
-            return
-        self._phase = _Phase.DONE
-        # RFC 6455 §7.1.5: a close frame without a code is reported as 1005.
-        self._server._client_gone(self.tid, 1005 if code is None else code)
-        # RFC 6455 §5.5.1: echo the close frame, then the server closes TCP first (§7.1.1).
-        self._write(encode_frame(WsOpcode.CLOSE, close_payload(code)))
-        self._finish()
-
-    def _fail(self, error: WebSocketProtocolError) -> None:
-        """RFC 6455 §7.1.7: the client broke framing; close with ``error.code`` at once."""
-        self._reader_failed = True
-        if self._phase is _Phase.OPEN:
-            self._server._protocol_error(self.tid, error)
-        else:
-            self._finish()
-
-    # -- what the server asks of the connection ------------------------------------------
-
-    def send_frame(self, frame: bytes) -> None:
-        """Send one whole frame."""
-        self._write(frame)
-
-    def send_close(self, code: int, reason: str) -> None:
-        """Start the closing handshake: the TCP connection ends at the echo or the timeout."""
-        self._phase = _Phase.CLOSING
-        self._write(encode_frame(WsOpcode.CLOSE, close_payload(code, reason)))
-        if self._reader_failed:
-            self._finish()
-        else:
-            self._close_timer = self._loop.call_later(self._server.close_timeout, self._finish)
-
-    def send_cut(self, frame: bytes, size: int) -> None:
-        """Send the first ``size`` bytes of ``frame``, then reset once they are written."""
-        self._forget_websocket()
-        self._write(frame[:size])
-        self._reset_when_written(self._loop.time() + self._server.close_timeout)
-
-    def reset(self) -> None:
-        """Abort with a TCP RST now; an open websocket is reported as a dropped connection."""
-        self._forget_websocket()
-        self._chunks.clear()
-        self._cancel_close_timer()
-        transport = self._transport
-        if transport is None:
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):  # already closed: nothing left to reset
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        transport.abort()
-
-    def server_dropped(self) -> None:
-        """The FakeGateway dropped this transport (``ServerClose`` with code ``None``)."""
-        self._phase = _Phase.DONE
-        self.reset()
-
-    # -- internals --------------------------------------------------------------------
-
-    def _forget_websocket(self) -> None:
-        """Stop serving the websocket; the FakeGateway hears of it if it still had it."""
-        was_open = self._phase is _Phase.OPEN
-        self._phase = _Phase.DONE
-        if was_open:
-            self._server._client_gone(self.tid, None)
-
-    def _answer_http(self, status: int, body: dict[str, Any]) -> None:
-        self._phase = _Phase.DONE
-        self._write(_http_answer(status, body))
-        self._finish()
-
-    def _finish(self) -> None:
-        """Close TCP gracefully once every queued byte is written."""
-        self._phase = _Phase.DONE
-        self._cancel_close_timer()
-        if self._pumping:
-            self._close_when_written = True
-        elif self._transport is not None:
-            self._transport.close()
-
-    def _cancel_close_timer(self) -> None:
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
-
-    def _write(self, data: bytes) -> None:
-        """Write ``data``, or queue it in ``write_chunk`` pieces ``write_delay`` apart."""
-        chunk = self._server.write_chunk
-        if chunk is None:
-            if self._transport is not None:
-                self._transport.write(data)
-            return
-        self._chunks.extend(data[i : i + chunk] for i in range(0, len(data), chunk))
-        if not self._pumping:
-            self._pump()
-
-    def _pump(self) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            self._pumping = False
-            return
-        if not self._chunks:
-            self._pumping = False
-            if self._close_when_written:
-                transport.close()
-            return
-        self._pumping = True
-        transport.write(self._chunks.popleft())
-        self._loop.call_later(self._server.write_delay, self._pump)
-
-    def _reset_when_written(self, give_up_at: float) -> None:
-        """Reset once the cut bytes left the buffers (an RST discards unsent data).
-
-        A client that stops reading gets the reset anyway at ``give_up_at``.
-        """
-        transport = self._transport
-        pending = transport is not None and (self._chunks or transport.get_write_buffer_size())
-        if pending and self._loop.time() < give_up_at:
-            self._loop.call_later(_FLUSH_POLL, self._reset_when_written, give_up_at)
-        else:
-            self.reset()
 
 
 @final
@@ -367,6 +93,10 @@ class LoopbackGateway:
         close_timeout: seconds the server waits for the client to echo its close frame
             before closing TCP anyway.
         max_message_size: the largest client message accepted (close 1009 beyond it).
+        zstd_framing: when set, the gateway's ``zstd_framing``: ``"stream"`` (one endless
+            zstd frame per connection, as Discord sends) or ``"message"`` (one frame per
+            message, as other servers do); ``None`` keeps the gateway's (default
+            ``"stream"``).
 
     Attributes (plain values: read or assign them from any thread):
         recommended_shards: ``shards`` in the discovery answer.
@@ -376,6 +106,10 @@ class LoopbackGateway:
             when TLS is on).
         resets: TCP connections the server reset on purpose (:meth:`drop_connections`,
             :meth:`reset_mid_message`, :meth:`restart`, a FakeGateway ``close(tid, None)``).
+        errors: what the gateway raised opening a connection it cannot serve on this
+            machine (``compress=zstd-stream`` without a zstd encoder installed); such a
+            connection is closed with 1011 and the error's text, and leaving the ``with``
+            block raises the first one.
 
     """
 
@@ -391,12 +125,17 @@ class LoopbackGateway:
         write_delay: float = 0.0,
         close_timeout: float = 1.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        zstd_framing: ZstdFraming | None = None,
     ) -> None:
         if write_chunk is not None and write_chunk < 1:
             raise ValueError("write_chunk must be >= 1")
         if write_delay < 0 or close_timeout < 0:
             raise ValueError("write_delay and close_timeout must be >= 0")
+        if zstd_framing not in (None, "stream", "message"):
+            raise ValueError("zstd_framing must be 'stream', 'message' or None")
         self._gateway = FakeGateway() if gateway is None else gateway
+        if zstd_framing is not None:
+            self._gateway.zstd_framing = zstd_framing
         self._ssl_context = ssl_context
         self._host = host
         self._port = port
@@ -409,10 +148,11 @@ class LoopbackGateway:
         self.discovery_status: int | None = None
         self.connections_accepted = 0
         self.resets = 0
+        self.errors: list[Exception] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._listener: asyncio.Server | None = None
-        self._connections: dict[int, _Connection] = {}
+        self._connections: dict[int, ServerConnection] = {}
         self._transport_ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._cut: int | None = None
@@ -463,6 +203,8 @@ class LoopbackGateway:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+        if exc_info[0] is None and self.errors:
+            raise RuntimeError(f"the loopback gateway failed: {self.errors[0]}") from self.errors[0]
 
     # -- properties ------------------------------------------------------------------
 
@@ -539,7 +281,7 @@ class LoopbackGateway:
 
     # -- what connections report (server thread) ---------------------------------------
 
-    def _register(self, connection: _Connection) -> int:
+    def _register(self, connection: ServerConnection) -> int:
         tid = next(self._transport_ids)
         self._connections[tid] = connection
         self.connections_accepted += 1
@@ -550,7 +292,15 @@ class LoopbackGateway:
 
     def _websocket_opened(self, tid: int, target: str) -> None:
         url = self.url + target
-        self._apply(lambda gw: gw.open(tid, url, now=self._now()))
+        try:
+            self._apply(lambda gw: gw.open(tid, url, now=self._now()))
+        except RuntimeError as exc:
+            # The gateway cannot serve this format here (zstd-stream without an encoder): say
+            # so with 1011 (RFC 6455 §7.4.1: an unexpected condition), never with plain frames.
+            self.errors.append(exc)
+            connection = self._connections.get(tid)
+            if connection is not None:
+                connection.send_close(1011, str(exc))
 
     def _client_message(self, tid: int, data: str | bytes) -> None:
         self._apply(lambda gw: gw.receive(tid, data, now=self._now()))
@@ -573,12 +323,12 @@ class LoopbackGateway:
         """The answer to an HTTP API request (spec §1.1: Get Gateway Bot)."""
         path = target.partition("?")[0].rstrip("/")
         if method != "GET" or path != DISCOVERY_PATH:
-            return 404, _error_body(404)
+            return 404, error_body(404)
         if self.discovery_status is not None:
-            return self.discovery_status, _error_body(self.discovery_status)
+            return self.discovery_status, error_body(self.discovery_status)
         gateway = self._gateway
         if headers.get("authorization") != f"Bot {gateway.token}":
-            return 401, _error_body(401)
+            return 401, error_body(401)
         return 200, {
             "url": self.url,
             "shards": self.recommended_shards,
@@ -615,7 +365,7 @@ class LoopbackGateway:
         if connection is None or not connection.is_open:
             return
         if isinstance(output, ServerMessage):
-            frame = _frame_of(output)
+            frame = frame_of(output)
             cut, self._cut = self._cut, None
             if cut is None:
                 connection.send_frame(frame)
@@ -652,7 +402,7 @@ class LoopbackGateway:
     async def _listen(self) -> None:
         loop = self._running_loop
         self._listener = await loop.create_server(
-            lambda: _Connection(self, loop),
+            lambda: ServerConnection(self, loop),
             self._host,
             self._port,
             ssl=self._ssl_context,
@@ -700,7 +450,7 @@ class LoopbackGateway:
         # Let the transports report connection_lost before the loop stops.
         give_up = self._now() + 1.0
         while self._connections and self._now() < give_up:
-            await asyncio.sleep(_FLUSH_POLL)
+            await asyncio.sleep(FLUSH_POLL)
 
     # -- threads -------------------------------------------------------------------------
 
@@ -732,11 +482,3 @@ class LoopbackGateway:
         if thread is not None:
             thread.join()
         loop.close()
-
-
-def _frame_of(message: ServerMessage) -> bytes:
-    """An unmasked frame (RFC 6455 §5.1): TEXT for ``str``, BINARY for ``bytes``."""
-    data = message.data
-    if isinstance(data, str):
-        return encode_frame(WsOpcode.TEXT, data.encode("utf-8"))
-    return encode_frame(WsOpcode.BINARY, data)

@@ -13,6 +13,13 @@ Many connections (shards) can share one gateway: each is a ``shard`` index into
 ``RequestIdentify`` goes through it (spec §8 identify concurrency); without one, identifies
 are granted ``grant_identify_after`` seconds after they are requested.
 
+Every wire format works as over a socket: the client's URL carries ``encoding`` and
+``compress`` and the FakeGateway answers in them (JSON or ETF; no compression, zlib-stream or
+zstd-stream in either framing; payload compression after an IDENTIFY with ``compress: true``),
+so a bot is tested in the format it deploys with. ``partial`` splits zlib-stream messages only:
+zstd-stream and payload compression carry exactly one gateway message per websocket message
+(spec §10.2, §10.4).
+
 Every action and event is logged as ``(time, item)``; :meth:`Simulator.timeline` renders
 the log as text, and the same seed gives the same text.
 """
@@ -26,6 +33,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, final
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
@@ -140,6 +148,8 @@ class Simulator:
         self._gateway_ids = itertools.count(1)
         self._to_gateway: dict[tuple[int, int], int] = {}
         self._to_client: dict[int, tuple[int, int]] = {}
+        #: Gateway-side ids of zlib-stream transports (the only ones ``partial`` splits).
+        self._zlib_stream: set[int] = set()
         self._channel_end: dict[tuple[bool, int], float] = {}
         self._by_shard_id: dict[int, int] = {}
         for index, conn in enumerate(self.connections):
@@ -429,6 +439,8 @@ class Simulator:
             gid = next(self._gateway_ids)
             self._to_gateway[(index, tid)] = gid
             self._to_client[gid] = (index, tid)
+            if parse_qs(urlsplit(url).query).get("compress") == ["zlib-stream"]:
+                self._zlib_stream.add(gid)
 
             def opened() -> None:
                 if gid in self._dropped:
@@ -481,6 +493,7 @@ class Simulator:
             data = output.data
             if (
                 self.partial > 0
+                and gid in self._zlib_stream
                 and isinstance(data, bytes)
                 and len(data) > 8
                 and self.rng.random() < self.partial
