@@ -615,11 +615,16 @@ def test_past_the_hard_bound_the_transport_is_aborted_with_write_buffer_overflow
     try:
         running.take(has(SessionStarted))
         server.wait_for("flooded")
+        # The server's last write returning does not mean we have answered every ping: wait
+        # until the kernel's buffers are full and our own holds bytes past the high mark
+        # (before this wait the test could send while everything still fit in the kernel).
+        stop_at = time.monotonic() + LIMIT
+        while running.sample()[1] <= 4 * 1024:
+            assert time.monotonic() < stop_at, "our write buffer never passed the high mark"
+            time.sleep(0.005)
         big = RawCommand(op=3, data={"status": "online", "afk": False, "pad": "p" * 3800})
-        for _ in range(hard // 3800 + 4):
+        for _ in range(hard // 3800 + 4):  # queued for the next connection once aborted
             running.send(big)
-            if running.sample()[1] == 0:
-                break  # aborted: the transport is gone
         running.take(lambda events: any(_overflow(e) for e in events))
     finally:
         running.close()
