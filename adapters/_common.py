@@ -1,9 +1,9 @@
 """What every driver shares and that does no I/O of its own loop: discovery, TLS, identify.
 
-* :func:`discover` performs ``GET /gateway/bot`` (spec §1.1) with the standard library, as a
+* :func:`discover` performs ``GET /gateway/bot`` (docs/protocol.md §1.1) with the standard library, as a
   blocking call; the async drivers run it in a worker thread so it never blocks a loop.
 * :class:`IdentifyGate` puts one :class:`~gateway_proto.IdentifyScheduler` between many
-  shards (spec §8 identify concurrency); drivers give it a way to set its one timer.
+  shards (docs/protocol.md §8 identify concurrency); drivers give it a way to set its one timer.
 * :class:`MessageTransport` / :data:`Connector`: the shape of a websocket from another
   library (websockets, aiohttp, trio-websocket) that the async drivers can run over.
 * :class:`LoopWatch` notices when a timer fires late — the application blocked the loop —
@@ -78,7 +78,7 @@ logger: Final = logging.getLogger("gateway_proto.adapters")
 DriverAction = WsAction | Action
 
 #: Seconds added to each identify window by the drivers' default schedulers: the gateway
-#: times IDENTIFYs on arrival, and network delays differ between two of them (spec §8).
+#: times IDENTIFYs on arrival, and network delays differ between two of them (docs/protocol.md §8).
 IDENTIFY_MARGIN: Final = 0.5
 
 
@@ -137,7 +137,7 @@ def describe_open_error(host: str, port: int, exc: BaseException) -> str:
 
     Any exception counts (a resolver's ``UnicodeError`` for a host IDNA refuses, a TLS
     error, a bug in another library's connector): a failed open is reported, never raised.
-    The host is the peer's data (a resume URL, spec §4.2), so it is cut short.
+    The host is the peer's data (a resume URL, docs/protocol.md §4.2), so it is cut short.
     """
     shown = host if len(host) <= 80 else host[:77] + "..."
     detail = str(exc) or type(exc).__name__
@@ -151,7 +151,7 @@ def default_scheduler() -> IdentifyScheduler:
     return IdentifyScheduler(margin=IDENTIFY_MARGIN)
 
 
-#: spec §1.1: the REST API base that serves ``/gateway/bot``.
+#: docs/protocol.md §1.1: the REST API base that serves ``/gateway/bot``.
 DEFAULT_API_BASE: Final = "https://discord.com/api/v10"
 
 
@@ -198,7 +198,7 @@ class DiscoveryError(GatewayError):
 @final
 @attrs.frozen(kw_only=True)
 class GatewayInfo:
-    """The answer of ``GET /gateway/bot`` (spec §1.1)."""
+    """The answer of ``GET /gateway/bot`` (docs/protocol.md §1.1)."""
 
     url: str
     shards: int
@@ -250,7 +250,7 @@ def discover(
 
 @final
 class IdentifyGate:
-    """One identify scheduler shared by the shards of a process (spec §8).
+    """One identify scheduler shared by the shards of a process (docs/protocol.md §8).
 
     ``set_timer(deadline | None)`` is how the driver is asked to call :meth:`poll` again;
     each shard registers the callable that delivers its grant (on the shard's own loop or
@@ -303,7 +303,7 @@ class LoopWatch:
     """Warns when timers fire late: something blocked the loop and heartbeats are at risk.
 
     A heartbeat is due every interval and the gateway closes a connection whose heartbeat
-    is late (spec §3), so a callback that holds the loop for seconds is worth a warning.
+    is late (docs/protocol.md §3), so a callback that holds the loop for seconds is worth a warning.
     """
 
     __slots__ = ("stalls", "threshold", "worst")
@@ -323,7 +323,7 @@ class LoopWatch:
             self.worst = max(self.worst, late)
             logger.warning(
                 "shard %d/%d: a timer ran %.2f s late; something is blocking the event "
-                "loop and heartbeats may be missed (spec §3)",
+                "loop and heartbeats may be missed (docs/protocol.md §3)",
                 shard[0],
                 shard[1],
                 late,

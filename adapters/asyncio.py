@@ -10,7 +10,7 @@
 Everything runs on the loop's thread, so the core needs no lock: socket reads arrive in
 ``asyncio.Protocol.data_received`` and are fed at once (no task wake-up per read), the one
 timer is a ``loop.call_at`` handle, and commands from the application are fed when called.
-After each input the driver performs the actions and queues the events (DESIGN §5).
+After each input the driver performs the actions and queues the events (docs/architecture.md §5).
 An input that arrives while actions are being performed (a transport calling
 ``pause_writing`` from inside ``write``, a grant given at once) waits until the batch is
 done, so the core never sees an input in the middle of its own actions.
@@ -26,7 +26,8 @@ configuration's ``close_timeout`` is aborted.
 
 Two transports: the built-in TCP/TLS one (:class:`gateway_proto.ws.WebSocketConnection`
 over ``loop.create_connection``), or any websocket client that sends and receives whole
-messages, through a :data:`Connector` (see :func:`websockets_connector`).
+messages, through a :data:`Connector`: :func:`websockets_connector` (the ``websockets``
+extra) and :func:`aiohttp_connector` (the ``aiohttp`` extra) are shipped.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any, assert_never, final
 
 from gateway_proto import (
     AbortTransport,
+    CloseCode,
     CloseTransport,
     Command,
     Event,
@@ -56,12 +58,15 @@ from gateway_proto import (
     Terminated,
     WriteBufferOverflow,
 )
+from gateway_proto._errors import install_hint
 from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection
 
+from ._aiohttp import aiohttp_connector
 from ._common import (
     DEFAULT_API_BASE,
     IDENTIFY_MARGIN,
     Connector,
+    DiscoveryError,
     DriverAction,
     FlowLimits,
     GatewayInfo,
@@ -79,11 +84,14 @@ from ._common import (
 __all__ = [
     "IDENTIFY_MARGIN",
     "Connector",
+    "DiscoveryError",
     "FlowLimits",
+    "GatewayInfo",
     "MessageTransport",
     "Shard",
     "ShardGroup",
     "TransportClosedError",
+    "aiohttp_connector",
     "discover_gateway",
     "websockets_connector",
 ]
@@ -96,7 +104,7 @@ _ABORT_GRACE = 2.0
 async def discover_gateway(
     token: str, *, api_base: str = DEFAULT_API_BASE, ssl_context: ssl.SSLContext | None = None
 ) -> GatewayInfo:
-    """``GET /gateway/bot`` in a worker thread, so the loop never blocks (spec §1.1)."""
+    """``GET /gateway/bot`` in a worker thread, so the loop never blocks (docs/protocol.md §1.1)."""
     return await asyncio.to_thread(discover, token, api_base=api_base, ssl_context=ssl_context)
 
 
@@ -259,7 +267,7 @@ class Shard:
         """
         if self._loop is None or self._done is None:
             return None
-        code = 4000 if resumable else 1000
+        code = CloseCode.UNKNOWN_ERROR if resumable else CloseCode.NORMAL
         self._input(lambda now: self._engine().close(code, now=now, reason="closing"))
         await self._done.wait()
         return self._gateway.snapshot(taken_at=time.time()) if resumable else None
@@ -618,7 +626,9 @@ class Shard:
             self._fed.discard(tid)
             writer.cancel()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(transport.close(4000, "abort"), _ABORT_GRACE)
+                await asyncio.wait_for(
+                    transport.close(CloseCode.UNKNOWN_ERROR, "abort"), _ABORT_GRACE
+                )
             raise
         except Exception as exc:
             code, reason = None, f"connection lost: {exc}"
@@ -659,7 +669,7 @@ def _loop_gate(loop: asyncio.AbstractEventLoop, scheduler: IdentifyScheduler) ->
 
 @final
 class ShardGroup:
-    """Many shards in one process, sharing one identify scheduler (spec §8, §11).
+    """Many shards in one process, sharing one identify scheduler (docs/protocol.md §8, §11).
 
     ``async for shard_id, event in group`` interleaves every shard's events in arrival order.
     Events wait for the application in the group's queue (at most ``limits.max_backlog``),
@@ -750,7 +760,7 @@ class _NoFrameTraces(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 def websockets_connector(**options: Any) -> Connector:
-    """A :data:`Connector` over the ``websockets`` library (``pip install websockets``).
+    """A :data:`Connector` over the ``websockets`` library (the ``[websockets]`` extra).
 
     ``options`` go to ``websockets.asyncio.client.connect`` (for example ``ssl=``); the
     defaults turn off its own compression, keepalive pings and message size limit, which
@@ -760,8 +770,13 @@ def websockets_connector(**options: Any) -> Connector:
     wrapped so that it never logs at DEBUG: websockets traces every frame there, and the
     IDENTIFY frame carries the bot token. Its INFO and higher records pass unchanged.
     """
-    from websockets.asyncio.client import connect  # noqa: PLC0415 - optional dependency
-    from websockets.exceptions import ConnectionClosed  # noqa: PLC0415
+    try:
+        from websockets.asyncio.client import connect  # noqa: PLC0415 - optional dependency
+        from websockets.exceptions import ConnectionClosed  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError(
+            f"websockets_connector() needs the websockets library: {install_hint('websockets')}"
+        ) from exc
 
     wrapped = options.pop("logger", None)
     if wrapped is None:

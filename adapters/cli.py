@@ -15,11 +15,15 @@ import contextlib
 import json
 import math
 import os
+import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import attrs
 
 from gateway_proto import (
     Disconnected,
@@ -29,43 +33,107 @@ from gateway_proto import (
     GatewayConfig,
     HeartbeatAcknowledged,
     Intents,
+    LocalProtocolError,
     SessionResumed,
     SessionStarted,
     Terminated,
     TransportCompression,
 )
 from gateway_proto.__main__ import describe
+from gateway_proto._config import DEFAULT_GATEWAY_URL, usable_ws_url
 from gateway_proto.testing import FakeGateway, LoopbackGateway
 
 from ._common import DiscoveryError
 from .asyncio import Shard, discover_gateway
 
-__all__ = ["event_record", "json_line", "parse_intents", "read_token", "run_demo", "run_listen"]
+__all__ = [
+    "DEMO_TOKEN",
+    "EXIT_FATAL_CLOSE",
+    "EXIT_INTERRUPTED",
+    "EXIT_NO_CONNECTION",
+    "EXIT_USAGE",
+    "MARKERS",
+    "MAX_DECIMAL_INT_BITS",
+    "UsageError",
+    "event_record",
+    "json_line",
+    "listen_config",
+    "listen_main",
+    "parse_intents",
+    "parse_shard",
+    "printable",
+    "read_token",
+    "run_demo",
+    "run_listen",
+]
+
+#: The exit statuses of ``listen`` (``gateway-proto listen --help`` lists them).
+EXIT_USAGE = 2
+EXIT_FATAL_CLOSE = 2
+EXIT_NO_CONNECTION = 1
+#: Ctrl-C before the session started (nothing to close): the shell's status for SIGINT.
+EXIT_INTERRUPTED = 130
+#: The most a token file is read: a token is about 70 characters.
+_MAX_TOKEN_FILE = 64 * 1024
 
 
 class UsageError(Exception):
-    """Bad command-line input; the message is printed as it is."""
+    """Bad command-line input; the message is printed as it is (it never holds the token)."""
 
 
 def read_token(token_file: str | None, environ: dict[str, str] | os._Environ[str]) -> str:
-    """The token from ``--token-file`` or ``DISCORD_TOKEN``; never from an argument."""
+    """The token from ``--token-file`` or ``DISCORD_TOKEN``; never from an argument.
+
+    Every mistake is a :class:`UsageError` that names the source, never the token: a file
+    that cannot be read, is not UTF-8, is empty, or holds more than one word.
+    """
     if token_file is not None:
+        source = f"the token file {token_file}"
         try:
-            with open(token_file, encoding="utf-8") as handle:
-                token = handle.read().strip()
+            with open(token_file, "rb") as handle:
+                raw = handle.read(_MAX_TOKEN_FILE + 1)
         except OSError as exc:
-            raise UsageError(f"cannot read the token file: {exc.strerror}") from exc
+            raise UsageError(
+                f"cannot read {source}: {exc.strerror or type(exc).__name__}"
+            ) from None
+        if len(raw) > _MAX_TOKEN_FILE:
+            raise UsageError(f"{source} is too large to hold a token")
+        try:
+            token = raw.decode("utf-8").removeprefix("\ufeff").strip()
+        except UnicodeDecodeError:
+            raise UsageError(f"{source} is not UTF-8 text") from None
+        if not token:
+            raise UsageError(f"{source} is empty: write the bot token in it")
     else:
+        source = "DISCORD_TOKEN"
         token = environ.get("DISCORD_TOKEN", "").strip()
-    if not token:
-        raise UsageError("no token: set DISCORD_TOKEN or pass --token-file PATH")
+        if not token:
+            raise UsageError("no token: set DISCORD_TOKEN or pass --token-file PATH")
+    if not token.isprintable() or any(char.isspace() for char in token):
+        raise UsageError(f"{source} holds more than one word or line: it must hold the token only")
     return token
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``ID/COUNT`` (``0/1``, ``3/8``) with ``0 <= ID < COUNT``; else a :class:`UsageError`."""
+    index, slash, count = text.strip().partition("/")
+    if not (
+        slash
+        and all(part.isascii() and part.isdecimal() and len(part) <= 9 for part in (index, count))
+    ):
+        raise UsageError(f"--shard must be ID/COUNT, like 0/1 or 3/8 (got {text[:20]!r})")
+    shard_id, shard_count = int(index), int(count)
+    if not 0 <= shard_id < shard_count:
+        raise UsageError(
+            f"--shard {shard_id}/{shard_count}: COUNT must be at least 1 and ID from 0 to COUNT - 1"
+        )
+    return shard_id, shard_count
 
 
 def parse_intents(text: str) -> Intents:
     """``GUILDS,GUILD_MESSAGES`` (names of :class:`Intents`, any case) or a number.
 
-    A number must be plain ASCII digits and set only bits :class:`Intents` defines (spec
+    A number must be plain ASCII digits and set only bits :class:`Intents` defines (docs/protocol.md
     §13: the gateway closes with 4013 otherwise); anything else is a :class:`UsageError`.
     """
     number = text.strip()
@@ -235,32 +303,129 @@ async def run_listen(
     ssl_context: ssl.SSLContext | None = None,
     give_up_after: int = 3,
 ) -> int:
-    """Print every event as a JSON line until a fatal close or Ctrl-C; return an exit code."""
+    """Print every event as a JSON line until a fatal close or a signal; return an exit code.
+
+    SIGINT (Ctrl-C) and SIGTERM close the session (code 1000): the ``Terminated`` event is
+    printed and the exit status is 0, as for any close the user asked for.
+    """
     failures = 0
     live = False
     async with Shard(config, ssl_context=ssl_context) as shard:
-        status = _Status(shard, err) if err.isatty() else None
-        start = time.monotonic()
-        async for event in shard:
-            out.write(json_line(event_record(event, time.monotonic() - start)))
-            out.write("\n")
-            out.flush()
-            if status is not None:
-                status.saw_event()
-            if isinstance(event, SessionStarted | SessionResumed):
-                live, failures = True, 0
-            elif isinstance(event, Disconnected) and event.error is not None:
-                failures += 1
-                err.write(f"\nconnection failed: {event.error}\n")
-                if not live and failures >= give_up_after:
-                    err.write(f"error: giving up after {failures} failed connection attempts\n")
-                    return 1
-            elif isinstance(event, Terminated):
-                if event.error is not None:
-                    err.write(f"\nerror: the gateway ended the connection: {event.error}\n")
-                    return 2
-                return 0
+        with _close_on_signals(shard):
+            status = _Status(shard, err) if err.isatty() else None
+            start = time.monotonic()
+            async for event in shard:
+                out.write(json_line(event_record(event, time.monotonic() - start)))
+                out.write("\n")
+                out.flush()
+                if status is not None:
+                    status.saw_event()
+                if isinstance(event, SessionStarted | SessionResumed):
+                    live, failures = True, 0
+                elif isinstance(event, Disconnected) and event.error is not None:
+                    failures += 1
+                    err.write(f"\nconnection failed: {event.error}\n")
+                    if not live and failures >= give_up_after:
+                        err.write(f"error: giving up after {failures} failed connection attempts\n")
+                        return EXIT_NO_CONNECTION
+                elif isinstance(event, Terminated):
+                    if event.error is not None:
+                        err.write(f"\nerror: the gateway ended the connection: {event.error}\n")
+                        return EXIT_FATAL_CLOSE
+                    return 0
     return 0
+
+
+@contextlib.contextmanager
+def _close_on_signals(shard: Shard) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM close ``shard`` gracefully instead of killing us.
+
+    The first signal starts ``shard.close()`` (close 1000, bounded by the config's
+    ``close_timeout``); later ones are ignored while it runs. Where the loop cannot take
+    signal handlers (Windows, a thread other than the main one) nothing is installed.
+    """
+    loop = asyncio.get_running_loop()
+    closing: list[asyncio.Task[object]] = []
+
+    def request_close() -> None:
+        if not closing:
+            closing.append(loop.create_task(shard.close()))
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, request_close)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def _usable_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # a malformed port or IPv6 address
+        return False
+
+
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext | None:
+    """The TLS context trusting ``ca_file`` (``None``: the system store, chosen by the driver)."""
+    if ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except ssl.SSLError as exc:  # before OSError: SSLError is one
+        raise UsageError(
+            f"--ca-file {ca_file} holds no usable CA certificate ({exc.reason or exc})"
+        ) from None
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read --ca-file {ca_file}: {exc.strerror or type(exc).__name__}"
+        ) from None
+
+
+def listen_config(
+    args: Any, environ: dict[str, str] | os._Environ[str]
+) -> tuple[GatewayConfig, ssl.SSLContext | None]:
+    """Check every ``listen`` option before any network use; a mistake is a :class:`UsageError`.
+
+    Without ``--gateway-url`` the config's URL is a placeholder that discovery replaces.
+    """
+    token = read_token(args.token_file, environ)
+    intents = parse_intents(args.intents)
+    shard = parse_shard(args.shard)
+    gateway_url: str | None = args.gateway_url
+    if gateway_url is not None and not usable_ws_url(gateway_url):
+        raise UsageError(
+            "--gateway-url must be a ws:// or wss:// URL with a host, like wss://gateway.discord.gg"
+        )
+    if gateway_url is None and not _usable_http_url(args.api_base):
+        raise UsageError(
+            "--api-base must be an http:// or https:// URL with a host, "
+            "like https://discord.com/api/v10"
+        )
+    if args.ca_file is not None and gateway_url is not None and gateway_url[:5].lower() == "ws://":
+        raise UsageError(
+            "--ca-file is for TLS, but --gateway-url is ws:// (no TLS): use wss://, or drop --ca-file"
+        )
+    context = _ssl_context(args.ca_file)
+    try:
+        config = GatewayConfig(
+            token=token,
+            intents=intents,
+            shard=shard,
+            url=gateway_url or DEFAULT_GATEWAY_URL,
+            encoding=Encoding(args.encoding),
+            compression=TransportCompression(args.compression),
+        )
+    except (LocalProtocolError, ValueError) as exc:  # the library's messages omit the token
+        raise UsageError(str(exc)) from None
+    return config, context
 
 
 async def _discover_url(token: str, api_base: str, context: ssl.SSLContext | None) -> str:
@@ -269,27 +434,31 @@ async def _discover_url(token: str, api_base: str, context: ssl.SSLContext | Non
 
 
 def listen_main(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """``gateway-proto listen``: build the config from ``args`` and run :func:`run_listen`."""
+    """``gateway-proto listen``: check ``args``, discover, run :func:`run_listen`; exit status.
+
+    0: closed on request (SIGINT, SIGTERM); 1: discovery failed, or no connection could be
+    made; 2: a usage mistake (one line on ``err``) or a fatal close; 130: interrupted before
+    the session started.
+    """
     try:
-        token = read_token(args.token_file, os.environ)
-        intents = parse_intents(args.intents)
-        index, _, count = args.shard.partition("/")
-        context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
-        url = args.gateway_url or asyncio.run(_discover_url(token, args.api_base, context))
-        config = GatewayConfig(
-            token=token,
-            intents=intents,
-            shard=(int(index), int(count or 1)),
-            url=url,
-            encoding=Encoding(args.encoding),
-            compression=TransportCompression(args.compression),
-        )
-    except (UsageError, DiscoveryError, ValueError) as exc:
-        err.write(f"error: {exc}\n")
-        return 1
-    with contextlib.suppress(KeyboardInterrupt):
+        config, context = listen_config(args, os.environ)
+    except UsageError as exc:
+        err.write(f"gateway-proto listen: error: {exc}\n")
+        return EXIT_USAGE
+    try:
+        if args.gateway_url is None:
+            try:
+                url = asyncio.run(_discover_url(config.token, args.api_base, context))
+                config = attrs.evolve(config, url=url)
+            except DiscoveryError as exc:
+                err.write(f"error: {exc}\n")
+                return EXIT_NO_CONNECTION
+            except LocalProtocolError:
+                err.write("error: GET /gateway/bot answered a URL that is not ws:// or wss://\n")
+                return EXIT_NO_CONNECTION
         return asyncio.run(run_listen(config, out=out, err=err, ssl_context=context))
-    return 0
+    except KeyboardInterrupt:  # before the signal handlers were installed
+        return EXIT_INTERRUPTED
 
 
 # -- the live demo ---------------------------------------------------------------------
@@ -349,13 +518,14 @@ async def run_demo(out: TextIO) -> int:
             out.write(f"{time.monotonic() - start:7.3f}s  server: {text}\n")
 
         async with Shard(config) as shard:
-            for when, text, step in _demo_script(server):
-                loop.call_at(loop.time() + when, _announce_then_run, loop, note, text, step)
-            loop.call_at(loop.time() + 5.5, lambda: loop.create_task(shard.close()))
-            async for event in shard:
-                line = describe(event, origin)
-                if line is not None:
-                    out.write(f"{time.monotonic() - start:7.3f}s  client: {line}\n")
+            with _close_on_signals(shard):
+                for when, text, step in _demo_script(server):
+                    loop.call_at(loop.time() + when, _announce_then_run, loop, note, text, step)
+                loop.call_at(loop.time() + 5.5, lambda: loop.create_task(shard.close()))
+                async for event in shard:
+                    line = describe(event, origin)
+                    if line is not None:
+                        out.write(f"{time.monotonic() - start:7.3f}s  client: {line}\n")
         violations = server.call(lambda gw: list(gw.violations))
     out.write(f"\nfake gateway rule violations: {len(violations)}\n")
     return 1 if violations else 0

@@ -8,7 +8,7 @@
                 shard.send(UpdatePresence(...))  # from any thread
 
 One thread per shard owns its :class:`~gateway_proto.ws.WebSocketConnection` (and the core
-under it); nothing else touches them, so the core needs no lock (DESIGN §5). The thread
+under it); nothing else touches them, so the core needs no lock (docs/architecture.md §5). The thread
 waits in a selector on its sockets and on a wake-up socket pair, with the core's next
 deadline as the timeout. Other threads post inputs (commands, close, identify grants) to its
 inbox and wake it. Sockets are non-blocking from the first ``connect``, TLS included, so
@@ -66,6 +66,7 @@ from concurrent.futures import Future
 from typing import Final, TypeAlias, assert_never, final
 
 from gateway_proto import (
+    CloseCode,
     Command,
     Event,
     GatewayConfig,
@@ -111,7 +112,7 @@ __all__ = [
 
 #: Called with each event, on the shard's thread.
 EventCallback: TypeAlias = Callable[[Event], None]
-_Input: TypeAlias = Callable[[float], None]
+_Feed: TypeAlias = Callable[[float], None]
 
 _READ_SIZE: Final = 256 * 1024
 #: Bytes read from one socket per wake-up before timers and the inbox get a turn.
@@ -129,7 +130,7 @@ _READ: Final = selectors.EVENT_READ
 _WRITE: Final = selectors.EVENT_WRITE
 
 
-class _Phase(enum.Enum):
+class _SocketPhase(enum.Enum):
     RESOLVING = "resolving"
     CONNECTING = "connecting"
     HANDSHAKING = "TLS handshake"
@@ -168,7 +169,7 @@ class _Conn:
         self.host = action.host
         self.port = action.port
         self.tls = action.tls
-        self.phase = _Phase.RESOLVING
+        self.phase = _SocketPhase.RESOLVING
         self.addrs: list[tuple[int, int, int, object]] = []
         self.error: Exception | None = None
         self.sock: socket.socket | None = None
@@ -224,7 +225,7 @@ _CLOCKS: weakref.WeakKeyDictionary[IdentifyGate, _GateClock] = weakref.WeakKeyDi
 
 
 def identify_gate(scheduler: IdentifyScheduler | None = None) -> IdentifyGate:
-    """An :class:`IdentifyGate` for shards of this driver (spec §8 identify concurrency).
+    """An :class:`IdentifyGate` for shards of this driver (docs/protocol.md §8 identify concurrency).
 
     It needs no timer thread: its next deadline is kept where the shards that wait for an
     identify slot can see it, and the first of their threads to reach it polls the gate
@@ -285,7 +286,7 @@ class Shard:
         self.watch = LoopWatch(stall_warning)
         # Shared with other threads (each guarded as noted).
         self._events: queue.SimpleQueue[Event | _Crash] = queue.SimpleQueue()
-        self._inbox: queue.SimpleQueue[tuple[_Input, Future[None] | None]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[_Feed, Future[None] | None]] = queue.SimpleQueue()
         self._post_lock = threading.Lock()  # guards _accepting and the wake-up writes
         self._accepting = False
         self._wake_r: socket.socket | None = None
@@ -305,7 +306,7 @@ class Shard:
         self._identify_waiting = False
         self._gate_checked = float("-inf")
         self._draining = False
-        self._deferred: list[_Input] = []
+        self._deferred: list[_Feed] = []
         self._pending: deque[Event] = deque()
         self._delivering = False
         self._terminated = False
@@ -494,7 +495,7 @@ class Shard:
         with self._post_lock:
             self._accepting = True
 
-    def _post(self, feed: _Input, future: Future[None] | None = None) -> bool:
+    def _post(self, feed: _Feed, future: Future[None] | None = None) -> bool:
         """Hand an input to the shard's thread; ``False`` once the thread has finished."""
         with self._post_lock:
             if not self._accepting:
@@ -506,7 +507,7 @@ class Shard:
         return True
 
     def _request_close(self, *, resumable: bool) -> None:
-        code = 4000 if resumable else 1000
+        code = CloseCode.UNKNOWN_ERROR if resumable else CloseCode.NORMAL
         ws = self._ws
         if threading.get_ident() == self._owner:
             ws.close(code, now=time.monotonic(), reason="closing")
@@ -596,10 +597,10 @@ class Shard:
                 else:
                     self._io(conn, mask)
             for conn in [c for c in self._conns.values() if c.more]:
-                if conn.phase is _Phase.OPEN:
+                if conn.phase is _SocketPhase.OPEN:
                     self._read(conn)
             self._run_inbox()
-            # field notes #14: timers only after every byte already read has been fed.
+            # docs/field-bugs.md #14: timers only after every byte already read has been fed.
             self._check_timers()
 
     def _timeout(self) -> float | None:
@@ -613,7 +614,7 @@ class Shard:
             linger = self._linger_until
             deadline = linger if deadline is None else min(deadline, linger)
         for conn in self._conns.values():
-            if conn.phase is _Phase.FLUSHING:
+            if conn.phase is _SocketPhase.FLUSHING:
                 close_by = conn.close_by
                 deadline = close_by if deadline is None else min(deadline, close_by)
         if deadline is None:
@@ -630,7 +631,7 @@ class Shard:
             self._input(lambda at: self._ws.handle_timer(now=at))
         gate_at = self._gate_due()
         if gate_at is not None and gate_at <= now:
-            # spec §8: the first waiting shard to reach the gate's deadline polls it; each
+            # docs/protocol.md §8: the first waiting shard to reach the gate's deadline polls it; each
             # grant goes to the shard it is for (its inbox, or at once on this thread).
             self._gate_checked = now
             self._gate.poll(now=now)
@@ -665,7 +666,7 @@ class Shard:
         self._identify_waiting = False
         self._ws.grant_identify(now=now)
 
-    def _input(self, feed: _Input) -> None:
+    def _input(self, feed: _Feed) -> None:
         """Feed one input now, then perform and deliver what it produced.
 
         During :meth:`_drain` (an action failed at once) the input waits for the end of
@@ -764,7 +765,7 @@ class Shard:
             if conn.held:
                 conn.held = False
                 # TLS may hold decrypted bytes the selector cannot see: try a read.
-                conn.more = conn.phase is _Phase.OPEN
+                conn.more = conn.phase is _SocketPhase.OPEN
                 self._update_interest(conn)
         logger.debug("shard %s: reading resumed", self._shard)
         if not self._terminated:
@@ -773,7 +774,7 @@ class Shard:
 
     def _check_writes(self, conn: _Conn) -> None:
         """After a flush: compare the unsent bytes with the write marks."""
-        if conn.phase is not _Phase.OPEN:
+        if conn.phase is not _SocketPhase.OPEN:
             return
         size, limits = len(conn.out), self._limits
         if size > limits.write_hard_limit:
@@ -799,7 +800,7 @@ class Shard:
         match action:
             case SendBytes(data=data, transport_id=tid):
                 conn = self._conns.get(tid)
-                if conn is not None and conn.phase is _Phase.OPEN:
+                if conn is not None and conn.phase is _SocketPhase.OPEN:
                     conn.out += data
                     self._dirty[conn] = None
             case SetTimer(deadline=deadline):
@@ -874,7 +875,7 @@ class Shard:
     def _resolved(
         self, conn: _Conn, result: list[tuple[int, int, int, object]] | Exception
     ) -> None:
-        if self._conns.get(conn.tid) is not conn or conn.phase is not _Phase.RESOLVING:
+        if self._conns.get(conn.tid) is not conn or conn.phase is not _SocketPhase.RESOLVING:
             return  # the core gave up on this connection meanwhile (connect timeout)
         if isinstance(result, Exception):
             self._fail(conn, describe_open_error(conn.host, conn.port, result))
@@ -901,7 +902,7 @@ class Shard:
             except Exception:  # an address the socket refuses outright
                 code = errno.EINVAL
             if code in _CONNECTING_ERRNOS:
-                conn.sock, conn.fd, conn.phase = sock, sock.fileno(), _Phase.CONNECTING
+                conn.sock, conn.fd, conn.phase = sock, sock.fileno(), _SocketPhase.CONNECTING
                 self._update_interest(conn)
                 return
             sock.close()
@@ -931,7 +932,7 @@ class Shard:
         except Exception as exc:  # OSError, or a host name the TLS layer refuses
             self._fail(conn, f"TLS setup for {conn.host}:{conn.port} failed: {exc}")
             return
-        conn.phase = _Phase.HANDSHAKING
+        conn.phase = _SocketPhase.HANDSHAKING
         self._handshake(conn)
 
     def _handshake(self, conn: _Conn) -> None:
@@ -952,26 +953,26 @@ class Shard:
         self._update_interest(conn)
 
     def _opened(self, conn: _Conn) -> None:
-        conn.phase = _Phase.OPEN
+        conn.phase = _SocketPhase.OPEN
         self._update_interest(conn)
         ws, tid = self._ws, conn.tid
         self._input(lambda now: ws.handle_tcp_open(tid, now=now))
 
     def _io(self, conn: _Conn, mask: int) -> None:
         phase = conn.phase
-        if phase is _Phase.CONNECTING:
+        if phase is _SocketPhase.CONNECTING:
             self._connected(conn)
-        elif phase is _Phase.HANDSHAKING:
+        elif phase is _SocketPhase.HANDSHAKING:
             self._handshake(conn)
-        elif phase is _Phase.OPEN:
+        elif phase is _SocketPhase.OPEN:
             if mask & _WRITE:
                 if conn.read_wants_write:
                     conn.read_wants_write = False
                     mask |= _READ
                 self._flush(conn)
-            if mask & _READ and conn.phase is _Phase.OPEN:
+            if mask & _READ and conn.phase is _SocketPhase.OPEN:
                 self._read(conn)
-        elif phase is _Phase.FLUSHING:
+        elif phase is _SocketPhase.FLUSHING:
             self._flush(conn)
 
     def _read(self, conn: _Conn) -> None:
@@ -1000,7 +1001,7 @@ class Shard:
             conn.fed = True
             ws.receive_data(tid, data, now=time.monotonic())
             self._drain()
-            if conn.phase is not _Phase.OPEN or conn.held:
+            if conn.phase is not _SocketPhase.OPEN or conn.held:
                 return  # closed by what was just read, or the backlog is full
             if not conn.tls and len(data) < _READ_SIZE:
                 return  # the kernel's buffer is empty; the selector sees new bytes
@@ -1023,13 +1024,13 @@ class Shard:
             ):
                 break
             except OSError as exc:
-                if conn.phase is _Phase.FLUSHING:
+                if conn.phase is _SocketPhase.FLUSHING:
                     self._drop(conn)
                 else:
                     self._fail(conn, f"connection lost: {exc}")
                 return
             del out[:sent]
-        if not out and conn.phase is _Phase.FLUSHING:
+        if not out and conn.phase is _SocketPhase.FLUSHING:
             self._drop(conn)
             return
         self._update_interest(conn)
@@ -1039,17 +1040,17 @@ class Shard:
         conn = self._conns.get(tid)
         if conn is None:
             return
-        if abort or not conn.out or conn.phase is not _Phase.OPEN:
+        if abort or not conn.out or conn.phase is not _SocketPhase.OPEN:
             self._drop(conn)
             return
         # The close frame may still be queued: send it, then close. A peer that never
         # reads would keep it (and its buffer) alive for ever: it is reset at close_by.
-        conn.phase = _Phase.FLUSHING
+        conn.phase = _SocketPhase.FLUSHING
         conn.close_by = time.monotonic() + self._config.close_timeout
         self._dirty[conn] = None
 
     def _expire_closes(self, now: float) -> None:
-        for conn in [c for c in self._conns.values() if c.phase is _Phase.FLUSHING]:
+        for conn in [c for c in self._conns.values() if c.phase is _SocketPhase.FLUSHING]:
             if conn.close_by <= now:
                 logger.debug(
                     "shard %s: a graceful close did not finish in %.1f s; reset",
@@ -1074,7 +1075,7 @@ class Shard:
             conn.sock.close()
             conn.sock = None
         conn.fd = -1
-        conn.phase = _Phase.CLOSED
+        conn.phase = _SocketPhase.CLOSED
         conn.more = False
         conn.out.clear()
         self._dirty.pop(conn, None)
@@ -1088,11 +1089,11 @@ class Shard:
 
     def _update_interest(self, conn: _Conn) -> None:
         phase = conn.phase
-        if conn.sock is None or phase is _Phase.CLOSED:
+        if conn.sock is None or phase is _SocketPhase.CLOSED:
             return
-        if phase is _Phase.CONNECTING or phase is _Phase.FLUSHING:
+        if phase is _SocketPhase.CONNECTING or phase is _SocketPhase.FLUSHING:
             mask = _WRITE
-        elif phase is _Phase.HANDSHAKING:
+        elif phase is _SocketPhase.HANDSHAKING:
             mask = conn.want
         else:
             mask = (0 if conn.held else _READ) | (
@@ -1113,7 +1114,7 @@ class Shard:
 
 @final
 class ShardGroup:
-    """Many shards in one process, one thread each, sharing one identify gate (spec §8, §11).
+    """Many shards in one process, one thread each, sharing one identify gate (docs/protocol.md §8, §11).
 
     The gate has no timer thread of its own (see :func:`identify_gate`): while shards
     wait for an identify slot, the first of their threads to reach the gate's next deadline

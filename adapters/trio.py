@@ -10,7 +10,7 @@
 The core (a :class:`gateway_proto.ws.WebSocketConnection` over the
 :class:`~gateway_proto.GatewayConnection`) belongs to one task, the shard's main task
 (:meth:`Shard.run`, started in a nursery that ``async with`` opens). Nothing else touches it:
-every other task posts to the main task's inbox, a trio memory channel (DESIGN §5):
+every other task posts to the main task's inbox, a trio memory channel (docs/architecture.md §5):
 
 * one connection task per TCP connection opens it (``trio.open_tcp_stream``, then
   :class:`trio.SSLStream` for ``wss://``) and runs a reader, which posts what it reads, EOF
@@ -25,7 +25,7 @@ The main loop drains the core's actions (performing them), queues its events for
 (``trio.move_on_at``); at the deadline it calls ``handle_timer`` (and tells
 :class:`~gateway_proto.adapters._common.LoopWatch` how late it ran). Whatever is already in
 the inbox is fed before an overdue deadline is handled, so an ACK that has arrived counts
-(DESIGN §4). ``now`` is ``trio.current_time()`` throughout. There are no locks: only the
+(docs/architecture.md §4). ``now`` is ``trio.current_time()`` throughout. There are no locks: only the
 main task calls the core.
 
 Cancellation: a :meth:`Shard.send` that raised ``Cancelled`` did not post anything (the
@@ -53,31 +53,11 @@ posts a resume to the main task. A graceful close gets the configuration's
 
 Two transports: the built-in TCP/TLS one, or any websocket client that sends and receives
 whole messages, through a :data:`Connector` returning a :class:`MessageTransport` (the same
-shape as :mod:`gateway_proto.adapters.asyncio`'s). With trio-websocket, for example::
+shape as :mod:`gateway_proto.adapters.asyncio`'s). :func:`trio_websocket_connector` (the
+``trio-websocket`` extra) is shipped; each connection runs in the shard's own nursery::
 
-    from trio_websocket import ConnectionClosed, connect_websocket_url
-
-    def trio_websocket_connector(nursery: trio.Nursery) -> Connector:
-        class Adapter:
-            def __init__(self, ws): self._ws = ws
-            async def send(self, data): await self._ws.send_message(data)
-            async def recv(self):
-                try:
-                    return await self._ws.get_message()
-                except ConnectionClosed as exc:
-                    raise TransportClosedError(exc.reason.code, exc.reason.reason or "")
-            async def close(self, code, reason): await self._ws.aclose(code, reason)
-
-        async def connect(url: str) -> MessageTransport:
-            # The core bounds messages itself (config.max_message_size).
-            ws = await connect_websocket_url(nursery, url, max_message_size=2**31)
-            return Adapter(ws)
-
-        return connect
-
-    async with trio.open_nursery() as nursery:
-        async with Shard(config, connector=trio_websocket_connector(nursery)) as shard:
-            ...
+    async with Shard(config, connector=trio_websocket_connector()) as shard:
+        ...
 """
 
 from __future__ import annotations
@@ -95,10 +75,17 @@ from types import TracebackType
 from typing import Final, NoReturn, assert_never, final
 
 import attrs
-import trio
+
+from gateway_proto._errors import install_hint
+
+try:
+    import trio
+except ImportError as exc:
+    raise ImportError(f"gateway_proto.adapters.trio needs trio: {install_hint('trio')}") from exc
 
 from gateway_proto import (
     AbortTransport,
+    CloseCode,
     CloseTransport,
     Command,
     ConnectionState,
@@ -120,6 +107,7 @@ from ._common import (
     DEFAULT_API_BASE,
     IDENTIFY_MARGIN,
     Connector,
+    DiscoveryError,
     DriverAction,
     FlowLimits,
     GatewayInfo,
@@ -133,25 +121,27 @@ from ._common import (
     discover,
     logger,
 )
+from ._trio_websocket import trio_websocket_connector
 
 __all__ = [
     "IDENTIFY_MARGIN",
     "Connector",
+    "DiscoveryError",
     "FlowLimits",
+    "GatewayInfo",
     "MessageTransport",
     "Shard",
     "ShardGroup",
     "ShardNotRunningError",
     "TransportClosedError",
     "discover_gateway",
+    "trio_websocket_connector",
 ]
 
 #: Bytes asked for per read; READY and GUILD_CREATE reach megabytes.
 _READ_SIZE: Final = 256 * 1024
 #: SO_LINGER on, zero seconds: closing then sends RST instead of FIN.
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
-#: The close code for a custom transport dropped without a handshake (keeps the session).
-_ABORT_CODE: Final = 4000
 
 
 class ShardNotRunningError(RuntimeError):
@@ -161,7 +151,7 @@ class ShardNotRunningError(RuntimeError):
 async def discover_gateway(
     token: str, *, api_base: str = DEFAULT_API_BASE, ssl_context: ssl.SSLContext | None = None
 ) -> GatewayInfo:
-    """``GET /gateway/bot`` in a worker thread, so the run loop never blocks (spec §1.1).
+    """``GET /gateway/bot`` in a worker thread, so the run loop never blocks (docs/protocol.md §1.1).
 
     Cancelling the caller abandons the thread (it ends by itself within its timeout).
     """
@@ -253,7 +243,7 @@ class _Call:
             self.done.set()
 
 
-_Input = (
+_InboxItem = (
     _TcpOpened
     | _TcpData
     | _TcpFailed
@@ -271,7 +261,7 @@ _Out = bytes | str | tuple[int, str] | None
 
 
 @final
-class _Link:
+class _ConnTasks:
     """One connection's tasks, as the main task sees them."""
 
     __slots__ = (
@@ -386,9 +376,9 @@ class Shard:
         self._ssl = ssl_context
         self._gate = identify
         self._started = False
-        self._inbox: trio.MemorySendChannel[_Input] | None = None
+        self._inbox: trio.MemorySendChannel[_InboxItem] | None = None
         self._nursery: trio.Nursery | None = None
-        self._links: dict[int, _Link] = {}
+        self._links: dict[int, _ConnTasks] = {}
         self._deadline: float | None = None
         self._terminated = False
         self._events: collections.deque[Event] = collections.deque()
@@ -469,7 +459,7 @@ class Shard:
         if self._started:
             raise RuntimeError("this shard was already started")
         self._started = True
-        inbox, receive = trio.open_memory_channel[_Input](math.inf)
+        inbox, receive = trio.open_memory_channel[_InboxItem](math.inf)
         gate_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -509,7 +499,7 @@ class Shard:
         if not self._started:
             return None
         if not self._done.is_set():
-            code = 4000 if resumable else 1000
+            code = CloseCode.UNKNOWN_ERROR if resumable else CloseCode.NORMAL
             engine = self._engine
             with contextlib.suppress(ShardNotRunningError):
                 await self._call(lambda now: engine.close(code, now=now, reason="closing"))
@@ -570,16 +560,16 @@ class Shard:
         if call.error is not None:
             raise call.error
 
-    async def _serve(self, inbox: trio.MemoryReceiveChannel[_Input]) -> None:
+    async def _serve(self, inbox: trio.MemoryReceiveChannel[_InboxItem]) -> None:
         """The main loop: perform actions, deliver events, wait for one input or the timer."""
         self._engine.connect(now=trio.current_time())
         self._step()
         while not self._terminated:
-            item: _Input | None = None
+            item: _InboxItem | None = None
             try:
                 item = inbox.receive_nowait()
             except trio.WouldBlock:
-                # Everything received is fed before a deadline is judged (DESIGN §4: an ACK
+                # Everything received is fed before a deadline is judged (docs/architecture.md §4: an ACK
                 # already read must count before the heartbeat deadline).
                 deadline = self._deadline
                 if deadline is not None and trio.current_time() >= deadline:
@@ -600,7 +590,7 @@ class Shard:
         self._engine.handle_timer(now=now)
         self._step()
 
-    def _feed(self, item: _Input) -> None:
+    def _feed(self, item: _InboxItem) -> None:
         now = trio.current_time()
         match item:
             case _TcpData(transport_id=tid, data=data):
@@ -717,7 +707,7 @@ class Shard:
             assert self._ws is not None
             self._ws.set_writing_paused(tid, False, now=now)
 
-    def _overflow(self, tid: int, link: _Link) -> None:
+    def _overflow(self, tid: int, link: _ConnTasks) -> None:
         """Past the hard bound: the peer stopped reading; reset the link and report it."""
         error = WriteBufferOverflow(link.pending, self._limits.write_hard_limit)
         logger.debug("shard %s: %s", self._config.shard, error)
@@ -761,14 +751,14 @@ class Shard:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 inbox.send_nowait(_Grant())
 
-    def _post(self, item: _Input) -> None:
+    def _post(self, item: _InboxItem) -> None:
         """Give the main task one input (from a connection task)."""
         inbox = self._inbox
         assert inbox is not None
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             inbox.send_nowait(item)
 
-    def _finish(self, inbox: trio.MemoryReceiveChannel[_Input]) -> None:
+    def _finish(self, inbox: trio.MemoryReceiveChannel[_InboxItem]) -> None:
         """The main loop ended: answer waiting calls, release waiters, drop connections."""
         assert self._gate is not None
         self._gate.unregister(self._config.shard[0])
@@ -793,11 +783,13 @@ class Shard:
     # -- connections --------------------------------------------------------------------
 
     def _open(
-        self, tid: int, run: Callable[[_Link, trio.MemoryReceiveChannel[_Out]], Awaitable[None]]
+        self,
+        tid: int,
+        run: Callable[[_ConnTasks, trio.MemoryReceiveChannel[_Out]], Awaitable[None]],
     ) -> None:
         assert self._nursery is not None
         outbox, pending = trio.open_memory_channel[_Out](math.inf)
-        link = _Link(outbox)
+        link = _ConnTasks(outbox)
         self._links[tid] = link
         self._nursery.start_soon(run, link, pending)
 
@@ -826,13 +818,13 @@ class Shard:
         link.scope.cancel()
 
     @staticmethod
-    def _write_last(link: _Link) -> None:
+    def _write_last(link: _ConnTasks) -> None:
         """Close after the bytes already queued (the writer sees ``None``)."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             link.outbox.send_nowait(None)
 
     async def _run_tcp(
-        self, action: OpenTcp, link: _Link, pending: trio.MemoryReceiveChannel[_Out]
+        self, action: OpenTcp, link: _ConnTasks, pending: trio.MemoryReceiveChannel[_Out]
     ) -> None:
         """One TCP (and TLS) connection: connect, then read and write until closed."""
         tid = action.transport_id
@@ -877,7 +869,7 @@ class Shard:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
 
-    async def _read_tcp(self, tid: int, stream: trio.abc.Stream, link: _Link) -> None:
+    async def _read_tcp(self, tid: int, stream: trio.abc.Stream, link: _ConnTasks) -> None:
         try:
             while True:
                 if link.held:
@@ -897,7 +889,7 @@ class Shard:
         tid: int,
         stream: trio.abc.Stream,
         pending: trio.MemoryReceiveChannel[_Out],
-        link: _Link,
+        link: _ConnTasks,
     ) -> None:
         """Write queued bytes in order, several at once when they piled up; stop at ``None``."""
         while True:
@@ -929,7 +921,7 @@ class Shard:
                 return
 
     async def _run_custom(
-        self, url: str, tid: int, link: _Link, pending: trio.MemoryReceiveChannel[_Out]
+        self, url: str, tid: int, link: _ConnTasks, pending: trio.MemoryReceiveChannel[_Out]
     ) -> None:
         """One connection through the :data:`Connector`, whole messages each way."""
         assert self._connector is not None
@@ -966,7 +958,8 @@ class Shard:
                 with trio.CancelScope(shield=True) as scope:
                     scope.deadline = trio.current_time() + self._config.close_timeout
                     with contextlib.suppress(Exception):
-                        await transport.close(_ABORT_CODE, "aborted")
+                        # Any code but 1000/1001 keeps the session (docs/protocol.md §7).
+                        await transport.close(CloseCode.UNKNOWN_ERROR, "aborted")
 
     @staticmethod
     async def _write_custom(
@@ -998,7 +991,7 @@ async def _run_in_scope(
 
 @final
 class ShardGroup:
-    """Many shards in one trio run, sharing one identify scheduler (spec §8, §11).
+    """Many shards in one trio run, sharing one identify scheduler (docs/protocol.md §8, §11).
 
     ``async for shard_id, event in group`` interleaves every shard's events in arrival
     order and ends once every shard has terminated. Events wait for the application in the

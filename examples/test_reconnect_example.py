@@ -1,7 +1,8 @@
 """Test your bot's reconnect logic in ten lines: a pytest file to copy.
 
 Run it with ``pytest examples/test_reconnect_example.py``. It needs only ``gateway-proto``
-(the last test also needs hypothesis: ``pip install 'gateway-proto[testing]'``). No token, no
+(the last test also needs hypothesis: ``pip install 'gateway-proto[testing]'``, or
+``pip install '.[testing]'`` from a checkout). No token, no
 network, no sleeping: the gateway is :class:`~gateway_proto.testing.FakeGateway`, and the
 :class:`~gateway_proto.testing.Simulator` runs minutes of gateway life in milliseconds of
 virtual time.
@@ -70,7 +71,7 @@ def make_sim(bot: MyBot, seed: int = 1) -> Simulator:
 
 def say(sim: Simulator, when: float, text: str) -> None:
     """Have the fake gateway emit a MESSAGE_CREATE at virtual time ``when``."""
-    sim.at(when, lambda: sim.gateway.dispatch("MESSAGE_CREATE", {"content": text}))
+    sim.at(when, lambda: sim.server.dispatch("MESSAGE_CREATE", {"content": text}))
 
 
 def test_no_message_is_lost_or_doubled_across_reconnects() -> None:
@@ -123,15 +124,15 @@ def test_any_fault_schedule_is_survived() -> None:
             say(sim, 10.0 * i + 0.5, str(i))
         sim.connect()
         sim.run_until(200.0)
-        sim.gateway.withhold_acks = False
-        sim.gateway.accepting = True
+        sim.server.withhold_acks = False
+        sim.server.accepting = True
         sim.run_until(1200.0)  # faults over: let it reconnect and catch up
         sim.assert_no_violations()
         report = sim.check_delivery()  # raises on a lost-unannounced, doubled or late message
         # each message was delivered, or lost with an announcement, or sent while no
         # session existed at all (after op 9 false, before the next READY)
         accounted = report.delivered + report.lost + report.unseen_dispatches
-        assert accounted + sim.gateway.undelivered == 20
+        assert accounted + sim.server.undelivered == 20
         assert bot.resyncs >= report.lost_sessions
 
     run()

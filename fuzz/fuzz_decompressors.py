@@ -1,4 +1,4 @@
-"""Fuzz the zstd-stream (spec §10.4) and payload-zlib (spec §10.2) decompressors.
+"""Fuzz the zstd-stream (docs/protocol.md §10.4) and payload-zlib (docs/protocol.md §10.2) decompressors.
 
 The input bytes are a little program. The first byte picks the target (``run_one``), the
 next ones the size bound, the backend and a mode; the rest is either raw messages, or

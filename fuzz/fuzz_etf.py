@@ -1,4 +1,4 @@
-"""Fuzz the ETF decoder (spec §10.1) with arbitrary bytes.
+"""Fuzz the ETF decoder (docs/protocol.md §10.1) with arbitrary bytes.
 
 Accepted outcomes: ``EtfCodec.loads`` returns a value or raises ``DecodeError`` — nothing
 else (no IndexError, RecursionError, MemoryError, UnicodeDecodeError...). A decoded value must

@@ -7,7 +7,7 @@ fields), moves the clock, fires the timer, grants the identify slot, or closes t
 from the peer's side. A built-in driver answers the connection's actions the way a real one
 would (it opens every transport at once and remembers timers and identify requests).
 
-Only documented outcomes are accepted (DESIGN §3): nothing escapes ``receive_message`` or any
+Only documented outcomes are accepted (docs/architecture.md §3): nothing escapes ``receive_message`` or any
 other input, peer input never raises ``LocalProtocolError``, every close we start keeps the
 session resumable (4000), every sent message is UTF-8 JSON text of at most 4096 bytes on the
 current transport, and errors reach the application only inside ``Disconnected``/``Terminated``.
@@ -34,6 +34,7 @@ from _harness import HarnessFailure, Reader, fuzz_main, instrumentation
 
 with instrumentation(__name__):
     from gateway_proto import (
+        MAX_PAYLOAD_SIZE,
         AbortTransport,
         CloseTransport,
         Disconnected,
@@ -58,10 +59,9 @@ with instrumentation(__name__):
     from gateway_proto._state import ConnectionState
 
 SUFFIX = b"\x00\x00\xff\xff"
-MAX_PAYLOAD_SIZE = 4096
 #: Small bounds make MessageTooLarge reachable; the last one lets big payloads through.
 SIZE_BOUNDS = (64, 512, 4096, 1 << 20)
-#: Close codes a peer (or the network) can end a transport with (spec §7).
+#: Close codes a peer (or the network) can end a transport with (docs/protocol.md §7).
 CLOSE_CODES = (
     None,
     1000,
@@ -142,7 +142,7 @@ class _Driver:
         elif isinstance(action, SendMessage):
             self._check_send(action)
         elif isinstance(action, CloseTransport):
-            # spec §7 client-initiated close rule: closes we start keep the session resumable.
+            # docs/protocol.md §7 client-initiated close rule: closes we start keep the session resumable.
             if action.code != 4000:
                 raise HarnessFailure(f"close with a non-resumable code: {action!r}")
         elif isinstance(action, SetTimer):
@@ -163,7 +163,9 @@ class _Driver:
             raise HarnessFailure("JSON payloads are sent as text")
         encoded = action.data.encode()  # raises (a failure) if it is not valid UTF-8 text
         if len(encoded) > MAX_PAYLOAD_SIZE:
-            raise HarnessFailure(f"sent {len(encoded)} bytes; the gateway accepts 4096")
+            raise HarnessFailure(
+                f"sent {len(encoded)} bytes; the gateway accepts {MAX_PAYLOAD_SIZE}"
+            )
         payload = json.loads(action.data)
         if not isinstance(payload, dict) or payload.get("op") != action.opcode:
             raise HarnessFailure(f"sent payload does not match its opcode: {action!r}")

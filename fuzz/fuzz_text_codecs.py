@@ -1,4 +1,4 @@
-"""Fuzz the zlib-stream decompressor (spec §10.3) and the JSON decoder (spec §10.1).
+"""Fuzz the zlib-stream decompressor (docs/protocol.md §10.3) and the JSON decoder (docs/protocol.md §10.1).
 
 The first input byte picks the target; the rest is its input.
 

@@ -17,7 +17,7 @@ command or close. A built-in driver performs the actions:
 ``OpenTcp`` is remembered and opened by a later step, ``SendBytes`` is parsed as the server
 would parse it, ``CloseTcp`` forgets the transport.
 
-Only documented outcomes are accepted (DESIGN §3, §5; RFC 6455):
+Only documented outcomes are accepted (docs/architecture.md §3, §5; RFC 6455):
 
 * nothing escapes a peer-driven input (``receive_data``, ``handle_tcp_open``,
   ``handle_tcp_failed``, ``handle_timer``, ``grant_identify``), not even ``LocalProtocolError``;
@@ -68,6 +68,7 @@ from _harness import HarnessFailure, Reader, fuzz_main, instrumentation
 
 with instrumentation(__name__):
     from gateway_proto import (
+        MAX_PAYLOAD_SIZE,
         Disconnected,
         DispatchReceived,
         FatalCloseError,
@@ -107,7 +108,6 @@ with instrumentation(__name__):
     )
 
 TOKEN = "fuzz-token-SECRET"
-MAX_PAYLOAD_SIZE = 4096
 #: Small bounds make 1009 (and the core's MessageTooLarge) reachable; the last is the default.
 SIZE_BOUNDS = (64, 512, DEFAULT_MAX_MESSAGE_SIZE)
 MAIN_HOST = "gateway.discord.gg"
@@ -115,7 +115,7 @@ MAX_STEPS = 64
 #: The driver sleeps until a timer at most this far ahead (seconds).
 TIMER_HORIZON = 1e6
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
-#: Codes the server's close frames carry: valid ones (RFC 6455 §7.4, spec §7), ``None`` for
+#: Codes the server's close frames carry: valid ones (RFC 6455 §7.4, docs/protocol.md §7), ``None`` for
 #: an empty body, and ones no endpoint may send (the client answers 1002).
 SERVER_CLOSE_CODES = (
     None,
@@ -167,7 +167,7 @@ CLIENT_OPS = frozenset({1, 2, 6, 8})
 #: tests/test_fuzz_ws.py). ``run_one(data, tolerate=KNOWN_BUGS)`` stops an input quietly where
 #: one of them shows, so a long run keeps looking for new ones (FUZZ_WS_TOLERATE=known does
 #: the same for the atheris entry point). Empty: "resume-url-request",
-#: "resume-url-urlsplit" and "close-reason-surrogate" were fixed in 5ea5f5b; the harness
+#: "resume-url-urlsplit" and "close-reason-surrogate" are fixed; the harness
 #: still names them (KnownBug) should they come back.
 KNOWN_BUGS: frozenset[str] = frozenset()
 
@@ -499,7 +499,9 @@ class _Driver:
 
     def _check_text(self, payload: bytes) -> None:
         if len(payload) > MAX_PAYLOAD_SIZE:
-            raise HarnessFailure(f"sent {len(payload)} bytes; the gateway accepts 4096")
+            raise HarnessFailure(
+                f"sent {len(payload)} bytes; the gateway accepts {MAX_PAYLOAD_SIZE}"
+            )
         try:
             message = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -849,7 +851,7 @@ class _Driver:
             self._expect_nothing(before, "a refused close")
             return
         except UnicodeEncodeError as exc:
-            # DESIGN §3: misuse raises LocalProtocolError (and changes nothing).
+            # docs/architecture.md §3: misuse raises LocalProtocolError (and changes nothing).
             raise KnownBug(
                 "close-reason-surrogate", f"close(reason={reason!r}) raised {exc!r}"
             ) from exc

@@ -67,8 +67,7 @@ from ._events import (
 from ._identify import IdentifyScheduler, SessionStartLimit
 from ._opcodes import CloseCode, Intents, Opcode
 from ._state import ConnectionState
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "MAX_PAYLOAD_SIZE",

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import (
     CloseTransport,
@@ -33,6 +34,7 @@ from . import (
     Terminated,
     UpdatePresence,
 )
+from ._version import __version__
 from .testing import FakeGateway, Simulator
 
 
@@ -111,9 +113,47 @@ def run_demo(seed: int, out: Any) -> int:
     return 1 if violations else 0
 
 
+#: argparse quotes the value it refused ("invalid choice: 'x'"); a misplaced token must not be
+#: printed back, so the value is left out (the choices are still listed).
+_QUOTED_VALUE = re.compile(r"(invalid (?:choice|\w+ value)): '[^']*'")
+
+_LISTEN_EPILOG = """\
+The token is read from $DISCORD_TOKEN or --token-file, never from an argument.
+
+SIGINT (Ctrl-C) and SIGTERM close the session with code 1000 and exit with status 0.
+Exit status: 0 closed on request; 1 discovery failed, or no connection could be made
+(three attempts before any session); 2 a mistake in the options (one line on stderr) or a
+fatal close by the gateway (4004 authentication failed, 4014 disallowed intents, ...).
+"""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with abbreviations off and every mistake as one line on stderr (status 2)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``prog: error: message`` as one line, never quoting a refused value."""
+        message = _QUOTED_VALUE.sub(r"\1", " ".join(message.split()))
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _unrecognized(extras: Sequence[str]) -> str:
+    """Name the unknown options of ``extras``, never their values (one may be the token)."""
+    options = [item.split("=", 1)[0] for item in extras if item.startswith("-")]
+    if not options:
+        return "unexpected argument: the commands take options only"
+    message = f"unrecognized option{'s' if len(options) > 1 else ''}: {', '.join(options)}"
+    if any(option.startswith("--token") for option in options):
+        message += " (the token is read from $DISCORD_TOKEN or --token-file PATH)"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gateway-proto`` console script."""
-    parser = argparse.ArgumentParser(prog="gateway-proto", description=__doc__.splitlines()[0])
+    parser = _ArgumentParser(prog="gateway-proto", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo", help="connect the real client to the embedded loopback gateway, with faults"
@@ -122,7 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--virtual", action="store_true", help="run the scripted session in virtual time instead"
     )
     demo.add_argument("--seed", type=int, default=7, help="seed of the virtual session")
-    listen = commands.add_parser("listen", help="connect a shard and print events as JSON lines")
+    listen = commands.add_parser(
+        "listen",
+        help="connect a shard and print events as JSON lines",
+        description="Connect a shard and print one JSON line per event on stdout.",
+        epilog=_LISTEN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     listen.add_argument("--token-file", help="file holding the bot token (default: $DISCORD_TOKEN)")
     listen.add_argument(
         "--intents", default="GUILDS", help="names (GUILDS,GUILD_MESSAGES) or a number"
@@ -134,8 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     listen.add_argument("--gateway-url", help="connect here instead of asking GET /gateway/bot")
     listen.add_argument("--api-base", default="https://discord.com/api/v10", help="REST API base")
-    listen.add_argument("--ca-file", help="trust this CA bundle instead of the system store")
-    args = parser.parse_args(argv)
+    listen.add_argument(
+        "--ca-file", help="trust this CA bundle instead of the system store (wss://, https://)"
+    )
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        (listen if args.command == "listen" else demo).error(_unrecognized(extras))
     if args.command == "demo" and args.virtual:
         return run_demo(args.seed, sys.stdout)
     import asyncio  # noqa: PLC0415 - the I/O half is only loaded when it runs
@@ -147,7 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "listen":
         return int(cli.listen_main(args))
-    return int(asyncio.run(cli.run_demo(sys.stdout)))
+    try:
+        return int(asyncio.run(cli.run_demo(sys.stdout)))
+    except KeyboardInterrupt:  # before the demo's signal handlers were installed
+        return 130
 
 
 if __name__ == "__main__":

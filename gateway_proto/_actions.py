@@ -2,7 +2,7 @@
 
 Drain them with :meth:`GatewayConnection.next_actions` after every input and perform them in
 order. Every action that touches a transport names its ``transport_id`` (the generation); a
-driver performs it on that transport only (DESIGN §3 "Generations").
+driver performs it on that transport only (docs/architecture.md §3 "Generations").
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class SetTimer:
 @final
 @attrs.frozen(slots=True)
 class RequestIdentify:
-    """Ask the identify scheduler for a slot; answer with ``grant_identify`` (spec §8)."""
+    """Ask the identify scheduler for a slot; answer with ``grant_identify`` (docs/protocol.md §8)."""
 
     shard_id: int
 

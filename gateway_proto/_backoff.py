@@ -1,4 +1,4 @@
-"""Capped exponential backoff with full jitter (field notes #7, #10; DESIGN §4)."""
+"""Capped exponential backoff with full jitter (docs/field-bugs.md #7, #10; docs/architecture.md §4)."""
 
 from __future__ import annotations
 
@@ -18,5 +18,5 @@ def backoff_delay(failures: int, rng: random.Random, *, base: float, cap: float)
 
 
 def invalid_session_pause(rng: random.Random) -> float:
-    """The random 1–5 s pause after op 9 before resuming or identifying again (spec §6)."""
+    """The random 1–5 s pause after op 9 before resuming or identifying again (docs/protocol.md §6)."""
     return rng.uniform(1.0, 5.0)

@@ -1,4 +1,4 @@
-"""Application commands: what a bot may ask the gateway for (spec §12).
+"""Application commands: what a bot may ask the gateway for (docs/protocol.md §12).
 
 Each command is a frozen value validated when it is built, so a mistake surfaces as a
 :class:`LocalProtocolError` at the call that made it, never as a 4001/4002 close minutes later
@@ -89,7 +89,7 @@ def snowflake(value: Snowflake, name: str = "snowflake") -> str:
     # 20 digits is already past 2**64; the cap also keeps int() away from huge strings.
     elif isinstance(value, str) and value.isascii() and value.isdecimal() and len(value) <= 20:
         number = int(value)
-    # spec §10.1/§11: snowflakes are unsigned 64-bit ids, sent as strings in JSON.
+    # docs/protocol.md §10.1/§11: snowflakes are unsigned 64-bit ids, sent as strings in JSON.
     if number is None or not 0 <= number < 1 << 64:
         raise LocalProtocolError(
             f"{name} must be a snowflake (int or decimal string in [0, 2**64)), got {value!r}"
@@ -174,7 +174,7 @@ def _channel_fields(values: Iterable[ChannelInfoField]) -> tuple[ChannelInfoFiel
 
 
 class ActivityType(enum.IntEnum):
-    """Activity types (spec §12 op 3)."""
+    """Activity types (docs/protocol.md §12 op 3)."""
 
     PLAYING = 0
     STREAMING = 1
@@ -186,7 +186,7 @@ class ActivityType(enum.IntEnum):
 
 
 class Status(enum.StrEnum):
-    """Presence statuses (spec §12 op 3)."""
+    """Presence statuses (docs/protocol.md §12 op 3)."""
 
     ONLINE = "online"
     DND = "dnd"
@@ -195,7 +195,7 @@ class Status(enum.StrEnum):
     OFFLINE = "offline"
 
 
-# spec §9: streaming URLs only work on these sites (and their subdomains, e.g. www.).
+# docs/protocol.md §9: streaming URLs only work on these sites (and their subdomains, e.g. www.).
 _STREAMING_HOSTS = ("twitch.tv", "youtube.com")
 
 
@@ -215,7 +215,7 @@ def _is_streaming_url(url: str) -> bool:
 class Activity:
     """One activity in a presence update.
 
-    Bots may set only ``name``, ``state``, ``type`` and ``url`` (spec §9, §12 op 3), so those are
+    Bots may set only ``name``, ``state``, ``type`` and ``url`` (docs/protocol.md §9, §12 op 3), so those are
     the only fields. For :attr:`ActivityType.CUSTOM` Discord displays ``state``; ``name`` is
     still required.
     """
@@ -231,7 +231,7 @@ class Activity:
         if not self.name:
             raise LocalProtocolError("Activity.name must not be empty")
         if self.url is not None:
-            # spec §9: url is for streaming activities, and only twitch.tv / youtube.com work.
+            # docs/protocol.md §9: url is for streaming activities, and only twitch.tv / youtube.com work.
             if self.type is not ActivityType.STREAMING:
                 raise LocalProtocolError(
                     f"Activity.url is only allowed with type STREAMING, not {self.type.name}"
@@ -262,9 +262,9 @@ def _as_status(value: object) -> Any:
 @final
 @attrs.frozen(slots=True, kw_only=True)
 class UpdatePresence:
-    """Change the bot's status and activities (op 3, spec §12).
+    """Change the bot's status and activities (op 3, docs/protocol.md §12).
 
-    Discord documents "5 updates per 20 seconds" for presences (spec §8); the send limiter, not
+    Discord documents "5 updates per 20 seconds" for presences (docs/protocol.md §8); the send limiter, not
     this class, is where pacing happens.
     """
 
@@ -281,12 +281,12 @@ class UpdatePresence:
     afk: bool = attrs.field(default=False, validator=_field(_type(bool)))
 
     def __attrs_post_init__(self) -> None:
-        # spec §12 op 3: since is a Unix time in ms (or null).
+        # docs/protocol.md §12 op 3: since is a Unix time in ms (or null).
         if self.since is not None and self.since < 0:
             raise LocalProtocolError(f"UpdatePresence.since must be >= 0, got {self.since}")
 
     def payload_data(self) -> dict[str, Any]:
-        """Return ``d``; spec §12 op 3 wants all four keys, null ``since`` included."""
+        """Return ``d``; docs/protocol.md §12 op 3 wants all four keys, null ``since`` included."""
         return {
             "since": self.since,
             "activities": [activity.payload_data() for activity in self.activities],
@@ -302,7 +302,7 @@ class UpdatePresence:
 @final
 @attrs.frozen(slots=True, kw_only=True)
 class UpdateVoiceState:
-    """Join, move between or leave (``channel_id=None``) voice channels (op 4, spec §12).
+    """Join, move between or leave (``channel_id=None``) voice channels (op 4, docs/protocol.md §12).
 
     The gateway answers with VOICE_STATE_UPDATE and VOICE_SERVER_UPDATE dispatches.
     """
@@ -327,7 +327,7 @@ class UpdateVoiceState:
 # ---------------------------------------------------------------------------------------------
 # op 8: Request Guild Members
 
-# spec §9: at most 100 user_ids per request; the nonce is at most 32 bytes (a longer one is
+# docs/protocol.md §9: at most 100 user_ids per request; the nonce is at most 32 bytes (a longer one is
 # silently dropped and the chunks come back without it, so correlation would break).
 _MAX_USER_IDS = 100
 _MAX_NONCE_BYTES = 32
@@ -336,11 +336,11 @@ _MAX_NONCE_BYTES = 32
 @final
 @attrs.frozen(slots=True, kw_only=True)
 class RequestGuildMembers:
-    """Ask for a guild's members, answered by GUILD_MEMBERS_CHUNK dispatches (op 8, spec §12).
+    """Ask for a guild's members, answered by GUILD_MEMBERS_CHUNK dispatches (op 8, docs/protocol.md §12).
 
     Give exactly one of ``query`` (a username prefix, with ``limit``) or ``user_ids``.
     ``query=""`` with ``limit=0`` asks for every member: that needs the GUILD_MEMBERS intent and
-    is limited to one request per guild per 30 s (spec §8); see :attr:`requests_all_members`.
+    is limited to one request per guild per 30 s (docs/protocol.md §8); see :attr:`requests_all_members`.
     ``presences`` needs GUILD_PRESENCES. ``nonce`` is echoed in the chunks.
     """
 
@@ -358,13 +358,13 @@ class RequestGuildMembers:
     nonce: str | None = attrs.field(default=None, validator=_field(_type(str, NoneType)))
 
     def __attrs_post_init__(self) -> None:
-        # spec §12 op 8: one of query / user_ids is required (and they are alternatives).
+        # docs/protocol.md §12 op 8: one of query / user_ids is required (and they are alternatives).
         if (self.query is None) == (self.user_ids is None):
             given = "both" if self.query is not None else "neither"
             raise LocalProtocolError(
                 f"RequestGuildMembers needs exactly one of query or user_ids, got {given}"
             )
-        # spec §12 op 8: limit is required with query; 0 with query "" means every member.
+        # docs/protocol.md §12 op 8: limit is required with query; 0 with query "" means every member.
         if self.query is not None and self.limit is None:
             raise LocalProtocolError(
                 "RequestGuildMembers.limit is required with query (0 with query='' for all)"
@@ -373,7 +373,7 @@ class RequestGuildMembers:
             raise LocalProtocolError(f"RequestGuildMembers.limit must be >= 0, got {self.limit}")
         if self.user_ids is not None and self.limit is not None:
             raise LocalProtocolError("RequestGuildMembers.limit is only allowed with query")
-        # spec §9: nonce at most 32 bytes.
+        # docs/protocol.md §9: nonce at most 32 bytes.
         if self.nonce is not None:
             try:
                 size = len(self.nonce.encode("utf-8"))
@@ -389,7 +389,7 @@ class RequestGuildMembers:
 
     @property
     def requests_all_members(self) -> bool:
-        """Whether this asks for the whole member list (rate limited 1/guild/30 s, spec §8)."""
+        """Whether this asks for the whole member list (rate limited 1/guild/30 s, docs/protocol.md §8)."""
         return self.query == "" and self.limit == 0
 
     def payload_data(self) -> dict[str, Any]:
@@ -413,7 +413,7 @@ class RequestGuildMembers:
 @final
 @attrs.frozen(slots=True, kw_only=True)
 class RequestSoundboardSounds:
-    """Ask for the soundboard sounds of some guilds (op 31, spec §12).
+    """Ask for the soundboard sounds of some guilds (op 31, docs/protocol.md §12).
 
     The gateway answers with one SOUNDBOARD_SOUNDS dispatch per guild.
     """
@@ -436,7 +436,7 @@ class RequestSoundboardSounds:
 @final
 @attrs.frozen(slots=True, kw_only=True)
 class RequestChannelInfo:
-    """Ask for ephemeral channel data of a guild (op 43, spec §12).
+    """Ask for ephemeral channel data of a guild (op 43, docs/protocol.md §12).
 
     The gateway answers with a CHANNEL_INFO dispatch. ``status`` and ``voice_start_time`` are
     the only fields Discord offers, and by default both are requested.
@@ -445,7 +445,7 @@ class RequestChannelInfo:
     opcode: ClassVar[Opcode] = Opcode.REQUEST_CHANNEL_INFO
 
     guild_id: Snowflake = attrs.field(validator=_field(snowflake))
-    # spec §12 op 43: "status" and "voice_start_time" are the only fields available.
+    # docs/protocol.md §12 op 43: "status" and "voice_start_time" are the only fields available.
     fields: tuple[ChannelInfoField, ...] = attrs.field(
         default=("status", "voice_start_time"),
         converter=_channel_fields,
@@ -460,14 +460,14 @@ class RequestChannelInfo:
 # ---------------------------------------------------------------------------------------------
 # Anything else: the escape hatch.
 
-# spec §2: the connection sends these itself, at moments only it knows; a stray one would break
-# its heartbeat accounting, the identify budget (spec §8) or the session.
+# docs/protocol.md §2: the connection sends these itself, at moments only it knows; a stray one would break
+# its heartbeat accounting, the identify budget (docs/protocol.md §8) or the session.
 _MANAGED_OPCODES = {
     Opcode.HEARTBEAT: "it heartbeats on its own schedule and tracks the ACKs",
     Opcode.IDENTIFY: "it identifies when the identify scheduler grants a slot",
     Opcode.RESUME: "it resumes by itself after a reconnect",
 }
-# spec §2: only the gateway sends these; sending one earns close 4001.
+# docs/protocol.md §2: only the gateway sends these; sending one earns close 4001.
 _RECEIVE_ONLY_OPCODES = frozenset(
     {
         Opcode.DISPATCH,
@@ -536,7 +536,7 @@ class RawCommand:
             )
         if self.op in _RECEIVE_ONLY_OPCODES:
             raise LocalProtocolError(
-                f"RawCommand.op {self.op} ({Opcode(self.op).name}) is receive-only (spec §2)"
+                f"RawCommand.op {self.op} ({Opcode(self.op).name}) is receive-only (docs/protocol.md §2)"
             )
 
     @property

@@ -17,22 +17,22 @@ from ._errors import LocalProtocolError
 from ._opcodes import Intents
 
 DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg"
-#: spec §1.2: omit ``v`` and the gateway serves v6; this library speaks v10.
+#: docs/protocol.md §1.2: omit ``v`` and the gateway serves v6; this library speaks v10.
 API_VERSION = 10
-#: spec §9: inbound messages have no documented cap and READY reaches several MB; the bound
-#: keeps a hostile or broken peer from exhausting memory (field notes #20).
+#: docs/protocol.md §9: inbound messages have no documented cap and READY reaches several MB; the bound
+#: keeps a hostile or broken peer from exhausting memory (docs/field-bugs.md #20).
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
-#: The largest dispatch sequence number the connection accepts (spec §2 ``s``, echoed in
-#: heartbeats and RESUME, spec §3, §5): a signed 64-bit counter, which is what gateways
+#: The largest dispatch sequence number the connection accepts (docs/protocol.md §2 ``s``, echoed in
+#: heartbeats and RESUME, docs/protocol.md §3, §5): a signed 64-bit counter, which is what gateways
 #: keep; Discord's stay far below 2**31. Larger values could not be sent back in a bounded
-#: payload (spec §9), so a peer that sends one makes its session unusable.
+#: payload (docs/protocol.md §9), so a peer that sends one makes its session unusable.
 MAX_SEQUENCE = 2**63 - 1
-#: The longest session id accepted from READY or a snapshot (spec §4.2). Discord's are 32
+#: The longest session id accepted from READY or a snapshot (docs/protocol.md §4.2). Discord's are 32
 #: hex digits; four times that leaves room for other servers while keeping every RESUME
-#: far below 4096 bytes (spec §9).
+#: far below 4096 bytes (docs/protocol.md §9).
 MAX_SESSION_ID_LENGTH = 128
 #: The longest URL accepted as a gateway or resume URL: it goes into the HTTP request line
-#: (spec §1.2, §4.2), where servers commonly refuse lines of several KB.
+#: (docs/protocol.md §1.2, §4.2), where servers commonly refuse lines of several KB.
 MAX_URL_LENGTH = 2048
 
 
@@ -58,7 +58,7 @@ def _check_token(_: object, __: attrs.Attribute[Any], value: object) -> None:
 
 
 def _check_shard(_: object, __: attrs.Attribute[Any], value: tuple[int, int]) -> None:
-    # spec §11: 0 <= shard_id < num_shards.
+    # docs/protocol.md §11: 0 <= shard_id < num_shards.
     if (
         not isinstance(value, tuple)
         or len(value) != 2
@@ -79,7 +79,7 @@ def _check_intents(_: object, __: attrs.Attribute[Any], value: int) -> None:
 def unknown_intent_bits(value: int) -> None:
     """Refuse an intents bitfield with bits :class:`Intents` does not define.
 
-    spec §7, §13: the gateway closes with 4013 (invalid intents, fatal) for an unknown bit,
+    docs/protocol.md §7, §13: the gateway closes with 4013 (invalid intents, fatal) for an unknown bit,
     so it is caught here, at the call that made the mistake, naming the bits.
 
     Raises:
@@ -91,13 +91,13 @@ def unknown_intent_bits(value: int) -> None:
         bits = [index for index in range(unknown.bit_length()) if unknown >> index & 1]
         shown = ", ".join(map(str, bits[:8])) + (", ..." if len(bits) > 8 else "")
         raise LocalProtocolError(
-            f"intents has bits no intent defines (spec §13; the gateway closes with 4013): "
+            f"intents has bits no intent defines (docs/protocol.md §13; the gateway closes with 4013): "
             f"bit {shown}"
         )
 
 
 def _check_large_threshold(_: object, __: attrs.Attribute[Any], value: int) -> None:
-    # spec §4.1: large_threshold is 50-250.
+    # docs/protocol.md §4.1: large_threshold is 50-250.
     if isinstance(value, bool) or not isinstance(value, int) or not 50 <= value <= 250:
         raise LocalProtocolError("large_threshold must be an integer from 50 to 250")
 
@@ -107,7 +107,7 @@ def usable_ws_url(value: object) -> bool:
 
     It must be at most :data:`MAX_URL_LENGTH` characters of printable ASCII without spaces
     (the URL goes into an HTTP request line as it is, and a resume URL comes from the peer,
-    spec §4.2), with a host the IDNA codec accepts (what socket and TLS layers encode a host
+    docs/protocol.md §4.2), with a host the IDNA codec accepts (what socket and TLS layers encode a host
     name with: labels of 1-63 characters, no empty label) and a port, when given, in
     1-65535. So the connection never emits an ``OpenTransport`` a driver cannot attempt.
     """
@@ -135,11 +135,11 @@ def usable_ws_url(value: object) -> bool:
 
 
 def usable_session_id(value: object) -> bool:
-    """Whether ``value`` is a session id the connection can send back in a RESUME (spec §5).
+    """Whether ``value`` is a session id the connection can send back in a RESUME (docs/protocol.md §5).
 
     1 to :data:`MAX_SESSION_ID_LENGTH` printable characters: no control characters and no
     lone surrogates (``str.isprintable`` refuses both), so every codec encodes it, in at most
-    4 bytes of UTF-8 per character, and the RESUME stays within 4096 bytes (spec §9).
+    4 bytes of UTF-8 per character, and the RESUME stays within 4096 bytes (docs/protocol.md §9).
     """
     return (
         isinstance(value, str) and 0 < len(value) <= MAX_SESSION_ID_LENGTH and value.isprintable()
@@ -185,7 +185,7 @@ def _default_properties() -> dict[str, str]:
 
 
 def gateway_url(base: str, *, encoding: Encoding, compression: TransportCompression) -> str:
-    """``base`` with its query replaced by ours (spec §1.2; §15 item 2 for resume URLs).
+    """``base`` with its query replaced by ours (docs/protocol.md §1.2; §15 item 2 for resume URLs).
 
     The resume URL from READY is bare, so the same ``v``, ``encoding`` and ``compress`` are
     appended to it as to the main URL; the trailing slash is normalised first.
@@ -220,16 +220,16 @@ class GatewayConfig:
     connect_timeout: float = attrs.field(default=30.0, validator=_positive)
     hello_timeout: float = attrs.field(default=20.0, validator=_positive)
     close_timeout: float = attrs.field(default=5.0, validator=_positive)
-    #: Consecutive RESUMEs that may fail before the session is given up (field notes #5).
+    #: Consecutive RESUMEs that may fail before the session is given up (docs/field-bugs.md #5).
     max_resume_failures: int = attrs.field(default=3, validator=_positive_int)
     backoff_base: float = attrs.field(default=1.0, validator=_positive)
     backoff_cap: float = attrs.field(default=120.0, validator=_positive)
     max_queued_commands: int = attrs.field(default=1000, validator=_positive_int)
     #: Resume from the sequence the consumer acknowledged, not the last one received
-    #: (``GatewayConnection.acknowledge``; field notes #18).
+    #: (``GatewayConnection.acknowledge``; docs/field-bugs.md #18).
     commit_on_ack: bool = False
     #: Ask the gateway to zlib-compress large payloads one by one (IDENTIFY ``compress``,
-    #: spec §10.2): JSON only, and only without transport compression.
+    #: docs/protocol.md §10.2): JSON only, and only without transport compression.
     payload_compression: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -250,8 +250,8 @@ class SessionSnapshot:
 
     ``taken_at`` is the caller's wall-clock time (seconds since the epoch) when the snapshot
     was taken; the core never reads a clock, so it is whatever the caller passed. Sessions
-    live only minutes after their socket drops (spec §5), so a stale snapshot should be
-    discarded with :meth:`is_fresh` rather than retried (field notes #4).
+    live only minutes after their socket drops (docs/protocol.md §5), so a stale snapshot should be
+    discarded with :meth:`is_fresh` rather than retried (docs/field-bugs.md #4).
     """
 
     session_id: str = attrs.field(validator=_check_session_id)

@@ -2,7 +2,7 @@
 
 It reads no clock (every input takes ``now``), opens no socket (it emits actions), draws
 randomness only from ``config.rng``, and never raises because of what the peer sent: bad
-input ends the transport generation with a typed error and a reconnect (DESIGN §3).
+input ends the transport generation with a typed error and a reconnect (docs/architecture.md §3).
 
 Two lifetimes hold all state:
 
@@ -10,7 +10,7 @@ Two lifetimes hold all state:
   reconnects;
 * the *generation* (:class:`_Generation`: decoder, limiter, heartbeat and ACK state, its
   deadlines) belongs to one transport and is dropped with it, so nothing of an old
-  connection can act on a new one (field notes #1, #2, #6, #15).
+  connection can act on a new one (docs/field-bugs.md #1, #2, #6, #15).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ _ENCODE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, UnicodeE
 #: Dispatches the connection handles itself instead of emitting ``DispatchReceived``.
 _SESSION_DISPATCHES = frozenset({"READY", "RESUMED", "RATE_LIMITED"})
 
-#: spec §9: the gateway closes with 4002 for a sent payload over 4096 bytes.
+#: docs/protocol.md §9: the gateway closes with 4002 for a sent payload over 4096 bytes.
 MAX_PAYLOAD_SIZE = 4096
 
 _S = ConnectionState
@@ -149,7 +149,7 @@ class _Generation:
 
 @final
 class GatewayConnection:
-    """One shard's gateway connection, sans I/O. See DESIGN §3 for the contract.
+    """One shard's gateway connection, sans I/O. See docs/architecture.md §3 for the contract.
 
     Drain :meth:`next_actions` and :meth:`next_events` after every input. Inputs from the
     peer never raise; misuse raises :class:`LocalProtocolError` and changes nothing.
@@ -162,7 +162,7 @@ class GatewayConnection:
         self._config = config
         self._codec: Codec = make_codec(config.encoding, config.max_message_size)
         self._identify_data = self._encode(identify(config))
-        # spec §9: every RESUME this connection may build must fit in 4096 bytes. The session
+        # docs/protocol.md §9: every RESUME this connection may build must fit in 4096 bytes. The session
         # id and sequence are bounded where they are read (READY, a dispatch, a snapshot), so
         # the token is the one free part: check it against the worst case once, here, instead
         # of burning an IDENTIFY on each READY whose session could never be resumed. The
@@ -171,7 +171,7 @@ class GatewayConnection:
             self._encode(resume(config.token, "\U0001f600" * MAX_SESSION_ID_LENGTH, MAX_SEQUENCE))
         except PayloadTooLarge:
             raise LocalProtocolError(
-                "the token is too long: a RESUME carrying it would exceed 4096 bytes (spec §9)"
+                "the token is too long: a RESUME carrying it would exceed 4096 bytes (docs/protocol.md §9)"
             ) from None
         self._main_url = gateway_url(
             config.url, encoding=config.encoding, compression=config.compression
@@ -190,7 +190,7 @@ class GatewayConnection:
         #: The highest dispatch sequence of this session (``_NO_SEQUENCE``: none yet). Within
         #: a session it never decreases (see :meth:`_on_dispatch`).
         self._sequence = _NO_SEQUENCE
-        #: The sequence the consumer acknowledged (``commit_on_ack`` mode; field notes #18).
+        #: The sequence the consumer acknowledged (``commit_on_ack`` mode; docs/field-bugs.md #18).
         self._committed = _NO_SEQUENCE
         #: The driver stopped reading the transport (:meth:`set_reading_paused`).
         self._reading_paused = False
@@ -202,6 +202,7 @@ class GatewayConnection:
             self._restore(snapshot)
 
     def __repr__(self) -> str:
+        """Shard, state, transport id and sequence; never the token."""
         return (
             f"<GatewayConnection shard={self._config.shard} state={self._state.value} "
             f"transport_id={self._transport_id} sequence={self.sequence}>"
@@ -305,7 +306,7 @@ class GatewayConnection:
             LocalProtocolError: the connection is closed, ``command`` is not a command, or
                 the codec cannot encode it (for example an int too long for JSON text, or a
                 lone surrogate in ETF); nothing changes.
-            PayloadTooLarge: the encoded payload exceeds 4096 bytes (spec §9).
+            PayloadTooLarge: the encoded payload exceeds 4096 bytes (docs/protocol.md §9).
             SendQueueFull: ``max_queued_commands`` commands are already waiting.
 
         """
@@ -321,7 +322,7 @@ class GatewayConnection:
         opcode = command.opcode
         encoded = self._encode(envelope(opcode, command.payload_data()))
         if len(self._queue) >= self._config.max_queued_commands:
-            raise SendQueueFull(self._config.max_queued_commands)
+            raise SendQueueFull(self._config.max_queued_commands, live=self._state is _S.CONNECTED)
         self._advance(now)
         self._queue.append((opcode, encoded))
         gen = self._gen
@@ -334,7 +335,7 @@ class GatewayConnection:
 
         ``1000`` also ends the session on Discord's side; any other code (``4000`` is
         conventional) keeps it resumable, so :meth:`snapshot` can be taken for a cold
-        resume (spec §7 "client-initiated close rule"). ``1001`` is refused: it means a
+        resume (docs/protocol.md §7 "client-initiated close rule"). ``1001`` is refused: it means a
         server going away. Closing a closed connection does nothing. If a close for a
         reconnect (4000) is already in flight, it becomes the final close and its code
         stands; with ``code=1000`` the session is still forgotten locally.
@@ -368,7 +369,7 @@ class GatewayConnection:
         self._sync_timer()
 
     def grant_identify(self, *, now: float) -> None:
-        """The identify scheduler allows one IDENTIFY now (spec §8 identify concurrency).
+        """The identify scheduler allows one IDENTIFY now (docs/protocol.md §8 identify concurrency).
 
         A grant that arrives when no identify is pending (the transport it was asked for
         has gone) is ignored: a late slot must not be spent on another connection.
@@ -390,7 +391,7 @@ class GatewayConnection:
 
         Only meaningful with ``config.commit_on_ack``: then RESUME and :meth:`snapshot`
         carry the acknowledged sequence instead of the last one received, so a dispatch whose
-        hand-off failed is replayed rather than skipped (field notes #18: at-least-once).
+        hand-off failed is replayed rather than skipped (docs/field-bugs.md #18: at-least-once).
 
         Raises:
             LocalProtocolError: ``sequence`` is below the last acknowledged one or above the
@@ -414,7 +415,7 @@ class GatewayConnection:
         A driver pauses reading when the application falls behind on events, so TCP
         back-pressure holds the peer instead of an unbounded backlog. While paused, an ACK
         may sit unread in our own socket buffer, so a heartbeat that comes due with an ACK
-        outstanding is still sent but is not a zombie verdict (spec §3 zombie detection
+        outstanding is still sent but is not a zombie verdict (docs/protocol.md §3 zombie detection
         assumes we read what arrives). After resuming, the driver feeds the buffered bytes
         first, so the first periodic heartbeat still passes no verdict; only a full interval
         without an ACK after the resume does. Heartbeats, replies to op 1 and commands keep
@@ -451,7 +452,7 @@ class GatewayConnection:
         self._advance(now)
         self._set_state(Trigger.TRANSPORT_OPENED)
         gen.connect_deadline = None
-        # spec §1.3: HELLO is the first message; wait for it no longer than hello_timeout.
+        # docs/protocol.md §1.3: HELLO is the first message; wait for it no longer than hello_timeout.
         gen.hello_deadline = now + self._config.hello_timeout
         gen.decoder = InboundDecoder(
             self._codec,
@@ -524,7 +525,7 @@ class GatewayConnection:
         changed = False
         # While the session is live and on this generation (re-checked only after a message
         # that may change either), an ordinary dispatch is handled inline by the rules of
-        # _on_payload (spec §2: op, s and t by type; spec §15 item 10: s moves the sequence,
+        # _on_payload (docs/protocol.md §2: op, s and t by type; docs/protocol.md §15 item 10: s moves the sequence,
         # forward only: any other s takes _on_dispatch).
         live = self._state is connected
         for message in messages:
@@ -629,7 +630,7 @@ class GatewayConnection:
             gen.exit = self._fatal_exit(code, reason)
         else:
             if verdict is CloseVerdict.NEW_SESSION:
-                # spec §7: 4007 and 4009 say "start a new session"; 4003 means invalidated.
+                # docs/protocol.md §7: 4007 and 4009 say "start a new session"; 4003 means invalidated.
                 self._invalidate(resumable=False, reason=f"closed with code {code}")
             lost = code is None or code == 1006
             if error is None and lost:
@@ -649,7 +650,7 @@ class GatewayConnection:
     def handle_timer(self, *, now: float) -> None:
         """Handle every deadline at or before ``now``; early or spurious calls do nothing.
 
-        Call it only after feeding every message already received (field notes #14): an
+        Call it only after feeding every message already received (docs/field-bugs.md #14): an
         ACK waiting in a buffer must count before the zombie check runs.
         """
         self._advance(now)
@@ -663,6 +664,7 @@ class GatewayConnection:
     # -- the generation's life ---------------------------------------------------------
 
     def _open_transport(self, now: float, trigger: Trigger) -> None:
+        """Start a generation: a new transport id, on the resume URL when a session exists."""
         self._set_state(trigger)
         self._reconnect_at = None
         self._transport_id += 1
@@ -697,6 +699,7 @@ class GatewayConnection:
             self._transport_gone(now)
 
     def _transport_gone(self, now: float) -> None:
+        """The transport is gone: terminate, or emit Disconnected and reconnect (now or later)."""
         gen = self._gen
         assert gen is not None and gen.exit is not None
         end = gen.exit
@@ -723,11 +726,13 @@ class GatewayConnection:
             self._reconnect_at = reconnect_at
 
     def _terminate(self, end: _Exit) -> None:
+        """Enter CLOSED for good: drop the queued commands and emit Terminated, the last event."""
         self._set_state(Trigger.TERMINATED)
         self._queue.clear()
         self._events.append(Terminated(code=end.code, error=end.fatal))
 
     def _fatal_exit(self, code: int | None, reason: str) -> _Exit:
+        """The exit for a fatal close code: forget the session, since reconnecting cannot help."""
         assert code is not None
         self._forget_session()
         fatal = fatal_error_for(code, reason)
@@ -751,7 +756,7 @@ class GatewayConnection:
         pause: float = 0.0,
         server_requested: bool = False,
     ) -> _Exit:
-        """Decide how the next generation starts: the escalation ladder (DESIGN §4).
+        """Decide how the next generation starts: the escalation ladder (docs/architecture.md §4).
 
         A generation that never went live counts as a failure (backoff grows). Unless the
         server asked for the reconnect (op 7), it also climbs the ladder: no HELLO from the
@@ -764,13 +769,13 @@ class GatewayConnection:
             self._failures += 1
         if not gen.live and not server_requested:
             if gen.on_resume_url and gen.interval is None:
-                # field notes #3, #4: a resume URL we could not reach is dropped; the
+                # docs/field-bugs.md #3, #4: a resume URL we could not reach is dropped; the
                 # session is resumed on the main URL instead.
                 self._resume_url = None
             if gen.resume_sent and self._session_id is not None:
                 self._resume_failures += 1
                 if self._resume_failures >= self._config.max_resume_failures:
-                    # field notes #5: a session that cannot be resumed is given up.
+                    # docs/field-bugs.md #5: a session that cannot be resumed is given up.
                     self._invalidate(
                         resumable=False,
                         reason=f"{self._resume_failures} consecutive resumes failed",
@@ -797,6 +802,7 @@ class GatewayConnection:
     # -- session bookkeeping -----------------------------------------------------------
 
     def _restore(self, snapshot: SessionSnapshot) -> None:
+        """Adopt a cold-resume snapshot; one for another shard, format or API version is refused."""
         config = self._config
         if (snapshot.shard, snapshot.encoding, snapshot.compression, snapshot.api_version) != (
             config.shard,
@@ -818,6 +824,7 @@ class GatewayConnection:
         return None if checkpoint < 0 else checkpoint
 
     def _forget_session(self) -> None:
+        """Drop the session (id, resume URL, sequences) so that the next connection identifies."""
         self._session_id = None
         self._resume_url = None
         self._sequence = self._committed = _NO_SEQUENCE
@@ -831,6 +838,7 @@ class GatewayConnection:
             self._forget_session()
 
     def _invalidate(self, *, resumable: bool, reason: str) -> None:
+        """Emit SessionInvalidated; a session that cannot be resumed is forgotten first."""
         had_session = self._session_id is not None
         if not resumable:
             self._forget_session()
@@ -861,7 +869,7 @@ class GatewayConnection:
     def _on_payload(self, gen: _Generation, payload: Any, now: float) -> bool:
         """Handle one decoded payload; return whether a deadline may have changed."""
         try:
-            # spec §2: keys may be absent instead of null; a wrong-typed s or t is absent.
+            # docs/protocol.md §2: keys may be absent instead of null; a wrong-typed s or t is absent.
             op = payload.get("op") if type(payload) is dict else None
             if type(op) is not int:
                 raise InvalidPayload("gateway message is not an object with an integer 'op'")
@@ -900,11 +908,11 @@ class GatewayConnection:
             self._on_ack(gen, now)
             return False
         if op == Opcode.HEARTBEAT:
-            # spec §3: a heartbeat requested by the server is sent at once; the periodic
+            # docs/protocol.md §3: a heartbeat requested by the server is sent at once; the periodic
             # schedule is left as it is.
             self._send_urgent(gen, now, Opcode.HEARTBEAT, None)
         elif op == Opcode.RECONNECT:
-            # spec §6: op 7 may come at any time, even before HELLO; reconnect at once.
+            # docs/protocol.md §6: op 7 may come at any time, even before HELLO; reconnect at once.
             self._end_generation(
                 now,
                 self._reconnect_exit(
@@ -915,15 +923,16 @@ class GatewayConnection:
             self._on_invalid_session(now, resumable=d is True)
         elif interval is not None:
             self._on_hello(gen, now, interval)
-        # Anything else — an unknown op, a repeated HELLO — is ignored (spec §2 [PRACTICE]).
+        # Anything else — an unknown op, a repeated HELLO — is ignored (docs/protocol.md §2 [PRACTICE]).
         return True
 
     def _on_hello(self, gen: _Generation, now: float, interval: float) -> None:
+        """HELLO: start heartbeating (jittered first beat), then RESUME or ask to IDENTIFY."""
         assert gen.limiter is not None
         gen.hello_deadline = None
         gen.interval = interval
         gen.limiter.set_heartbeat_interval(interval)
-        # spec §3: the first heartbeat after interval * jitter, jitter uniform in [0, 1).
+        # docs/protocol.md §3: the first heartbeat after interval * jitter, jitter uniform in [0, 1).
         gen.next_beat = now + interval * self._config.rng.random()
         data = None
         if self._session_id is not None:
@@ -932,7 +941,7 @@ class GatewayConnection:
                 data = self._encode(resume(self._config.token, self._session_id, checkpoint))
             except LocalProtocolError:
                 # Belt and braces: the token, session id and sequence are bounded where they
-                # are read, so a RESUME always fits in 4096 bytes (spec §9). Should one not,
+                # are read, so a RESUME always fits in 4096 bytes (docs/protocol.md §9). Should one not,
                 # the session cannot be resumed: start a new one instead of raising.
                 self._drop_session("the session cannot be resumed (RESUME over 4096 bytes)")
         if data is not None:
@@ -943,18 +952,20 @@ class GatewayConnection:
         else:
             self._set_state(Trigger.HELLO_WITHOUT_SESSION)
             gen.identify_requested = True
-            # spec §8: every IDENTIFY waits for the identify scheduler's slot.
+            # docs/protocol.md §8: every IDENTIFY waits for the identify scheduler's slot.
             self._actions.append(RequestIdentify(shard_id=self._config.shard_id))
 
     def _on_ack(self, gen: _Generation, now: float) -> None:
+        """A heartbeat ACK: record the latency (an ACK nothing asked for means nothing)."""
         if gen.unacked_since is None:
-            return  # spec §15 item 8: an unrequested ACK means nothing.
+            return  # docs/protocol.md §15 item 8: an unrequested ACK means nothing.
         self._latency = now - gen.unacked_since
         gen.unacked_since = None
         self._events.append(HeartbeatAcknowledged(latency=self._latency))
 
     def _on_invalid_session(self, now: float, *, resumable: bool) -> None:
-        # spec §6: op 9 d=false drops the session at once; either way, wait 1-5 s.
+        """Op 9: drop the session unless resumable, then reconnect after the 1-5 s pause."""
+        # docs/protocol.md §6: op 9 d=false drops the session at once; either way, wait 1-5 s.
         if resumable and self._session_id is None:
             resumable = False
         self._invalidate(resumable=resumable, reason="invalid session (op 9)")
@@ -968,7 +979,7 @@ class GatewayConnection:
     ) -> bool:
         """Handle a dispatch; return whether the session went live (deadlines may move).
 
-        Sequence trust (spec §5, §15 item 10): ``s`` is echoed in every heartbeat and RESUME,
+        Sequence trust (docs/protocol.md §5, §15 item 10): ``s`` is echoed in every heartbeat and RESUME,
         so one the connection cannot send back (outside ``0..MAX_SEQUENCE``) makes the
         session unusable: it is forgotten and :class:`InvalidPayload` ends the generation,
         so the next connection identifies. Within a session the sequence only moves
@@ -993,7 +1004,7 @@ class GatewayConnection:
                 and seq <= gen.resume_sequence
             ):
                 return False  # a replayed dispatch we delivered before the resume
-            # spec §15 item 10: the sequence moves only with a non-null s, whatever the event.
+            # docs/protocol.md §15 item 10: the sequence moves only with a non-null s, whatever the event.
             self._sequence = max(self._sequence, seq)
         if name not in _SESSION_DISPATCHES:
             if self._state is _S.RESUMING:
@@ -1010,7 +1021,7 @@ class GatewayConnection:
             self._events.append(SessionResumed(sequence=self.sequence, replayed=gen.replayed))
             self._went_live(gen, now)
             return True
-        # RATE_LIMITED, by elimination. spec §8: the gateway refused a command (op 8 limit).
+        # RATE_LIMITED, by elimination. docs/protocol.md §8: the gateway refused a command (op 8 limit).
         # Every field is passed on as data; only retry_after is converted, within a bound.
         d = data if isinstance(data, dict) else {}
         opcode, retry_after = d.get("opcode"), d.get("retry_after")
@@ -1025,7 +1036,7 @@ class GatewayConnection:
         return False
 
     def _on_ready(self, gen: _Generation, now: float, data: Any, seq: int | None) -> None:
-        """Start the new session READY announces (spec §4.2).
+        """Start the new session READY announces (docs/protocol.md §4.2).
 
         A missing, null, empty or wrong-typed ``session_id`` is absent: the session is live
         but cannot be resumed. A string the connection cannot send back in a RESUME (see
@@ -1065,6 +1076,7 @@ class GatewayConnection:
         self._went_live(gen, now)
 
     def _went_live(self, gen: _Generation, now: float) -> None:
+        """The session is live: reset the failure counts and send the commands that waited."""
         gen.live = True
         self._failures = 0
         self._resume_failures = 0
@@ -1092,11 +1104,12 @@ class GatewayConnection:
     def _emit_send(
         self, gen: _Generation, now: float, opcode: Opcode, data: str | bytes | None
     ) -> None:
+        """Emit one SendMessage; ``data=None`` is a heartbeat, encoded with the latest sequence."""
         if data is None:
             try:
                 data = self._encode(envelope(Opcode.HEARTBEAT, self.sequence))
             except LocalProtocolError:
-                # Belt and braces (spec §9): the sequence is bounded where it is read, so a
+                # Belt and braces (docs/protocol.md §9): the sequence is bounded where it is read, so a
                 # heartbeat is a few dozen bytes. Should it not fit, the sequence is unusable:
                 # drop the session and reconnect rather than send or raise.
                 self._drop_session("the sequence makes a heartbeat over 4096 bytes")
@@ -1122,6 +1135,7 @@ class GatewayConnection:
             gen.urgent_at = gen.limiter.next_slot(now, priority=True)
 
     def _flush_urgent(self, gen: _Generation, now: float) -> None:
+        """Send what waits on the priority lane as far as the limiter allows; schedule the rest."""
         assert gen.limiter is not None
         while gen.urgent and gen.exit is None and gen.limiter.try_acquire(now, priority=True):
             opcode, data = gen.urgent.popleft()
@@ -1129,7 +1143,8 @@ class GatewayConnection:
         gen.urgent_at = gen.limiter.next_slot(now, priority=True) if gen.urgent else None
 
     def _flush_commands(self, gen: _Generation, now: float) -> None:
-        # spec §8: commands share the window with a reserve kept for heartbeats.
+        """Send queued commands within the limiter's share for commands; schedule the rest."""
+        # docs/protocol.md §8: commands share the window with a reserve kept for heartbeats.
         assert gen.limiter is not None
         queue = self._queue
         while queue and gen.limiter.try_acquire(now, priority=False):
@@ -1138,6 +1153,7 @@ class GatewayConnection:
         gen.command_at = gen.limiter.next_slot(now, priority=False) if queue else None
 
     def _heartbeat_due(self, gen: _Generation, now: float) -> None:
+        """The periodic heartbeat is due: end a zombie connection, or send when allowed."""
         assert gen.limiter is not None and gen.interval is not None and gen.next_beat is not None
         if (
             gen.unacked_since is not None
@@ -1145,7 +1161,7 @@ class GatewayConnection:
             and (gen.unacked_since <= gen.last_periodic_at)
             and not self._reading_paused
         ):
-            # spec §3 zombie detection: a heartbeat sent at or before the previous periodic
+            # docs/protocol.md §3 zombie detection: a heartbeat sent at or before the previous periodic
             # one is still unacknowledged now that the next is due. Not while the driver has
             # paused reading: the ACK may be waiting unread in our own buffer.
             self._fail(now, HeartbeatTimeout("no heartbeat ACK within one interval"), "zombie")
@@ -1163,6 +1179,7 @@ class GatewayConnection:
     # -- timers ------------------------------------------------------------------------
 
     def _deadlines(self) -> list[tuple[float, _Deadline]]:
+        """Every pending deadline with its kind: reconnect, timeouts, sends, heartbeat."""
         found: list[tuple[float, _Deadline]] = []
         if self._reconnect_at is not None:
             found.append((self._reconnect_at, _Deadline.RECONNECT))
@@ -1186,10 +1203,12 @@ class GatewayConnection:
         return found
 
     def _earliest_deadline(self) -> tuple[float, _Deadline] | None:
+        """The next deadline to fire and its kind, or ``None`` when nothing is pending."""
         deadlines = self._deadlines()
         return min(deadlines) if deadlines else None
 
     def _fire(self, kind: _Deadline, now: float) -> None:
+        """Act on a deadline that has passed: a timeout ends the generation, a send slot flushes."""
         gen = self._gen
         if kind is _Deadline.RECONNECT:
             self._open_transport(now, Trigger.RECONNECT_DUE)
@@ -1207,7 +1226,7 @@ class GatewayConnection:
                 ),
             )
         elif kind is _Deadline.CLOSE_TIMEOUT:
-            # field notes #9: a close handshake never holds the connection hostage.
+            # docs/field-bugs.md #9: a close handshake never holds the connection hostage.
             gen.close_deadline = None
             self._actions.append(AbortTransport(transport_id=gen.id))
             self._transport_gone(now)
@@ -1222,6 +1241,7 @@ class GatewayConnection:
             self._flush_commands(gen, now)
 
     def _sync_timer(self) -> None:
+        """Emit SetTimer when the earliest deadline moved, so the driver sleeps exactly until it."""
         earliest = self._earliest_deadline()
         deadline = None if earliest is None else max(earliest[0], self._now)
         if deadline != self._timer:
@@ -1231,6 +1251,7 @@ class GatewayConnection:
     # -- small helpers -----------------------------------------------------------------
 
     def _advance(self, now: float) -> None:
+        """Move the clock to ``now``; a non-finite ``now`` or time going backwards raises."""
         try:
             # False for NaN too; the ceiling keeps now + timeout > now (2**53 s is 285 My).
             if self._now <= now < _MAX_TIME and now is not True and now is not False:
@@ -1259,6 +1280,7 @@ class GatewayConnection:
         return gen if gen is not None and gen.id == transport_id else None
 
     def _set_state(self, trigger: Trigger) -> None:
+        """Change state through the transition table; a missing pair is a bug in the core."""
         self._state = transition(self._state, trigger)
 
 

@@ -29,7 +29,7 @@ class LocalProtocolError(GatewayError):
 
 @final
 class PayloadTooLarge(LocalProtocolError):
-    """An outbound payload would exceed the gateway's 4096-byte limit (spec §9)."""
+    """An outbound payload would exceed the gateway's 4096-byte limit (docs/protocol.md §9)."""
 
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(
@@ -41,14 +41,24 @@ class PayloadTooLarge(LocalProtocolError):
 
 @final
 class SendQueueFull(LocalProtocolError):
-    """The bounded queue of commands waiting for a live session is full."""
+    """The bounded queue of commands waiting to be sent is full.
 
-    def __init__(self, capacity: int) -> None:
-        super().__init__(
-            f"{capacity} commands are already waiting for the session; "
-            "wait for SessionStarted/SessionResumed before sending more"
+    ``live`` says why they wait: ``True`` for the rate limiter of a live session, ``False``
+    for a session to start or resume.
+    """
+
+    def __init__(self, capacity: int, *, live: bool = False) -> None:
+        # The hint names what the caller is waiting for: with a live session the queue drains
+        # at the gateway's send rate (120 per 60 s, docs/protocol.md §8); without one it waits
+        # for the session to start or resume.
+        hint = (
+            "they go out as the rate limit allows (120 per 60 s); send more once it drains"
+            if live
+            else "they wait for the session: send more after SessionStarted/SessionResumed"
         )
+        super().__init__(f"{capacity} commands are already waiting; {hint}")
         self.capacity = capacity
+        self.live = live
 
 
 class RemoteProtocolError(GatewayError):
@@ -85,12 +95,12 @@ class ConnectTimeout(GatewayTimeout):
 
 @final
 class HelloTimeout(GatewayTimeout):
-    """No HELLO (op 10) arrived in time after the transport opened (spec §1.3)."""
+    """No HELLO (op 10) arrived in time after the transport opened (docs/protocol.md §1.3)."""
 
 
 @final
 class HeartbeatTimeout(GatewayTimeout):
-    """A heartbeat went unacknowledged until the next one was due: a zombie connection (spec §3)."""
+    """A heartbeat went unacknowledged until the next one was due: a zombie connection (docs/protocol.md §3)."""
 
 
 class TransportClosed(GatewayError):
@@ -116,7 +126,7 @@ class WriteBufferOverflow(TransportClosed):
 
 
 class FatalCloseError(GatewayError):
-    """The gateway closed with a code after which reconnecting is pointless (spec §7)."""
+    """The gateway closed with a code after which reconnecting is pointless (docs/protocol.md §7)."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"gateway closed with fatal code {code}: {_describe(code, reason)}")
@@ -165,8 +175,12 @@ _FATAL_DESCRIPTIONS = {
 
 
 def _describe(code: int, reason: str) -> str:
+    """The description of ``code``, with the gateway's ``reason`` when it adds something."""
     known = _FATAL_DESCRIPTIONS.get(code, "fatal close")
-    return f"{known} ({reason})" if reason else known
+    said = "".join(filter(str.isalnum, reason.lower()))
+    if not said or said in "".join(filter(str.isalnum, known.lower())):
+        return known  # "Authentication failed." repeats what the description says
+    return f"{known} ({reason})"
 
 
 def fatal_error_for(code: int, reason: str) -> FatalCloseError:
@@ -180,3 +194,11 @@ def fatal_error_for(code: int, reason: str) -> FatalCloseError:
         4014: DisallowedIntents,
     }.get(code, FatalCloseError)
     return cls(code, reason)
+
+
+def install_hint(extra: str) -> str:
+    """How to install the optional dependencies of ``extra``: from PyPI and from a checkout."""
+    return (
+        f"pip install 'gateway-proto[{extra}]' (from PyPI) "
+        f"or pip install '.[{extra}]' (from a checkout)"
+    )

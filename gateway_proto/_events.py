@@ -16,7 +16,7 @@ from ._errors import FatalCloseError, GatewayError
 @final
 @attrs.frozen(slots=True, kw_only=True)
 class SessionStarted:
-    """READY arrived: a new session exists (spec §4.2).
+    """READY arrived: a new session exists (docs/protocol.md §4.2).
 
     ``session_id`` is ``None`` only when the server's READY had none (then the session
     cannot be resumed); ``resume_url`` is ``None`` when READY had no usable one (resumes
@@ -32,7 +32,7 @@ class SessionStarted:
 @final
 @attrs.frozen(slots=True, kw_only=True)
 class SessionResumed:
-    """RESUMED arrived: the session continues; ``replayed`` dispatches were re-sent (spec §5)."""
+    """RESUMED arrived: the session continues; ``replayed`` dispatches were re-sent (docs/protocol.md §5)."""
 
     sequence: int | None
     replayed: int
@@ -58,7 +58,7 @@ class DispatchReceived(NamedTuple):
 @final
 @attrs.frozen(slots=True, kw_only=True)
 class RateLimited:
-    """A RATE_LIMITED dispatch: the gateway refused a command (spec §8).
+    """A RATE_LIMITED dispatch: the gateway refused a command (docs/protocol.md §8).
 
     ``retry_after`` is in seconds; ``meta`` depends on ``opcode`` (op 8: ``guild_id``, ``nonce``).
     """

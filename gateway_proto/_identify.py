@@ -1,4 +1,4 @@
-"""IdentifyScheduler: who may IDENTIFY when (spec §8 identify concurrency and daily budget).
+"""IdentifyScheduler: who may IDENTIFY when (docs/protocol.md §8 identify concurrency and daily budget).
 
 Pure like the connection: it reads no clock. Connections emit ``RequestIdentify(shard_id)``;
 the driver passes it to :meth:`IdentifyScheduler.request`, calls :meth:`poll` at
@@ -7,9 +7,9 @@ the driver passes it to :meth:`IdentifyScheduler.request`, calls :meth:`poll` at
 Two limits are enforced:
 
 * **Concurrency** — shards are bucketed by ``shard_id % max_concurrency``; each bucket grants
-  at most one IDENTIFY per 5 s window (exceeding it earns op 9, spec §8).
+  at most one IDENTIFY per 5 s window (exceeding it earns op 9, docs/protocol.md §8).
 * **Daily session starts** — every IDENTIFY spends one of ``total`` starts per reset window;
-  running out kills every session and resets the token (spec §8, field notes #11). The
+  running out kills every session and resets the token (docs/protocol.md §8, docs/field-bugs.md #11). The
   scheduler never grants past ``remaining - reserve`` and holds requests until the reset.
 """
 
@@ -22,14 +22,14 @@ import attrs
 
 from ._errors import LocalProtocolError
 
-#: spec §8: ``max_concurrency`` identifies per 5 s.
+#: docs/protocol.md §8: ``max_concurrency`` identifies per 5 s.
 IDENTIFY_WINDOW = 5.0
 
 
 @final
 @attrs.frozen(kw_only=True)
 class SessionStartLimit:
-    """The ``session_start_limit`` object of ``GET /gateway/bot`` (spec §1.1), in seconds.
+    """The ``session_start_limit`` object of ``GET /gateway/bot`` (docs/protocol.md §1.1), in seconds.
 
     ``reset_after`` is converted from the endpoint's milliseconds by :meth:`from_gateway_bot`.
     """
@@ -161,6 +161,6 @@ class IdentifyScheduler:
         if limit is None or self._reset_at is None or now < self._reset_at:
             return
         self._remaining = limit.total
-        # spec §1.1: the window restarts when it resets; its length is unknown until the
+        # docs/protocol.md §1.1: the window restarts when it resets; its length is unknown until the
         # next GET /gateway/bot, so a day is assumed.
         self._reset_at = now + 86_400.0

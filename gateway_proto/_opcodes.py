@@ -1,4 +1,4 @@
-"""Opcodes, close codes, intents, and the close-code policy table (spec §2, §7, §13)."""
+"""Opcodes, close codes, intents, and the close-code policy table (docs/protocol.md §2, §7, §13)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from ._errors import LocalProtocolError
 
 
 class Opcode(enum.IntEnum):
-    """Gateway opcodes (spec §2)."""
+    """Gateway opcodes (docs/protocol.md §2)."""
 
     DISPATCH = 0
     HEARTBEAT = 1
@@ -26,7 +26,7 @@ class Opcode(enum.IntEnum):
 
 
 class CloseCode(enum.IntEnum):
-    """WebSocket close codes the gateway uses or that matter to it (spec §7)."""
+    """WebSocket close codes the gateway uses or that matter to it (docs/protocol.md §7)."""
 
     NORMAL = 1000
     GOING_AWAY = 1001
@@ -47,7 +47,7 @@ class CloseCode(enum.IntEnum):
     DISALLOWED_INTENTS = 4014
 
 
-#: The code of every close we initiate while meaning to resume (spec §7 "client-initiated
+#: The code of every close we initiate while meaning to resume (docs/protocol.md §7 "client-initiated
 #: close rule": 1000 and 1001 invalidate the session, any other code keeps it).
 RESUMABLE_CLOSE_CODE = 4000
 
@@ -63,10 +63,10 @@ class CloseVerdict(enum.Enum):
     FATAL = "fatal"
 
 
-# spec §7: the "Reconnect" column gives FATAL; 4007/4009 say "start a new session"; 4003
-# also means "session invalidated" (docs commit c4b4dd0b), so resuming would only earn op 9.
+# docs/protocol.md §7: the "Reconnect" column gives FATAL; 4007/4009 say "start a new session"; 4003
+# also means "session invalidated" (documented since 2024), so resuming would only earn op 9.
 # Everything else — unknown codes, a server-sent 1000, 1006 and no close frame at all — is
-# resumable: the server answers op 9 if it is not (spec §7 [PRACTICE]).
+# resumable: the server answers op 9 if it is not (docs/protocol.md §7 [PRACTICE]).
 _CLOSE_POLICY: dict[int, CloseVerdict] = {
     CloseCode.NOT_AUTHENTICATED: CloseVerdict.NEW_SESSION,
     CloseCode.AUTHENTICATION_FAILED: CloseVerdict.FATAL,
@@ -88,7 +88,7 @@ def close_verdict(code: int | None) -> CloseVerdict:
 
 
 class Intents(enum.IntFlag):
-    """Gateway intents (spec §13). Combine with ``|``; pass to :class:`GatewayConfig`."""
+    """Gateway intents (docs/protocol.md §13). Combine with ``|``; pass to :class:`GatewayConfig`."""
 
     NONE = 0
     GUILDS = 1 << 0
@@ -115,7 +115,7 @@ class Intents(enum.IntFlag):
 
     @classmethod
     def privileged(cls) -> Intents:
-        """The intents that must be enabled in the developer portal (spec §13)."""
+        """The intents that must be enabled in the developer portal (docs/protocol.md §13)."""
         return cls.GUILD_MEMBERS | cls.GUILD_PRESENCES | cls.MESSAGE_CONTENT
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Building outbound ``{op, d}`` payloads and reading HELLO (spec §2, §3, §4.1, §5).
+"""Building outbound ``{op, d}`` payloads and reading HELLO (docs/protocol.md §2, §3, §4.1, §5).
 
 Inbound envelopes are read inline on the hot path in ``_connection.py``.
 """
@@ -11,7 +11,7 @@ from ._config import GatewayConfig
 from ._errors import InvalidPayload
 from ._opcodes import Opcode
 
-#: The shortest interval accepted from HELLO, in ms. spec §3 gives the interval as a number
+#: The shortest interval accepted from HELLO, in ms. docs/protocol.md §3 gives the interval as a number
 #: of milliseconds (Discord sends an integer, about 41250), so one millisecond is its
 #: resolution. Anything shorter — down to subnormal floats such as 5e-324 — rounds the
 #: interval toward zero, where dividing by it overflows or fails; such a peer is broken or
@@ -23,7 +23,7 @@ MAX_HEARTBEAT_INTERVAL_MS = 86_400_000
 
 
 def heartbeat_interval(data: Any) -> float:
-    """The HELLO interval in seconds (spec §3: ``heartbeat_interval`` is in milliseconds).
+    """The HELLO interval in seconds (docs/protocol.md §3: ``heartbeat_interval`` is in milliseconds).
 
     Raises:
         InvalidPayload: the interval is missing, not a number (a bool is not one), NaN, or
@@ -45,19 +45,19 @@ def heartbeat_interval(data: Any) -> float:
 
 
 def envelope(op: int, data: Any) -> dict[str, Any]:
-    """An outbound payload (spec §2: sent payloads need only ``op`` and ``d``)."""
+    """An outbound payload (docs/protocol.md §2: sent payloads need only ``op`` and ``d``)."""
     return {"op": int(op), "d": data}
 
 
 def identify(config: GatewayConfig) -> dict[str, Any]:
-    """The IDENTIFY payload with every field the config sets (spec §4.1)."""
+    """The IDENTIFY payload with every field the config sets (docs/protocol.md §4.1)."""
     data: dict[str, Any] = {
         "token": config.token,
         "properties": dict(config.properties),
         "intents": int(config.intents),
         "shard": list(config.shard),
         "large_threshold": config.large_threshold,
-        # spec §10.2: per-payload zlib, JSON-only, exclusive with transport compression.
+        # docs/protocol.md §10.2: per-payload zlib, JSON-only, exclusive with transport compression.
         "compress": config.payload_compression,
     }
     if config.presence is not None:
@@ -66,5 +66,5 @@ def identify(config: GatewayConfig) -> dict[str, Any]:
 
 
 def resume(token: str, session_id: str, sequence: int | None) -> dict[str, Any]:
-    """The RESUME payload (spec §5: the key is ``seq``, not ``s``)."""
+    """The RESUME payload (docs/protocol.md §5: the key is ``seq``, not ``s``)."""
     return envelope(Opcode.RESUME, {"token": token, "session_id": session_id, "seq": sequence})

@@ -1,4 +1,4 @@
-"""The outbound send limiter (spec §8): a sliding log, pure functions of ``now``.
+"""The outbound send limiter (docs/protocol.md §8): a sliding log, pure functions of ``now``.
 
 The gateway closes with 4008 when more than 120 payloads arrive on one connection within
 60 s. The limiter keeps the send time of every payload of the last 60 s and admits a new one
@@ -7,7 +7,7 @@ ever holds more than 120 payloads.
 
 Two lanes share the window: heartbeats, IDENTIFY and RESUME take the *priority* lane, which
 may use all 120 slots; application commands take the *command* lane, which leaves a reserve
-computed from the heartbeat interval (spec §3 "heartbeats count", §15 item 9). One limiter
+computed from the heartbeat interval (docs/protocol.md §3 "heartbeats count", §15 item 9). One limiter
 lives per transport generation: the window starts empty on every connection.
 """
 
@@ -17,9 +17,9 @@ import math
 from collections import deque
 from fractions import Fraction
 
-#: Payloads allowed per window on one connection (spec §8).
+#: Payloads allowed per window on one connection (docs/protocol.md §8).
 SEND_LIMIT = 120
-#: The window length in seconds (spec §8).
+#: The window length in seconds (docs/protocol.md §8).
 SEND_WINDOW = 60.0
 #: Slots kept beyond the periodic heartbeats: IDENTIFY or RESUME, and replies to op 1.
 EXTRA_RESERVE = 3
@@ -27,7 +27,7 @@ EXTRA_RESERVE = 3
 #: them (under about half a second) cannot be honoured anyway, and queued commands must not
 #: wait forever.
 MAX_RESERVE = SEND_LIMIT - 10
-#: The interval assumed before HELLO says otherwise (spec §3: typically 41.25 s).
+#: The interval assumed before HELLO says otherwise (docs/protocol.md §3: typically 41.25 s).
 DEFAULT_HEARTBEAT_INTERVAL = 41.25
 
 

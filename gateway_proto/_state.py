@@ -53,34 +53,35 @@ class Trigger(enum.Enum):
     TERMINATED = "terminated"
 
 
-S = ConnectionState
-T = Trigger
+# Short names for the table below (private: the public names are the enums themselves).
+_S = ConnectionState
+_T = Trigger
 
 #: States in which a transport exists (opening, open, or closing).
 TRANSPORT_STATES = frozenset(
-    {S.CONNECTING, S.AWAITING_HELLO, S.IDENTIFYING, S.RESUMING, S.CONNECTED, S.CLOSING}
+    {_S.CONNECTING, _S.AWAITING_HELLO, _S.IDENTIFYING, _S.RESUMING, _S.CONNECTED, _S.CLOSING}
 )
 #: States in which the websocket is open and messages flow.
-OPEN_STATES = frozenset({S.AWAITING_HELLO, S.IDENTIFYING, S.RESUMING, S.CONNECTED})
+OPEN_STATES = frozenset({_S.AWAITING_HELLO, _S.IDENTIFYING, _S.RESUMING, _S.CONNECTED})
 
 _TABLE: dict[tuple[ConnectionState, Trigger], ConnectionState] = {
-    (S.IDLE, T.CONNECT): S.CONNECTING,
-    (S.CONNECTING, T.TRANSPORT_OPENED): S.AWAITING_HELLO,
-    (S.AWAITING_HELLO, T.HELLO_WITHOUT_SESSION): S.IDENTIFYING,
-    (S.AWAITING_HELLO, T.HELLO_WITH_SESSION): S.RESUMING,
-    # READY starts a session whatever came before it on this transport (spec §4.2).
-    (S.AWAITING_HELLO, T.READY): S.CONNECTED,
-    (S.IDENTIFYING, T.READY): S.CONNECTED,
-    (S.RESUMING, T.READY): S.CONNECTED,
-    (S.CONNECTED, T.READY): S.CONNECTED,
-    (S.RESUMING, T.RESUMED): S.CONNECTED,
+    (_S.IDLE, _T.CONNECT): _S.CONNECTING,
+    (_S.CONNECTING, _T.TRANSPORT_OPENED): _S.AWAITING_HELLO,
+    (_S.AWAITING_HELLO, _T.HELLO_WITHOUT_SESSION): _S.IDENTIFYING,
+    (_S.AWAITING_HELLO, _T.HELLO_WITH_SESSION): _S.RESUMING,
+    # READY starts a session whatever came before it on this transport (docs/protocol.md §4.2).
+    (_S.AWAITING_HELLO, _T.READY): _S.CONNECTED,
+    (_S.IDENTIFYING, _T.READY): _S.CONNECTED,
+    (_S.RESUMING, _T.READY): _S.CONNECTED,
+    (_S.CONNECTED, _T.READY): _S.CONNECTED,
+    (_S.RESUMING, _T.RESUMED): _S.CONNECTED,
     # A close handshake can start from any open state.
-    **{(state, T.CLOSE_SENT): S.CLOSING for state in OPEN_STATES},
+    **{(state, _T.CLOSE_SENT): _S.CLOSING for state in OPEN_STATES},
     # The transport can vanish from any state that has one; what follows is either a
     # reconnect (BACKING_OFF, possibly left at once) or the end (TERMINATED).
-    **{(state, T.TRANSPORT_GONE): S.BACKING_OFF for state in TRANSPORT_STATES},
-    (S.BACKING_OFF, T.RECONNECT_DUE): S.CONNECTING,
-    **{(state, T.TERMINATED): S.CLOSED for state in (S.IDLE, S.BACKING_OFF)},
+    **{(state, _T.TRANSPORT_GONE): _S.BACKING_OFF for state in TRANSPORT_STATES},
+    (_S.BACKING_OFF, _T.RECONNECT_DUE): _S.CONNECTING,
+    **{(state, _T.TERMINATED): _S.CLOSED for state in (_S.IDLE, _S.BACKING_OFF)},
 }
 
 

@@ -20,7 +20,7 @@ script is made of:
   RESUME, an ACK for every heartbeat, the close handshake).
 
 It is deliberately independent of the code under test: frames, the handshake, ETF, zlib and
-zstd are written here from RFC 6455, the Erlang term format and the spec (spec §2, §3,
+zstd are written here from RFC 6455, the Erlang term format and the spec (docs/protocol.md §2, §3,
 §10), so a bug in ``gateway_proto`` cannot hide itself by being on both sides.
 
 Every connection's server-side socket stays open until its script returns or the server
@@ -125,7 +125,7 @@ def frame(
     return bytes(head) + payload
 
 
-# -- ETF (the Erlang external term format, spec §10.1), written independently ------------
+# -- ETF (the Erlang external term format, docs/protocol.md §10.1), written independently ------------
 
 
 def etf(value: Any) -> bytes:
@@ -333,11 +333,11 @@ class Peer:
 
     @property
     def is_etf(self) -> bool:
-        """Whether the client asked for ETF (spec §1.2 ``encoding``)."""
+        """Whether the client asked for ETF (docs/protocol.md §1.2 ``encoding``)."""
         return self.query.get("encoding") == "etf"
 
     def compress(self, data: bytes) -> bytes:
-        """``data`` through the connection's transport compression (spec §10.3, §10.4)."""
+        """``data`` through the connection's transport compression (docs/protocol.md §10.3, §10.4)."""
         mode = self.query.get("compress")
         if mode == "zlib-stream":
             return self._zlib.compress(data) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
@@ -373,7 +373,7 @@ class Peer:
         self.send_raw(self.payload_frame(payload))
 
     def hello(self, interval_ms: Any) -> None:
-        """Send HELLO (op 10) with ``interval_ms`` as ``heartbeat_interval`` (spec §3)."""
+        """Send HELLO (op 10) with ``interval_ms`` as ``heartbeat_interval`` (docs/protocol.md §3)."""
         self.send_payload({"op": 10, "d": {"heartbeat_interval": interval_ms}})
 
     # -- reading the client's frames --------------------------------------------------
@@ -387,7 +387,7 @@ class Peer:
         elif length == 127:
             (length,) = struct.unpack("!Q", self._read_exactly(8))
         if length > 1 << 20:
-            raise Stopped  # the client never sends that much (spec §9: 4096-byte payloads)
+            raise Stopped  # the client never sends that much (docs/protocol.md §9: 4096-byte payloads)
         key = self._read_exactly(4) if second & 0x80 else b"\0\0\0\0"
         data = self._read_exactly(length)
         return first & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(data))
@@ -405,7 +405,7 @@ class Peer:
     def ack_for(self, seconds: float) -> None:
         """For ``seconds``, answer each heartbeat (op 1) with an ACK and ignore the rest.
 
-        A script that waits this way never makes the client declare a zombie (spec §3).
+        A script that waits this way never makes the client declare a zombie (docs/protocol.md §3).
         """
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
@@ -424,7 +424,7 @@ class Peer:
         """Behave: HELLO, READY for IDENTIFY, RESUMED for RESUME, an ACK per heartbeat.
 
         Anything else the client sends is ACKed, which the client ignores unless a
-        heartbeat is outstanding (spec §15 item 8).
+        heartbeat is outstanding (docs/protocol.md §15 item 8).
         """
         with contextlib.suppress(Stopped):
             if hello:
@@ -510,7 +510,7 @@ class HostileServer:
         return f"ws://127.0.0.1:{self.port}"
 
     def ready_payload(self, seq: Any, **overrides: Any) -> dict[str, Any]:
-        """A READY dispatch (spec §4.2) whose resume URL points back here."""
+        """A READY dispatch (docs/protocol.md §4.2) whose resume URL points back here."""
         data: dict[str, Any] = {
             "v": 10,
             "session_id": f"hostile-session-{self.port}",

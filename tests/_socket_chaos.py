@@ -4,9 +4,9 @@ One program runs a ``ShardGroup`` of one of the drivers (``asyncio``, ``trio`` o
 ``threads``, see :data:`DRIVERS`; one identify scheduler with ``max_concurrency`` = number
 of shards and the drivers' ``IDENTIFY_MARGIN``) against real :class:`LoopbackGateway`
 servers on loopback, one server per shard ("lane"), some of them behind TLS (trustme). Every
-shard uses zlib-stream transport compression (spec §10.3) and a 1 s heartbeat interval, so a
-zombie connection is found within two seconds (spec §3) while heartbeats stay far below the
-120-per-60 s limit (spec §8).
+shard uses zlib-stream transport compression (docs/protocol.md §10.3) and a 1 s heartbeat interval, so a
+zombie connection is found within two seconds (docs/protocol.md §3) while heartbeats stay far below the
+120-per-60 s limit (docs/protocol.md §8).
 
 The driver-specific part is one small function per driver (a :data:`Runner`): it runs the
 group, hands every ``(shard_id, event)`` to the same collector (:meth:`Lane.on_event`), runs
@@ -22,7 +22,7 @@ Per lane, two worker threads act on the server through its thread-safe API:
   armed in the same server call that emits a large dispatch, so the cut lands inside it),
   server restarts (short ones the session survives, and long ones past ``session_ttl`` that
   expire it), op 7, op 9 ``true``/``false``, resumable and new-session close codes, withheld
-  ACKs (zombie) and forced session expiry (spec §5, §6, §7). Most faults wait until the
+  ACKs (zombie) and forced session expiry (docs/protocol.md §5, §6, §7). Most faults wait until the
   client is live again (plus a short pause while the stream flows); about a quarter are
   fired quickly in a row so that they hit reconnects, resumes and replays in flight.
 
@@ -93,7 +93,7 @@ except ImportError:  # pragma: no cover - trustme comes with the dev extra
 
 TOKEN = "socket-chaos-token"
 HEARTBEAT_MS = 1000
-#: Sessions survive this long without a connection; long restarts outlast it (spec §5).
+#: Sessions survive this long without a connection; long restarts outlast it (docs/protocol.md §5).
 SESSION_TTL = 8.0
 #: Seconds a lane may take to be live again after a fault before the run is failed.
 LIVE_TIMEOUT = 60.0
@@ -674,7 +674,7 @@ def _drive(
     plan: Plan, lanes: list[Lane], report: Report, client_tls: ssl.SSLContext | None
 ) -> None:
     """Run the shards through ``plan.driver`` while the fault phase runs; a raise is a finding."""
-    # The drivers' margin (spec §8): the gateway times IDENTIFYs on arrival, and two of them
+    # The drivers' margin (docs/protocol.md §8): the gateway times IDENTIFYs on arrival, and two of them
     # can take different times to get there; without it the servers see "4.999 s".
     scheduler = IdentifyScheduler(max_concurrency=plan.lanes, margin=IDENTIFY_MARGIN)
 

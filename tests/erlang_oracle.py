@@ -1,4 +1,4 @@
-"""Erlang/OTP as an oracle for the ETF codec (spec §10.1): one long-lived ``erl`` process.
+"""Erlang/OTP as an oracle for the ETF codec (docs/protocol.md §10.1): one long-lived ``erl`` process.
 
 The Erlang side is a small loop passed with ``-eval``. It talks over two pipes it inherits
 as extra file descriptors (requests and replies), framed with a 4-byte big-endian length
@@ -180,7 +180,7 @@ class ErlangOracle:
 
 
 def render(value: Any) -> bytes:
-    """The rendering Erlang gives the term that ``value`` should encode to (spec §10.1).
+    """The rendering Erlang gives the term that ``value`` should encode to (docs/protocol.md §10.1).
 
     ``str`` → binary, ``None`` → atom ``nil``, bools → atoms, ``list``/``tuple`` → list,
     ``dict`` → map. Type-strict: ``True`` renders as an atom, ``1`` as an integer.

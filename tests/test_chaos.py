@@ -1,4 +1,4 @@
-"""Chaos in virtual time: the reliability proof of issue 3 (spec §3, §5, §6, §7, §8).
+"""Chaos in virtual time: the reliability proof (docs/protocol.md §3, §5, §6, §7, §8).
 
 Across many seeds, the real client (``GatewayConnection``, one or several shards sharing one
 ``IdentifyScheduler``) runs against ``FakeGateway`` in the ``Simulator`` while the server emits
@@ -153,7 +153,7 @@ def settled(sim: Simulator) -> bool:
     for conn in sim.connections:
         if conn.state is not ConnectionState.CONNECTED or conn.session_id is None:
             return False
-        newest = [s for s in sim.gateway.sessions if s.shard == conn.config.shard and s.alive]
+        newest = [s for s in sim.server.sessions if s.shard == conn.config.shard and s.alive]
         if not newest or newest[-1].session_id != conn.session_id:
             return False
     return True
@@ -161,7 +161,7 @@ def settled(sim: Simulator) -> bool:
 
 def heal_and_settle(sim: Simulator, limit: float = 900.0) -> None:
     """Stop the faults and let every shard reconnect and catch up (at most ``limit`` s)."""
-    gateway = sim.gateway
+    gateway = sim.server
     gateway.withhold_acks = False
     gateway.ack_delay = 0.0
     gateway.accepting = True
@@ -169,7 +169,7 @@ def heal_and_settle(sim: Simulator, limit: float = 900.0) -> None:
     while sim.now < end and not settled(sim):
         sim.run_until(sim.now + 5.0)
     # Long enough for every message in flight and one more heartbeat round.
-    sim.run_until(sim.now + 2 * sim.gateway.heartbeat_interval_ms / 1000)
+    sim.run_until(sim.now + 2 * sim.server.heartbeat_interval_ms / 1000)
 
 
 def assert_run_correct(sim: Simulator) -> list[Any]:
@@ -178,7 +178,7 @@ def assert_run_correct(sim: Simulator) -> list[Any]:
     reports = []
     for index, conn in enumerate(sim.connections):
         assert conn.state is ConnectionState.CONNECTED, (index, conn.state)
-        newest = [s for s in sim.gateway.sessions if s.shard == conn.config.shard and s.alive]
+        newest = [s for s in sim.server.sessions if s.shard == conn.config.shard and s.alive]
         assert newest, index
         assert conn.session_id == newest[-1].session_id, (index, conn.session_id)
         reports.append(sim.check_delivery(index, final=True))
@@ -306,13 +306,13 @@ def coverage_paused() -> Iterator[None]:
 
 @pytest.mark.parametrize("batch", range(BATCHES))
 def test_chaos_batch(batch: int) -> None:
-    """spec §5, §6, §7, §8: exactly-once delivery, announced losses, 0 violations per run."""
+    """docs/protocol.md §5, §6, §7, §8: exactly-once delivery, announced losses, 0 violations per run."""
     started = time.perf_counter()
     for seed in range(batch * SEEDS_PER_BATCH, (batch + 1) * SEEDS_PER_BATCH):
         with coverage_paused():
             sim = chaos_run(seed)
         reports = assert_run_correct(sim)
-        gateway = sim.gateway
+        gateway = sim.server
         TOTALS.update(sim.faults)
         TOTALS["session_expiry_ttl"] += gateway.expired_sessions - sim.faults["session_expiry"]
         TOTALS["runs"] += 1
@@ -337,7 +337,7 @@ def test_chaos_batch(batch: int) -> None:
 
 
 def test_chaos_reached_the_required_number_of_faults() -> None:
-    """Issue 3: at least 100,000 injected faults across the seeds (after every batch ran)."""
+    """At least 100,000 injected faults across the seeds (after every batch ran)."""
     if len(DONE) != BATCHES:
         pytest.skip("only meaningful after every chaos batch ran in this session")
     total = sum(TOTALS[k] for k in FAULT_KINDS)
@@ -356,13 +356,13 @@ class ClientAgainstFakeGateway(RuleBasedStateMachine):
     """The real client against FakeGateway: rules inject faults and move virtual time.
 
     Invariants after every step: 0 violations, and delivery so far is exactly-once and in
-    order per session, with every lost session announced (spec §5, §6, §7, §8). At teardown
+    order per session, with every lost session announced (docs/protocol.md §5, §6, §7, §8). At teardown
     the faults stop and the client must end connected with everything delivered.
     """
 
     @initialize(seed=st.integers(0, 2**16), zlib=st.booleans(), ttl=st.sampled_from((20.0, 60.0)))
     def start(self, seed: int, zlib: bool, ttl: float) -> None:
-        self.gateway = FakeGateway(
+        self.server = FakeGateway(
             token=TOKEN,
             heartbeat_interval_ms=5000,
             session_ttl=ttl,
@@ -373,7 +373,7 @@ class ClientAgainstFakeGateway(RuleBasedStateMachine):
         compression = TransportCompression.ZLIB_STREAM if zlib else TransportCompression.NONE
         self.sim = Simulator(
             GatewayConnection(make_config(seed, compression=compression)),
-            self.gateway,
+            self.server,
             latency=0.02,
             scheduler=IdentifyScheduler(),
             jitter=0.05,
@@ -389,8 +389,8 @@ class ClientAgainstFakeGateway(RuleBasedStateMachine):
     @rule(stream=dispatch_streams(max_size=8))
     def emit(self, stream: list[tuple[str, dict[str, Any]]]) -> None:
         for name, data in stream:
-            if self.gateway.has_session():
-                self.gateway.dispatch(name, data)
+            if self.server.has_session():
+                self.server.dispatch(name, data)
         self.sim.run_until(self.sim.now + 0.5)
 
     @rule(fault=faults(max_duration=90.0))
@@ -421,7 +421,7 @@ class ClientAgainstFakeGateway(RuleBasedStateMachine):
 
 
 def test_stateful_client_against_fake_gateway() -> None:
-    """spec §3, §5, §6, §7, §8: hypothesis drives faults; the invariants hold throughout."""
+    """docs/protocol.md §3, §5, §6, §7, §8: hypothesis drives faults; the invariants hold throughout."""
     ClientAgainstFakeGateway.TestCase.settings = settings(
         max_examples=int(os.environ.get("GATEWAY_PROTO_CHAOS_EXAMPLES", "60")),
         stateful_step_count=25,
@@ -536,7 +536,7 @@ def render(sim: Simulator, title: str, script: str) -> str:
         "# Script (virtual seconds):",
         *(f"#   {line}" for line in script.splitlines()),
         f"# Faults applied: {dict(sorted(sim.faults.items()))}",
-        f"# Fake gateway violations: {len(sim.gateway.violations)}",
+        f"# Fake gateway violations: {len(sim.server.violations)}",
         "#",
         "#     time  action or event",
     ]
@@ -559,7 +559,7 @@ GOLDENS = {
 
 @pytest.mark.parametrize("name", sorted(GOLDENS))
 def test_golden_chaos_session_logs(name: str) -> None:
-    """DESIGN §6 golden logs: same seed => same log, for two scripted fault scenarios."""
+    """docs/architecture.md §6 golden logs: same seed => same log, for two scripted fault scenarios."""
     build, title, script = GOLDENS[name]
     text = render(build(), title, script)
     assert text == render(build(), title, script)  # same seed, same log
@@ -572,10 +572,10 @@ def test_golden_chaos_session_logs(name: str) -> None:
 
 
 def test_golden_single_shard_scenario_took_every_path() -> None:
-    """spec §3, §5, §7, §8, §12: scenario A really goes through what its script says."""
+    """docs/protocol.md §3, §5, §7, §8, §12: scenario A really goes through what its script says."""
     sim = golden_single_shard(3)
     sim.assert_no_violations()
-    gateway = sim.gateway
+    gateway = sim.server
     assert [s.session_id for _, s in sim.of_type(SessionStarted)] == ["session-1", "session-2"]
     assert gateway.rate_limited == 1
     ((_, limited),) = sim.of_type(RateLimited)
@@ -600,7 +600,7 @@ def test_golden_single_shard_scenario_took_every_path() -> None:
 
 
 def test_golden_three_shard_scenario_respects_identify_concurrency() -> None:
-    """spec §8: with max_concurrency 2, shards 0 and 1 identify together, shard 2 waits 5 s."""
+    """docs/protocol.md §8: with max_concurrency 2, shards 0 and 1 identify together, shard 2 waits 5 s."""
     sim = golden_three_shards(5)
     sim.assert_no_violations()
     firsts = [sim.of_type(SessionStarted, shard=i)[0][0] for i in range(3)]

@@ -1,4 +1,4 @@
-"""Conformance of the inbound codecs — JSON and zlib-stream (spec §10) — on real wire bytes.
+"""Conformance of the inbound codecs — JSON and zlib-stream (docs/protocol.md §10) — on real wire bytes.
 
 The recordings live in ``../shared/data`` (see its README): real Discord gateway messages and
 messages of Spacebar, an independent server. They are read from there, never copied here.
@@ -128,7 +128,7 @@ def opened(conn: GatewayConnection, now: float = 100.0) -> GatewayConnection:
 
 
 def deflate_stream(texts: list[bytes], level: int = 6) -> list[bytes]:
-    """The messages of one zlib-stream connection, as Discord sends them (spec §10.3)."""
+    """The messages of one zlib-stream connection, as Discord sends them (docs/protocol.md §10.3)."""
     compressor = zlib.compressobj(level)
     return [compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH) for text in texts]
 
@@ -201,11 +201,11 @@ def padded(size: int) -> bytes:
     return head + b"x" * (size - len(head) - len(tail)) + tail
 
 
-# --- the recordings decode to exactly the recorded text (spec §10.3) ------------------------
+# --- the recordings decode to exactly the recorded text (docs/protocol.md §10.3) ------------------------
 
 
 def test_discord_zlib_hello_decodes_exactly(wire: Wire) -> None:
-    """spec §10.3: a real Discord HELLO, first message of a zlib-stream connection."""
+    """docs/protocol.md §10.3: a real Discord HELLO, first message of a zlib-stream connection."""
     assert wire.discord_hello.endswith(ZLIB_SUFFIX)
     assert ZlibStreamDecompressor(MIB).feed(wire.discord_hello) == wire.discord_hello_text.encode()
     payload = InboundDecoder(JsonCodec(), ZLIB, MIB).decode(wire.discord_hello)
@@ -215,7 +215,7 @@ def test_discord_zlib_hello_decodes_exactly(wire: Wire) -> None:
 
 
 def test_discord_three_messages_share_one_inflate_context(wire: Wire) -> None:
-    """spec §10.3: HELLO, READY, GUILD_CREATE of one real connection, one shared context."""
+    """docs/protocol.md §10.3: HELLO, READY, GUILD_CREATE of one real connection, one shared context."""
     raw = ZlibStreamDecompressor(MIB)
     decoder = InboundDecoder(JsonCodec(), ZLIB, MIB)
     for frame, text in zip(wire.discord_frames, wire.discord_texts, strict=True):
@@ -226,13 +226,13 @@ def test_discord_three_messages_share_one_inflate_context(wire: Wire) -> None:
 
 @pytest.mark.parametrize("index", [1, 2])
 def test_discord_later_messages_need_the_connection_context(wire: Wire, index: int) -> None:
-    """spec §10.3: only the stream start has the zlib header; a fresh context cannot decode."""
+    """docs/protocol.md §10.3: only the stream start has the zlib header; a fresh context cannot decode."""
     with pytest.raises(DecodeError, match="corrupt zlib-stream data"):
         InboundDecoder(JsonCodec(), ZLIB, MIB).decode(wire.discord_frames[index])
 
 
 def test_spacebar_zlib_stream_decodes(wire: Wire) -> None:
-    """spec §10.3 on an independent server (Spacebar): four messages of one connection.
+    """docs/protocol.md §10.3 on an independent server (Spacebar): four messages of one connection.
 
     The zlib recording has no transcript; HELLO and READY_SUPPLEMENTAL happen to be
     byte-identical to the json-basic recording, and every message must inflate to exactly what
@@ -263,7 +263,7 @@ def test_spacebar_zlib_stream_decodes(wire: Wire) -> None:
 
 
 def test_spacebar_json_text_and_binary_frames_decode(wire: Wire) -> None:
-    """spec §10.1: JSON text messages; the same bytes as a binary frame decode the same."""
+    """docs/protocol.md §10.1: JSON text messages; the same bytes as a binary frame decode the same."""
     for compression in (NONE, ZLIB):  # a text frame is plain JSON even on zlib-stream
         decoder = InboundDecoder(JsonCodec(), compression, MIB)
         for raw in wire.spacebar_json:
@@ -281,7 +281,7 @@ def test_spacebar_json_text_and_binary_frames_decode(wire: Wire) -> None:
 
 
 def test_real_discord_hello_schedules_heartbeats_every_41_25_s(wire: Wire) -> None:
-    """spec §3, §10.3: the real zlib HELLO (41250 ms) → first beat at 41.25 s × jitter."""
+    """docs/protocol.md §3, §10.3: the real zlib HELLO (41250 ms) → first beat at 41.25 s × jitter."""
     conn = opened(make_conn(ZLIB, jitter=0.25), now=100.0)
     conn.receive_message(1, wire.discord_hello, now=101.0)
     # 101 + 41.25 * 0.25 = 111.3125 exactly
@@ -296,7 +296,7 @@ def test_real_discord_hello_schedules_heartbeats_every_41_25_s(wire: Wire) -> No
 
 
 def test_real_discord_session_through_the_connection(wire: Wire) -> None:
-    """spec §4.2, §10.3: HELLO, READY, GUILD_CREATE of a real connection become events."""
+    """docs/protocol.md §4.2, §10.3: HELLO, READY, GUILD_CREATE of a real connection become events."""
     conn = opened(make_conn(ZLIB), now=0.0)
     frames, texts = wire.discord_frames, [json.loads(t) for t in wire.discord_texts]
     conn.receive_message(1, frames[0], now=1.0)
@@ -336,7 +336,7 @@ def _spacebar_session(conn: GatewayConnection, messages: list[str | bytes]) -> l
 
 
 def test_spacebar_json_session_through_the_connection(wire: Wire) -> None:
-    """spec §2, §15 items 8 and 10: Spacebar's deviations are accepted.
+    """docs/protocol.md §2, §15 items 8 and 10: Spacebar's deviations are accepted.
 
     READY has s=0 (a valid sequence, not "none"), HELLO and ACK have no s/t keys, the ACK
     is unrequested and ignored, and MESSAGE_CREATE puts s last.
@@ -362,7 +362,7 @@ def test_spacebar_json_session_through_the_connection(wire: Wire) -> None:
 
 
 def test_spacebar_zlib_session_through_the_connection(wire: Wire) -> None:
-    """spec §10.3: Spacebar's zlib-stream connection (READY with s=0) through the connection."""
+    """docs/protocol.md §10.3: Spacebar's zlib-stream connection (READY with s=0) through the connection."""
     conn = opened(make_conn(ZLIB), now=0.0)
     events = _spacebar_session(conn, list(wire.spacebar_zlib))
     reference = zlib.decompressobj()
@@ -381,7 +381,7 @@ def test_spacebar_zlib_session_through_the_connection(wire: Wire) -> None:
     assert isinstance(ready["session_id"], str) and ready["session_id"]
 
 
-# --- split invariance (spec §10.3: a message may span several websocket messages) -----------
+# --- split invariance (docs/protocol.md §10.3: a message may span several websocket messages) -----------
 
 
 @st.composite
@@ -428,7 +428,7 @@ def feed_pieces(decoder: InboundDecoder, pieces: list[bytes], ends: list[int]) -
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_split_invariance_real_bytes(wire: Wire, recording: str, data: st.DataObject) -> None:
-    """spec §10.3: any split of real messages into websocket messages decodes the same."""
+    """docs/protocol.md §10.3: any split of real messages into websocket messages decodes the same."""
     frames = wire.discord_frames if recording == "discord" else wire.spacebar_zlib
     ends = message_ends(frames)
     expected = feed_pieces(InboundDecoder(JsonCodec(), ZLIB, MIB), frames, ends)
@@ -480,12 +480,12 @@ def gateway_payloads(ints: st.SearchStrategy[int] = INT64) -> st.SearchStrategy[
 def test_split_invariance_generated(
     payloads: list[dict[str, Any]], level: int, ascii_only: bool, data: st.DataObject
 ) -> None:
-    """spec §10.3: generated JSON on one zlib.compressobj with Z_SYNC_FLUSH, split anyhow."""
+    """docs/protocol.md §10.3: generated JSON on one zlib.compressobj with Z_SYNC_FLUSH, split anyhow."""
     texts = [json.dumps(p, ensure_ascii=ascii_only).encode() for p in payloads]
     frames = deflate_stream(texts, level)
     pieces = data.draw(cut_points(frames))
     # Only a message end may look like one: a message prefix ending in 00 00 ff ff would be
-    # taken for a whole message by any client (spec §10.3 defines no other framing).
+    # taken for a whole message by any client (docs/protocol.md §10.3 defines no other framing).
     ends = message_ends(frames)
     stream, start, position = b"".join(frames), 0, 0
     for piece in pieces:
@@ -504,7 +504,7 @@ def test_split_invariance_generated(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_split_invariance_through_the_connection(wire: Wire, data: st.DataObject) -> None:
-    """spec §10.3: a real session split anyhow gives the connection the same events."""
+    """docs/protocol.md §10.3: a real session split anyhow gives the connection the same events."""
 
     def run(pieces: list[bytes]) -> tuple[list[Any], list[Any]]:
         conn = opened(make_conn(ZLIB), now=0.0)
@@ -522,11 +522,11 @@ def test_split_invariance_through_the_connection(wire: Wire, data: st.DataObject
     assert run(data.draw(cut_points(wire.discord_frames))) == expected
 
 
-# --- bounds (field notes #20; DESIGN §3 "Bounds") --------------------------------------------
+# --- bounds (docs/field-bugs.md #20; docs/architecture.md §3 "Bounds") --------------------------------------------
 
 
 def test_zlib_size_bound_is_inclusive() -> None:
-    """field notes #20: exactly max_message_size bytes pass; one more is refused."""
+    """docs/field-bugs.md #20: exactly max_message_size bytes pass; one more is refused."""
     for size in (100, 4096):
         [exact] = deflate_stream([padded(size)])
         assert ZlibStreamDecompressor(size).feed(exact) == padded(size)
@@ -538,7 +538,7 @@ def test_zlib_size_bound_is_inclusive() -> None:
 
 
 def test_zlib_bomb_refused_by_the_decoder_with_bounded_memory() -> None:
-    """field notes #20, DESIGN §3: 50 MB of zeros (~50 kB deflated) against a 1 MiB bound."""
+    """docs/field-bugs.md #20, docs/architecture.md §3: 50 MB of zeros (~50 kB deflated) against a 1 MiB bound."""
     assert len(BOMB) < 100_000
     decoder = InboundDecoder(JsonCodec(), ZLIB, MIB)
     tracemalloc.start()
@@ -553,7 +553,7 @@ def test_zlib_bomb_refused_by_the_decoder_with_bounded_memory() -> None:
 
 
 def test_zlib_bomb_split_into_many_messages_is_refused() -> None:
-    """field notes #20: the bound holds when the bomb arrives in pieces too."""
+    """docs/field-bugs.md #20: the bound holds when the bomb arrives in pieces too."""
     decoder = InboundDecoder(JsonCodec(), ZLIB, MIB)
     step = len(BOMB) // 10
     pieces = [BOMB[i : i + step] for i in range(0, len(BOMB), step)]
@@ -565,7 +565,7 @@ def test_zlib_bomb_split_into_many_messages_is_refused() -> None:
 
 
 def test_zlib_bomb_through_the_connection() -> None:
-    """field notes #20, DESIGN §3: a bomb → close 4000, Disconnected(MessageTooLarge), retry."""
+    """docs/field-bugs.md #20, docs/architecture.md §3: a bomb → close 4000, Disconnected(MessageTooLarge), retry."""
     conn = opened(make_conn(ZLIB, max_size=MIB, jitter=0.25), now=100.0)
     tracemalloc.start()
     try:
@@ -598,7 +598,7 @@ def test_zlib_bomb_through_the_connection() -> None:
 
 
 def test_buffered_compressed_input_without_suffix_is_bounded() -> None:
-    """field notes #20: pieces that never end a message cannot grow the buffer past the bound."""
+    """docs/field-bugs.md #20: pieces that never end a message cannot grow the buffer past the bound."""
     decoder = InboundDecoder(JsonCodec(), ZLIB, 1024)
     piece = b"\x78\x9c" + b"\x01" * 598
     assert decoder.decode(piece) is NEED_MORE
@@ -613,7 +613,7 @@ def test_buffered_compressed_input_without_suffix_is_bounded() -> None:
 
 
 def test_buffered_input_without_suffix_through_the_connection() -> None:
-    """field notes #20: the same through the connection: a resumable close, then a retry."""
+    """docs/field-bugs.md #20: the same through the connection: a resumable close, then a retry."""
     conn = opened(make_conn(ZLIB, max_size=1024), now=0.0)
     conn.receive_message(1, b"\x78\x9c" + b"\x01" * 598, now=1.0)
     assert conn.next_actions() == []
@@ -628,7 +628,7 @@ def test_buffered_input_without_suffix_through_the_connection() -> None:
 
 @pytest.mark.parametrize("compression", [NONE, ZLIB])
 def test_plain_message_longer_than_the_bound(compression: TransportCompression) -> None:
-    """field notes #20: a text message (or uncompressed binary) over the bound is refused."""
+    """docs/field-bugs.md #20: a text message (or uncompressed binary) over the bound is refused."""
     decoder = InboundDecoder(JsonCodec(), compression, 100)
     assert decoder.decode(padded(100).decode())["op"] == 11
     with pytest.raises(MessageTooLarge):
@@ -640,14 +640,14 @@ def test_plain_message_longer_than_the_bound(compression: TransportCompression) 
 
 
 def test_text_bound_counts_utf8_bytes() -> None:
-    """field notes #20: max_message_size is in bytes; 40 '€' are 120 bytes on the wire."""
+    """docs/field-bugs.md #20: max_message_size is in bytes; 40 '€' are 120 bytes on the wire."""
     text = '{"op":11,"d":"' + "€" * 40 + '"}'
     assert len(text) <= 100 < len(text.encode())
     with pytest.raises(MessageTooLarge):
         InboundDecoder(JsonCodec(), NONE, 100).decode(text)
 
 
-# --- garbage (DESIGN §3: peer input never raises; it ends the generation) -------------------
+# --- garbage (docs/architecture.md §3: peer input never raises; it ends the generation) -------------------
 
 
 def _compressed(text: bytes) -> bytes:
@@ -687,7 +687,7 @@ GARBAGE_VIA_CONNECTION = [pytest.param(*case, id=case[0]) for case in GARBAGE]
 def test_garbage_is_refused_by_the_decoder(
     name: str, compression: TransportCompression, message: str | bytes, error: type[Exception]
 ) -> None:
-    """spec §10: what cannot be inflated or parsed is a DecodeError inside the decoder.
+    """docs/protocol.md §10: what cannot be inflated or parsed is a DecodeError inside the decoder.
 
     Well-formed JSON that is not a gateway payload passes the decoder unchanged; the
     connection refuses it with InvalidPayload (next test).
@@ -708,7 +708,7 @@ def test_garbage_is_refused_by_the_decoder(
 def test_garbage_before_hello_ends_the_generation(
     name: str, compression: TransportCompression, message: str | bytes, error: type[Exception]
 ) -> None:
-    """DESIGN §3: garbage → close 4000 + Disconnected(error) + backoff; never an exception."""
+    """docs/architecture.md §3: garbage → close 4000 + Disconnected(error) + backoff; never an exception."""
     conn = opened(make_conn(compression, jitter=0.5), now=10.0)
     conn.receive_message(1, message, now=11.0)
     actions = conn.next_actions()
@@ -763,7 +763,7 @@ LIVE_GARBAGE = [
 def test_garbage_in_a_live_session_resumes_at_once(
     name: str, make: Any, error: type[Exception]
 ) -> None:
-    """DESIGN §3, §4: garbage in a live session → close 4000, resume at once (no backoff)."""
+    """docs/architecture.md §3, §4: garbage in a live session → close 4000, resume at once (no backoff)."""
     conn, send = _live_zlib_connection()
     conn.receive_message(1, make(send), now=3.0)
     assert conn.next_actions()[0] == CloseTransport(
@@ -779,7 +779,7 @@ def test_garbage_in_a_live_session_resumes_at_once(
 
 
 def test_a_new_generation_gets_a_fresh_inflater(wire: Wire) -> None:
-    """spec §10.3: "a fresh context for every new connection (including resumes)"."""
+    """docs/protocol.md §10.3: "a fresh context for every new connection (including resumes)"."""
     conn, send = _live_zlib_connection()
     conn.receive_message(1, b"\xff\xff\xff" + ZLIB_SUFFIX, now=3.0)
     conn.handle_transport_closed(1, 4000, "", now=3.0)
@@ -799,7 +799,7 @@ def test_a_new_generation_gets_a_fresh_inflater(wire: Wire) -> None:
 
 
 def test_a_new_generation_does_not_inherit_the_old_stream(wire: Wire) -> None:
-    """spec §10.3: the second message of a stream is undecodable on a new connection."""
+    """docs/protocol.md §10.3: the second message of a stream is undecodable on a new connection."""
     conn = opened(make_conn(ZLIB), now=0.0)
     conn.receive_message(1, wire.discord_frames[0], now=1.0)
     conn.receive_message(1, b"\xff" + ZLIB_SUFFIX, now=1.0)  # break generation 1
@@ -812,7 +812,7 @@ def test_a_new_generation_does_not_inherit_the_old_stream(wire: Wire) -> None:
     assert conn.next_actions()[0] == CloseTransport(code=4000, reason="DecodeError", transport_id=2)
 
 
-# --- JSON with and without orjson (spec §10.1) -----------------------------------------------
+# --- JSON with and without orjson (docs/protocol.md §10.1) -----------------------------------------------
 
 
 @pytest.mark.usefixtures("orjson_present")
@@ -821,7 +821,7 @@ def test_a_new_generation_does_not_inherit_the_old_stream(wire: Wire) -> None:
 def test_decoding_is_identical_without_orjson(
     value: Any, ascii_only: bool, indent: int | None
 ) -> None:
-    """spec §10.1: the same objects, types and key order with and without orjson."""
+    """docs/protocol.md §10.1: the same objects, types and key order with and without orjson."""
     text = json.dumps(value, ensure_ascii=ascii_only, indent=indent)
     codec = JsonCodec()
     for data in (text, text.encode()):
@@ -835,7 +835,7 @@ def test_decoding_is_identical_without_orjson(
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=40) | st.binary(max_size=40))
 def test_arbitrary_input_has_the_same_outcome_without_orjson(text: str | bytes) -> None:
-    """spec §10.1: garbage is refused (or accepted) the same way with and without orjson."""
+    """docs/protocol.md §10.1: garbage is refused (or accepted) the same way with and without orjson."""
     codec = JsonCodec()
     assert same_outcome(*both_ways(lambda: codec.loads(text)))
 
@@ -848,7 +848,7 @@ def test_arbitrary_input_has_the_same_outcome_without_orjson(text: str | bytes) 
     )
 )
 def test_number_literals_decode_the_same_without_orjson(literal: str) -> None:
-    """spec §10.1: float literals round the same way with and without orjson."""
+    """docs/protocol.md §10.1: float literals round the same way with and without orjson."""
     assume("." in literal or "e" in literal.lower() or len(literal.lstrip("-")) < 19)
     codec = JsonCodec()
     with_orjson, plain = both_ways(lambda: codec.loads(f'{{"n":{literal}}}'))
@@ -861,7 +861,7 @@ BIG_INT_CASES = [2**64, 2**64 + 1, -(2**63) - 1, 10**30, -(10**40)]
 
 @pytest.mark.parametrize("number", BIG_INT_CASES)
 def test_big_integers_decode_exactly_without_orjson(number: int, monkeypatch) -> None:
-    """spec §10.1: the stdlib decodes integers beyond 64 bits exactly."""
+    """docs/protocol.md §10.1: the stdlib decodes integers beyond 64 bits exactly."""
     monkeypatch.setattr(json_module, "_orjson", None)
     decoded = JsonCodec().loads(f'{{"op":0,"d":{{"id":{number}}}}}')
     assert type(decoded["d"]["id"]) is int
@@ -873,7 +873,7 @@ def test_big_integers_decode_exactly_without_orjson(number: int, monkeypatch) ->
 def test_big_integers_with_orjson_are_the_documented_divergence(number: int) -> None:
     """_codecs/_json.py docstring: with orjson, an integer literal outside the 64-bit range
     decodes as the nearest float (orjson's own behaviour). Discord's JSON never carries one:
-    snowflakes are strings in JSON (spec §10.1). This test pins the divergence so a change in
+    snowflakes are strings in JSON (docs/protocol.md §10.1). This test pins the divergence so a change in
     orjson's behaviour is noticed."""
     decoded = JsonCodec().loads(f'{{"op":0,"d":{{"id":{number}}}}}')
     assert decoded["d"]["id"] == float(number)
@@ -883,7 +883,7 @@ def test_big_integers_with_orjson_are_the_documented_divergence(number: int) -> 
 @settings(max_examples=50, deadline=None)
 @given(value=json_values(), big=st.integers(-(2**63), 2**64 - 1))
 def test_decoding_with_64_bit_integers_is_identical_without_orjson(value: Any, big: int) -> None:
-    """spec §10.1: identical results for every integer a 64-bit snowflake can be."""
+    """docs/protocol.md §10.1: identical results for every integer a 64-bit snowflake can be."""
     document = [value, {"big": big}]
     text = json.dumps(document)
     with_orjson, plain = both_ways(lambda: JsonCodec().loads(text))
@@ -895,7 +895,7 @@ def test_decoding_with_64_bit_integers_is_identical_without_orjson(value: Any, b
 @settings(max_examples=300, deadline=None)
 @given(value=json_values(INT64 | BIG_INTS))
 def test_encoding_is_equivalent_without_orjson(value: Any) -> None:
-    """spec §10.1: both encoders write compact UTF-8 text that decodes to the same object.
+    """docs/protocol.md §10.1: both encoders write compact UTF-8 text that decodes to the same object.
 
     The texts may differ only in how a float is spelled (orjson writes 1.5e-7, the stdlib
     1.5e-07); without floats they are identical.
@@ -935,7 +935,7 @@ def _has_big_int(value: Any) -> bool:
 
 
 def test_non_finite_floats_never_reach_the_encoder() -> None:
-    """spec §10.1: NaN is not JSON. orjson would write null where the stdlib refuses, so the
+    """docs/protocol.md §10.1: NaN is not JSON. orjson would write null where the stdlib refuses, so the
     codecs differ there; commands refuse non-finite numbers before encoding."""
     for value in (math.nan, math.inf, -math.inf):
         with pytest.raises(LocalProtocolError):
@@ -943,7 +943,7 @@ def test_non_finite_floats_never_reach_the_encoder() -> None:
 
 
 def test_encoded_text_is_always_valid_utf8() -> None:
-    """spec §10.1: JSON is sent as a text frame, so the encoder must produce valid UTF-8.
+    """docs/protocol.md §10.1: JSON is sent as a text frame, so the encoder must produce valid UTF-8.
 
     Either the surrogate is escaped (\\ud800, which json.loads reads back) or it is refused
     with LocalProtocolError.
@@ -960,7 +960,7 @@ def test_encoded_text_is_always_valid_utf8() -> None:
 
 
 def test_send_with_a_lone_surrogate_raises_only_local_protocol_error() -> None:
-    """DESIGN §3: misuse raises LocalProtocolError and nothing else (spec §10.1 text frames)."""
+    """docs/architecture.md §3: misuse raises LocalProtocolError and nothing else (docs/protocol.md §10.1 text frames)."""
     conn = make_conn(NONE)
     conn.connect(now=0.0)
     try:
@@ -970,7 +970,7 @@ def test_send_with_a_lone_surrogate_raises_only_local_protocol_error() -> None:
 
 
 def test_peer_session_id_with_a_lone_surrogate_never_raises() -> None:
-    """DESIGN §3, spec §5: peer input never raises. Found by fuzz/fuzz_receive_message.py.
+    """docs/architecture.md §3, docs/protocol.md §5: peer input never raises. Found by fuzz/fuzz_receive_message.py.
 
     ``"\\ud800"`` is a valid JSON escape, so a READY may carry it; the RESUME built from it
     must still be valid UTF-8 text (escaped), or the session id must be refused.
@@ -1008,7 +1008,7 @@ STRICT_UTF8_CASES = {
 
 @pytest.mark.parametrize("data", list(STRICT_UTF8_CASES.values()), ids=list(STRICT_UTF8_CASES))
 def test_binary_json_must_be_utf8(data: bytes) -> None:
-    """spec §10.3 ("the result is UTF-8 JSON"), RFC 8259 §8.1: other encodings are refused."""
+    """docs/protocol.md §10.3 ("the result is UTF-8 JSON"), RFC 8259 §8.1: other encodings are refused."""
     for context in (contextlib.nullcontext(), without_orjson()):
         with context, pytest.raises(DecodeError):
             InboundDecoder(JsonCodec(), NONE, MIB).decode(data)
@@ -1032,7 +1032,7 @@ HARNESS = _load_harness()
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=600))
 def test_fuzz_harness_run_one(data: bytes) -> None:
-    """DESIGN §3: no peer input or timing makes the connection raise or break its contract."""
+    """docs/architecture.md §3: no peer input or timing makes the connection raise or break its contract."""
     HARNESS.run_one(data)
 
 
@@ -1066,7 +1066,7 @@ def test_text_codecs_fuzz_harness_run_one(data: bytes) -> None:
     fuzz_text_codecs.run_one(data)
 
 
-# --- transient memory of every decompression path (issue 10 item 13) ----------------------------
+# --- transient memory of every decompression path ----------------------------
 
 PEAK_BOUND = 8 * MIB
 
@@ -1115,11 +1115,10 @@ def _zlib_paths(plain: bytes) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", list(PEAK_MESSAGES))
 def test_zlib_paths_peak_at_about_one_times_the_bound(kind: str) -> None:
-    """Issue 10 item 13: zlib-stream peaked at 2 × max_message_size (129 MB traced at the
-    64 MiB default) where its docstring says 1 ×. Inflating in bounded steps into one buffer
-    keeps every zlib path (stream, fused stream + JSON, payload zlib) near 1 × — for a bomb
-    refused at the bound and for a legitimate message just under it. The figure includes
-    the buffer's growth slack and one step; before the fix each of these measured 2.0 ×.
+    """Inflating in bounded steps into one buffer keeps every zlib path (stream, fused
+    stream + JSON, payload zlib) near 1 × max_message_size, not 2 × — for a bomb refused
+    at the bound and for a legitimate message just under it. The figure includes the
+    buffer's growth slack and one step.
     """
     plain = PEAK_MESSAGES[kind]
     for name, call in _zlib_paths(plain).items():
@@ -1159,7 +1158,7 @@ def test_stepped_inflate_is_exact_at_every_step_boundary(size: int) -> None:
 
 
 def test_stepped_inflate_keeps_the_stream_going_across_large_messages() -> None:
-    """spec §10.3: one inflate context per connection; large and small messages alternate."""
+    """docs/protocol.md §10.3: one inflate context per connection; large and small messages alternate."""
     compressor = zlib.compressobj()
     decoder = InboundDecoder(JsonCodec(), ZLIB, PEAK_BOUND)
     messages = [padded(3 * OUT_STEP), b'{"op":11,"d":1}', padded(PEAK_BOUND), b'{"op":1,"d":2}']

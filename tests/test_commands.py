@@ -1,4 +1,4 @@
-"""Application commands (spec §12): exact payloads, validation, immutability."""
+"""Application commands (docs/protocol.md §12): exact payloads, validation, immutability."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def raises(build: Callable[[], object], match: str) -> None:
     assert "\n" not in str(info.value)
 
 
-# --- snowflakes (spec §10.1, §11: unsigned 64-bit ids, strings in JSON) ----------------------
+# --- snowflakes (docs/protocol.md §10.1, §11: unsigned 64-bit ids, strings in JSON) ----------------------
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,7 @@ def test_snowflake_round_trips(number: int, as_text: bool) -> None:
     assert snowflake(str(number) if as_text else number) == str(number)
 
 
-# --- op 3 Update Presence and activities (spec §12 op 3, §9) ---------------------------------
+# --- op 3 Update Presence and activities (docs/protocol.md §12 op 3, §9) ---------------------------------
 
 
 def test_activity_payload_omits_unset_fields() -> None:
@@ -92,7 +92,7 @@ def test_activity_accepts_streaming_urls(url: str) -> None:
         ({"name": 5}, r"^Activity\.name must be str"),
         ({"name": "x", "type": 1}, r"^Activity\.type must be ActivityType"),
         ({"name": "x", "state": 3}, r"^Activity\.state must be str or None"),
-        # spec §9: url only for streaming, and only twitch.tv / youtube.com
+        # docs/protocol.md §9: url only for streaming, and only twitch.tv / youtube.com
         ({"name": "x", "url": "https://twitch.tv/x"}, r"^Activity\.url is only allowed"),
         (
             {"name": "x", "type": ActivityType.STREAMING, "url": "https://example.com/x"},
@@ -165,7 +165,7 @@ def test_update_presence_rejects(kwargs: dict[str, Any], match: str) -> None:
     raises(lambda: UpdatePresence(**kwargs), match)
 
 
-# --- op 4 Update Voice State (spec §12 op 4) -------------------------------------------------
+# --- op 4 Update Voice State (docs/protocol.md §12 op 4) -------------------------------------------------
 
 
 def test_update_voice_state_payloads() -> None:
@@ -201,7 +201,7 @@ def test_update_voice_state_rejects(kwargs: dict[str, Any], match: str) -> None:
     raises(lambda: UpdateVoiceState(**kwargs), match)
 
 
-# --- op 8 Request Guild Members (spec §12 op 8, limits §9, rate limit §8) ---------------------
+# --- op 8 Request Guild Members (docs/protocol.md §12 op 8, limits §9, rate limit §8) ---------------------
 
 
 def test_request_guild_members_query_payload() -> None:
@@ -294,7 +294,7 @@ def test_request_guild_members_valid_objects_give_valid_payloads(
     nonce: str | None,
     presences: bool,
 ) -> None:
-    """Whatever the inputs, construction either refuses or yields a payload within spec §9."""
+    """Whatever the inputs, construction either refuses or yields a payload within docs/protocol.md §9."""
     try:
         command = RequestGuildMembers(
             guild_id=1,
@@ -327,7 +327,7 @@ def test_request_guild_members_accepts_every_valid_input(user_ids: list[int], no
     assert data["user_ids"] == [str(user_id) for user_id in user_ids]
 
 
-# --- op 31 Request Soundboard Sounds (spec §12 op 31) ----------------------------------------
+# --- op 31 Request Soundboard Sounds (docs/protocol.md §12 op 31) ----------------------------------------
 
 
 def test_request_soundboard_sounds_payload() -> None:
@@ -348,7 +348,7 @@ def test_request_soundboard_sounds_rejects(guild_ids: Any, match: str) -> None:
     raises(lambda: RequestSoundboardSounds(guild_ids=guild_ids), match)
 
 
-# --- op 43 Request Channel Info (spec §12 op 43) ---------------------------------------------
+# --- op 43 Request Channel Info (docs/protocol.md §12 op 43) ---------------------------------------------
 
 
 def test_request_channel_info_payloads() -> None:
@@ -374,7 +374,7 @@ def test_request_channel_info_rejects(kwargs: dict[str, Any], match: str) -> Non
     raises(lambda: RequestChannelInfo(**{"guild_id": 1, **kwargs}), match)
 
 
-# --- RawCommand: the escape hatch (spec §2 opcode table) -------------------------------------
+# --- RawCommand: the escape hatch (docs/protocol.md §2 opcode table) -------------------------------------
 
 
 def test_raw_command_payload_and_opcode() -> None:
@@ -466,5 +466,5 @@ def test_raw_command_with_list_data_is_not_hashable() -> None:
 
 
 def test_update_presence_accepts_status_by_wire_name():
-    """spec §12 op 3: status is one of the documented strings; the wire name is accepted."""
+    """docs/protocol.md §12 op 3: status is one of the documented strings; the wire name is accepted."""
     assert UpdatePresence(status="idle").status is Status.IDLE

@@ -1,4 +1,4 @@
-"""field notes #18: commit the resume checkpoint only when the consumer acknowledges."""
+"""docs/field-bugs.md #18: commit the resume checkpoint only when the consumer acknowledges."""
 
 from __future__ import annotations
 

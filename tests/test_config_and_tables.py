@@ -1,4 +1,4 @@
-"""GatewayConfig validation, the intents table (spec §13) and the close-code table (spec §7)."""
+"""GatewayConfig validation, the intents table (docs/protocol.md §13) and the close-code table (docs/protocol.md §7)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from gateway_proto._state import ConnectionState, Trigger, table, transition
 
 
 def test_intent_values_match_the_spec():
-    """spec §13: all documented = 53608447, privileged = 33026, non-privileged = 53575421."""
+    """docs/protocol.md §13: all documented = 53608447, privileged = 33026, non-privileged = 53575421."""
     assert int(Intents.all()) == 53608447
     assert int(Intents.privileged()) == 33026
     assert int(Intents.default()) == 53575421
@@ -56,7 +56,7 @@ def test_intents_from_names():
     ],
 )
 def test_close_policy_table(code, verdict):
-    """spec §7: the close-code policy as a table."""
+    """docs/protocol.md §7: the close-code policy as a table."""
     assert close_verdict(code) is verdict
     if code is not None and code >= 4000 and code != 4006:
         assert code in set(CloseCode) or code == 4999
@@ -96,7 +96,7 @@ def test_config_validation(field, value):
 
 
 def test_etf_session_end_to_end():
-    """spec §10.1: with encoding=etf the URL says so, sends are binary ETF, ETF is decoded."""
+    """docs/protocol.md §10.1: with encoding=etf the URL says so, sends are binary ETF, ETF is decoded."""
     from gateway_proto import Encoding, OpenTransport, SessionStarted
     from gateway_proto._codecs._etf import EtfCodec
 
@@ -150,7 +150,7 @@ def _conn() -> GatewayConnection:
 
 
 def test_new_session_code_in_the_peer_close_frame_while_we_close():
-    """spec §7: a 4009 echoed while our 4000 reconnect close runs still drops the session."""
+    """docs/protocol.md §7: a 4009 echoed while our 4000 reconnect close runs still drops the session."""
     conn = _conn()
     conn.connect(now=0.0)
     conn.handle_transport_open(1, now=0.0)
@@ -169,7 +169,7 @@ def test_new_session_code_in_the_peer_close_frame_while_we_close():
 
 
 def test_priority_payloads_queue_in_order_behind_a_flood_of_op1():
-    """spec §8 + §3: 130 op 1 before HELLO fill the window; replies coalesce; RESUME waits."""
+    """docs/protocol.md §8 + §3: 130 op 1 before HELLO fill the window; replies coalesce; RESUME waits."""
     from gateway_proto import SessionSnapshot
 
     snap = SessionSnapshot(

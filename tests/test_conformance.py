@@ -1,4 +1,4 @@
-"""The drivers' conformance suite: every driver, real loopback sockets, TLS (DESIGN §6).
+"""The drivers' conformance suite: every driver, real loopback sockets, TLS (docs/architecture.md §6).
 
 Each scenario runs against :class:`gateway_proto.testing.LoopbackGateway` (the fake gateway
 behind a real TCP server) with a certificate from a throw-away CA (trustme), through every
@@ -132,7 +132,7 @@ def assert_clean(server: LoopbackGateway) -> None:
 def test_connect_identify_and_dispatch_stream(
     run: Runner, served: LoopbackGateway, tls: Any
 ) -> None:
-    """spec §1.3, §4: HELLO, IDENTIFY, READY, then dispatches in sequence order."""
+    """docs/protocol.md §1.3, §4: HELLO, IDENTIFY, READY, then dispatches in sequence order."""
     script = [(0.2, say(served, "MESSAGE_CREATE", {"n": i})) for i in range(5)]
     events, _ = run(
         config_for(served),
@@ -149,7 +149,7 @@ def test_connect_identify_and_dispatch_stream(
 
 
 def test_heartbeats_are_acknowledged(run: Runner, served: LoopbackGateway, tls: Any) -> None:
-    """spec §3: heartbeats every interval, each ACKed; latency is measured."""
+    """docs/protocol.md §3: heartbeats every interval, each ACKed; latency is measured."""
     events, _ = run(
         config_for(served),
         ssl_context=tls[1],
@@ -163,7 +163,7 @@ def test_heartbeats_are_acknowledged(run: Runner, served: LoopbackGateway, tls: 
 
 
 def test_server_requested_reconnect_resumes(run: Runner, served: LoopbackGateway, tls: Any) -> None:
-    """spec §6: op 7 → close, reconnect to the resume URL, RESUME, RESUMED."""
+    """docs/protocol.md §6: op 7 → close, reconnect to the resume URL, RESUME, RESUMED."""
     script = [
         (0.3, lambda: served.call(lambda gw: gw.request_reconnect())),
         (0.8, say(served, "MESSAGE_CREATE", {"after": "resume"})),
@@ -180,7 +180,7 @@ def test_server_requested_reconnect_resumes(run: Runner, served: LoopbackGateway
 
 
 def test_invalid_session_starts_a_new_one(run: Runner, served: LoopbackGateway, tls: Any) -> None:
-    """spec §6: op 9 false → SessionInvalidated, a new IDENTIFY after the pause and window."""
+    """docs/protocol.md §6: op 9 false → SessionInvalidated, a new IDENTIFY after the pause and window."""
     script = [(0.3, lambda: served.call(lambda gw: gw.invalidate_session(resumable=False)))]
     events, _ = run(
         config_for(served),
@@ -195,7 +195,7 @@ def test_invalid_session_starts_a_new_one(run: Runner, served: LoopbackGateway, 
 
 
 def test_fatal_close_terminates(run: Runner, served: LoopbackGateway, tls: Any) -> None:
-    """spec §7: 4004 (a wrong token) is fatal: Terminated with AuthenticationFailed."""
+    """docs/protocol.md §7: 4004 (a wrong token) is fatal: Terminated with AuthenticationFailed."""
     events, _ = run(
         config_for(served, token="not-the-token"),
         ssl_context=tls[1],
@@ -226,7 +226,7 @@ def test_intents_the_gateway_refuses_terminate(
     defined: int,
     allowed: int,
 ) -> None:
-    """spec §7, §13: 4013 (invalid) and 4014 (disallowed) intents are fatal, typed errors."""
+    """docs/protocol.md §7, §13: 4013 (invalid) and 4014 (disallowed) intents are fatal, typed errors."""
     monkeypatch.setattr(fake_gateway_module, "DEFINED_INTENTS", defined)
     fake = FakeGateway(token=TOKEN, privileged_intents=allowed)
     with LoopbackGateway(fake, ssl_context=tls[0]) as server:
@@ -247,7 +247,7 @@ def test_intents_the_gateway_refuses_terminate(
 def test_dropped_tcp_connection_resumes_with_replay(
     run: Runner, served: LoopbackGateway, tls: Any
 ) -> None:
-    """spec §5: a reset connection resumes; what was sent meanwhile is replayed once."""
+    """docs/protocol.md §5: a reset connection resumes; what was sent meanwhile is replayed once."""
     script = [
         (0.2, say(served, "MESSAGE_CREATE", {"n": 0})),
         (0.4, served.drop_connections),
@@ -267,7 +267,7 @@ def test_dropped_tcp_connection_resumes_with_replay(
 
 
 def test_zombie_server_is_detected(run: Runner, served: LoopbackGateway, tls: Any) -> None:
-    """spec §3: no ACK before the next heartbeat → close, reconnect, resume."""
+    """docs/protocol.md §3: no ACK before the next heartbeat → close, reconnect, resume."""
 
     def zombie(on: bool) -> Callable[[], object]:
         return lambda: served.call(lambda gw: setattr(gw, "withhold_acks", on))
@@ -284,7 +284,7 @@ def test_zombie_server_is_detected(run: Runner, served: LoopbackGateway, tls: An
 
 
 def test_five_megabyte_message(run: Runner, served: LoopbackGateway, tls: Any) -> None:
-    """spec §9: large dispatches (GUILD_CREATE of big guilds) arrive whole."""
+    """docs/protocol.md §9: large dispatches (GUILD_CREATE of big guilds) arrive whole."""
     blob = "x" * (5 * 1024 * 1024)
     events, _ = run(
         config_for(served),
@@ -296,7 +296,7 @@ def test_five_megabyte_message(run: Runner, served: LoopbackGateway, tls: Any) -
 
 
 def test_resumable_close_and_cold_resume(run: Runner, served: LoopbackGateway, tls: Any) -> None:
-    """spec §5, §7: a 4000 close keeps the session; a new shard resumes from the snapshot."""
+    """docs/protocol.md §5, §7: a 4000 close keeps the session; a new shard resumes from the snapshot."""
     events, snapshot = run(
         config_for(served),
         ssl_context=tls[1],
@@ -318,7 +318,7 @@ def test_resumable_close_and_cold_resume(run: Runner, served: LoopbackGateway, t
     assert_clean(served)
 
 
-# -- every wire format through every driver (issue 10 item 18) -----------------------------
+# -- every wire format through every driver -----------------------------
 
 _ZSTD = TransportCompression.ZSTD_STREAM
 _ZLIB = TransportCompression.ZLIB_STREAM
@@ -371,17 +371,17 @@ def check_wire_shape(
     for messages in by_connection.values():
         text = [m for m in messages if isinstance(m, str)]
         binary = [m for m in messages if isinstance(m, bytes)]
-        if compression is _ZLIB:  # spec §10.3: one deflate stream, a sync flush per message
+        if compression is _ZLIB:  # docs/protocol.md §10.3: one stream, flushed per message
             assert not text and all(m.endswith(ZLIB_SUFFIX) for m in binary)
             assert binary[0][:1] == b"\x78" and not any(m[:1] == b"\x78" for m in binary[1:])
-        elif compression is _ZSTD and framing == "stream":  # spec §10.4: one endless frame
+        elif compression is _ZSTD and framing == "stream":  # docs/protocol.md §10.4: endless frame
             assert not text and binary[0][:4] == ZSTD_MAGIC
             assert not any(m[:4] == ZSTD_MAGIC for m in binary[1:])
         elif compression is _ZSTD:  # one frame per message
             assert not text and all(m[:4] == ZSTD_MAGIC for m in binary)
-        elif encoding is Encoding.ETF:  # spec §10.1: binary, version byte 131
+        elif encoding is Encoding.ETF:  # docs/protocol.md §10.1: binary, version byte 131
             assert not text and all(m[:1] == b"\x83" for m in binary)
-        elif payload:  # spec §10.2: READY and big payloads as whole zlib streams, only they
+        elif payload:  # docs/protocol.md §10.2: big payloads, one zlib stream each
             for m in messages:
                 decoded = json.loads(zlib.decompress(m) if isinstance(m, bytes) else m)
                 assert isinstance(m, bytes) == (decoded.get("t") in ("READY", "GUILD_CREATE"))
@@ -400,7 +400,7 @@ def test_every_wire_format_identifies_dispatches_and_resumes_with_replay(
     framing: Any,
     payload: bool,
 ) -> None:
-    """spec §4, §5, §10: the scenario every bot lives on, in each format, over each driver.
+    """docs/protocol.md §4, §5, §10: the scenario every bot lives on, in each format, over each driver.
 
     The reset and the dispatch that the client then misses happen in one server call, so the
     dispatch is always a replay (delivered before RESUMED) whatever the timing.
@@ -489,7 +489,7 @@ def zstd_shape(message: bytes) -> tuple[int, ...]:
 
 
 def test_fake_zlib_stream_is_framed_like_discords() -> None:
-    """spec §10.3: the same zlib header, the sync-flush suffix, one shared inflate context."""
+    """docs/protocol.md §10.3: the same zlib header, the sync-flush suffix, one shared inflate context."""
     capture = discord_capture("zlib-stream-3msg.json")
     real = [bytes.fromhex(h) for h in capture["frames_hex"]]
     fake = fake_first_messages("wss://x/?v=10&encoding=json&compress=zlib-stream", len(real))
@@ -511,7 +511,7 @@ def test_fake_zlib_stream_is_framed_like_discords() -> None:
 
 @pytest.mark.parametrize("kind", ["zlib", "zstd"])
 def test_fake_hello_is_framed_like_discords(kind: str) -> None:
-    """spec §10.3, §10.4: the first message of a connection, byte shape against Discord's."""
+    """docs/protocol.md §10.3, §10.4: the first message of a connection, byte shape against Discord's."""
     capture = discord_capture("hello-zlib-zstd.json")[f"{kind}_stream_hello"]
     real = bytes.fromhex(capture["hex"])
     compression = _ZLIB if kind == "zlib" else _ZSTD

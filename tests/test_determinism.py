@@ -1,4 +1,4 @@
-"""Determinism (DESIGN §3 "Time" and "Randomness"): same seed and inputs, same session.
+"""Determinism (docs/architecture.md §3 "Time" and "Randomness"): same seed and inputs, same session.
 
 The core reads no clock and no global random generator: a whole Simulator session with
 faults is a pure function of the seed of ``config.rng``. A golden timeline of one scripted
@@ -129,13 +129,13 @@ def of_type(sim: Simulator, kind: type) -> list[Any]:
 
 
 def test_session_goes_through_every_fault() -> None:
-    """spec §3, §5, §6, §7: the scripted session really takes every path the script names.
+    """docs/protocol.md §3, §5, §6, §7: the scripted session really takes every path the script names.
 
     Guards the other tests here: a determinism check over a session that did nothing
     would prove nothing.
     """
     sim = run_session(random.Random(42))
-    assert sim.gateway.violations == []
+    assert sim.server.violations == []
     started = of_type(sim, SessionStarted)
     assert [s.session_id for s in started] == ["session-1", "session-2", "session-3"]
     resumed = of_type(sim, SessionResumed)
@@ -148,7 +148,11 @@ def test_session_goes_through_every_fault() -> None:
         (4000, HeartbeatTimeout, True),  # still no ACKs on the next connection
         (4000, type(None), False),  # op 9 false
         (4009, type(None), False),
-        (1000, type(None), True),  # a server-sent 1000 is resumable (spec §7 [PRACTICE])
+        (
+            1000,
+            type(None),
+            True,
+        ),  # a server's 1000 is resumable (docs/protocol.md §7)
     ]
     invalidated = of_type(sim, SessionInvalidated)
     assert [(i.resumable, i.events_may_be_lost) for i in invalidated] == [
@@ -156,9 +160,9 @@ def test_session_goes_through_every_fault() -> None:
         (False, True),
     ]
     assert of_type(sim, Terminated) == [Terminated(code=1000, error=None)]
-    assert sim.gateway.identifies == 3
-    assert sim.gateway.resumes == 5
-    assert sim.gateway.client_close_codes == [4000, 4000, 4000, 4000, 1000]
+    assert sim.server.identifies == 3
+    assert sim.server.resumes == 5
+    assert sim.server.client_close_codes == [4000, 4000, 4000, 4000, 1000]
     contents = [
         e.data.get("content") for e in of_type(sim, DispatchReceived) if e.name == "MESSAGE_CREATE"
     ]
@@ -168,12 +172,12 @@ def test_session_goes_through_every_fault() -> None:
 
 
 def test_same_seed_same_timeline_different_seed_different_timeline() -> None:
-    """DESIGN §3 "Randomness": same seed, same inputs, same `now`s -> identical logs."""
+    """docs/architecture.md §3 "Randomness": same seed, same inputs, same `now`s -> identical logs."""
     first = run_session(random.Random(42)).timeline()
     second = run_session(random.Random(42)).timeline()
     assert first == second
     assert len(first.splitlines()) > 50  # a real session, not an empty log
-    # The jitter (spec §3 first heartbeat, backoff, op 9 pause) comes from the seed.
+    # The jitter (docs/protocol.md §3 first heartbeat, backoff, op 9 pause) comes from the seed.
     other = run_session(random.Random(43)).timeline()
     assert other != first
 
@@ -181,7 +185,7 @@ def test_same_seed_same_timeline_different_seed_different_timeline() -> None:
 def test_session_runs_with_clocks_and_global_random_disabled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """DESIGN §3 "Time": a test patches the clock to raise and runs a whole session.
+    """docs/architecture.md §3 "Time": a test patches the clock to raise and runs a whole session.
 
     The core and the test kit read neither a clock nor the ``random`` module's global
     generator: with every one of them raising, the session is the same, line for line.
@@ -225,7 +229,7 @@ def test_session_runs_with_clocks_and_global_random_disabled(
 
 
 def test_golden_timeline() -> None:
-    """DESIGN §6 golden logs: the scripted seed-7 session matches the checked-in timeline.
+    """docs/architecture.md §6 golden logs: the scripted seed-7 session matches the checked-in timeline.
 
     After a deliberate behaviour change, regenerate with GATEWAY_PROTO_UPDATE_GOLDEN=1 and
     review the diff of tests/golden/session_seed7.txt.
@@ -241,7 +245,7 @@ def test_golden_timeline() -> None:
 
 
 def test_golden_timeline_is_readable_and_complete() -> None:
-    """DESIGN §6: the golden file itself holds every transport and every kind of payload."""
+    """docs/architecture.md §6: the golden file itself holds every transport and every kind of payload."""
     golden = GOLDEN.read_text(encoding="utf-8")
     body = [line for line in golden.splitlines() if not line.startswith("#")]
     opened = [line for line in body if "OpenTransport(" in line]

@@ -90,7 +90,7 @@ def has(kind: type, n: int = 1) -> Callable[[list[Event]], bool]:
 
 
 def test_commands_reach_the_server_and_misuse_changes_nothing(server: LoopbackGateway) -> None:
-    """spec §12 op 8: a command goes out once live; spec §9: an oversize one is refused."""
+    """docs/protocol.md §12 op 8: a command goes out once live; docs/protocol.md §9: an oversize one is refused."""
 
     async def main() -> list[Event]:
         async with Shard(config_for(server)) as shard:
@@ -144,7 +144,7 @@ def test_over_the_websockets_library(server: LoopbackGateway) -> None:
 
 
 def test_shard_group_shares_one_identify_scheduler(server: LoopbackGateway) -> None:
-    """spec §8, §11: two shards, one scheduler with two buckets: both identify at once."""
+    """docs/protocol.md §8, §11: two shards, one scheduler with two buckets: both identify at once."""
 
     async def main() -> dict[int, list[Event]]:
         configs = [config_for(server, shard=(i, 2)) for i in range(2)]
@@ -163,7 +163,7 @@ def test_shard_group_shares_one_identify_scheduler(server: LoopbackGateway) -> N
 
 
 def test_resumable_close_returns_a_snapshot(server: LoopbackGateway) -> None:
-    """spec §7: closing with 4000 keeps the session; close() hands back its snapshot."""
+    """docs/protocol.md §7: closing with 4000 keeps the session; close() hands back its snapshot."""
 
     async def main() -> Any:
         async with Shard(config_for(server)) as shard:
@@ -176,7 +176,7 @@ def test_resumable_close_returns_a_snapshot(server: LoopbackGateway) -> None:
 
 
 def test_blocked_loop_is_reported(server: LoopbackGateway, caplog: Any) -> None:
-    """spec §3: a consumer that blocks the loop past a heartbeat gets a warning."""
+    """docs/protocol.md §3: a consumer that blocks the loop past a heartbeat gets a warning."""
 
     async def main() -> Shard:
         async with Shard(config_for(server), stall_warning=0.2) as shard:
@@ -247,7 +247,7 @@ def test_non_websocket_answer_is_a_clear_error() -> None:
 
 
 def test_discovery(server: LoopbackGateway) -> None:
-    """spec §1.1: GET /gateway/bot gives the URL, shards and the session start limit."""
+    """docs/protocol.md §1.1: GET /gateway/bot gives the URL, shards and the session start limit."""
     info = discover(TOKEN, api_base=server.api_url)
     assert info.url == server.url and info.shards >= 1
     assert info.session_start_limit.max_concurrency == 2
@@ -302,10 +302,11 @@ def test_listen_prints_json_lines_and_exits_on_a_fatal_close(
 
 
 def test_listen_input_errors(tmp_path: Any, monkeypatch: Any) -> None:
-    """CLI listen: no token, unknown intents, a failed discovery, an unreachable gateway."""
+    """CLI listen: no token, unknown intents (status 2), a failed discovery, an unreachable
+    gateway (status 1)."""
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
     err = io.StringIO()
-    assert cli.listen_main(_listen_args(None), io.StringIO(), err) == 1
+    assert cli.listen_main(_listen_args(None), io.StringIO(), err) == 2
     assert "set DISCORD_TOKEN or pass --token-file" in err.getvalue()
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
@@ -314,7 +315,7 @@ def test_listen_input_errors(tmp_path: Any, monkeypatch: Any) -> None:
         cli.listen_main(
             _listen_args(None, token_file=str(token_file), intents="NOPE"), io.StringIO(), err
         )
-        == 1
+        == 2
     )
     assert "unknown intent 'NOPE'" in err.getvalue()
     err = io.StringIO()

@@ -1,4 +1,4 @@
-"""Memory and socket bounds of the three drivers against peers that misbehave (issue 10).
+"""Memory and socket bounds of the three drivers against peers that misbehave.
 
 Every test runs each driver (asyncio, trio, threads) over real loopback sockets. The
 misbehaving peer is a raw-socket websocket server started by the test in a child process
@@ -319,7 +319,55 @@ def _satisfied(events: list[Event], until: Callable[[list[Event]], bool]) -> boo
     return until(events) or bool(events and isinstance(events[-1], Terminated))
 
 
-class _AsyncioRunning:
+class _LoopRunning:
+    """The probes shared by the two event-loop drivers; ``_call`` runs a coroutine there."""
+
+    events: list[Event]
+    shard: Any
+    group: Any
+    _how: str
+    _stop: Any
+    _thread: threading.Thread
+
+    def _call(self, make: Callable[[], Awaitable[Any]], timeout: float = LIMIT) -> Any:
+        raise NotImplementedError
+
+    def sample(self) -> tuple[int, int, bool]:
+        async def read() -> tuple[int, int, bool]:
+            shard = self.shard
+            return shard.backlog, shard.write_buffered, shard.reading_paused
+
+        return self._call(read)  # type: ignore[no-any-return]
+
+    def take(self, until: Callable[[list[Event]], bool], timeout: float = LIMIT) -> None:
+        async def run() -> None:
+            if _satisfied(self.events, until):
+                return
+            if self._how == "group":
+                async for _, event in self.group:
+                    self.events.append(event)
+                    if _satisfied(self.events, until):
+                        return
+            async for event in self.shard:
+                self.events.append(event)
+                if _satisfied(self.events, until):
+                    return
+
+        self._call(run, timeout)
+
+    def send(self, command: Any) -> None:
+        self._call(lambda: self.shard.send(command))
+
+    def close(self) -> None:
+        async def finish() -> None:
+            await (self.group if self._how == "group" else self.shard).close()
+            self._stop.set()
+
+        self._call(finish)
+        self._thread.join(LIMIT)
+
+
+class _AsyncioRunning(_LoopRunning):
     def __init__(self, config: GatewayConfig, limits: Any, how: str) -> None:
         from gateway_proto.adapters.asyncio import Shard, ShardGroup, websockets_connector
 
@@ -356,42 +404,8 @@ class _AsyncioRunning:
 
         return asyncio.run_coroutine_threadsafe(bounded(), self._loop).result()
 
-    def sample(self) -> tuple[int, int, bool]:
-        async def read() -> tuple[int, int, bool]:
-            shard = self.shard
-            return shard.backlog, shard.write_buffered, shard.reading_paused
 
-        return self._call(read)  # type: ignore[no-any-return]
-
-    def take(self, until: Callable[[list[Event]], bool], timeout: float = LIMIT) -> None:
-        async def run() -> None:
-            if _satisfied(self.events, until):
-                return
-            if self._how == "group":
-                async for _, event in self.group:
-                    self.events.append(event)
-                    if _satisfied(self.events, until):
-                        return
-            async for event in self.shard:
-                self.events.append(event)
-                if _satisfied(self.events, until):
-                    return
-
-        self._call(run, timeout)
-
-    def send(self, command: Any) -> None:
-        self._call(lambda: self.shard.send(command))
-
-    def close(self) -> None:
-        async def finish() -> None:
-            await (self.group if self._how == "group" else self.shard).close()
-            self._stop.set()
-
-        self._call(finish)
-        self._thread.join(LIMIT)
-
-
-class _TrioRunning:
+class _TrioRunning(_LoopRunning):
     def __init__(self, config: GatewayConfig, limits: Any, how: str) -> None:
         import trio
         from gateway_proto.adapters.trio import Shard, ShardGroup
@@ -426,40 +440,6 @@ class _TrioRunning:
                 return await make()
 
         return trio.from_thread.run(bounded, trio_token=self._token)
-
-    def sample(self) -> tuple[int, int, bool]:
-        async def read() -> tuple[int, int, bool]:
-            shard = self.shard
-            return shard.backlog, shard.write_buffered, shard.reading_paused
-
-        return self._call(read)  # type: ignore[no-any-return]
-
-    def take(self, until: Callable[[list[Event]], bool], timeout: float = LIMIT) -> None:
-        async def run() -> None:
-            if _satisfied(self.events, until):
-                return
-            if self._how == "group":
-                async for _, event in self.group:
-                    self.events.append(event)
-                    if _satisfied(self.events, until):
-                        return
-            async for event in self.shard:
-                self.events.append(event)
-                if _satisfied(self.events, until):
-                    return
-
-        self._call(run, timeout)
-
-    def send(self, command: Any) -> None:
-        self._call(lambda: self.shard.send(command))
-
-    def close(self) -> None:
-        async def finish() -> None:
-            await (self.group if self._how == "group" else self.shard).close()
-            self._stop.set()
-
-        self._call(finish)
-        self._thread.join(LIMIT)
 
 
 class _ThreadsRunning:
@@ -648,8 +628,8 @@ def test_graceful_closes_to_a_peer_that_never_reads_do_not_leak_sockets(
     """20 cycles of: pings that fill our buffers, a close frame, then silence.
 
     The client echoes the close and closes TCP gracefully, but the peer never reads, so the
-    flush never ends: before the fix one socket and its buffer leaked per cycle. Now each is
-    aborted after ``close_timeout``, so the fds in use stay bounded.
+    flush never ends: each socket and its buffer would leak, one per cycle. Each is
+    aborted after ``close_timeout`` instead, so the fds in use stay bounded.
     """
     cycles = 20
     server = hostile("close", 6 * MiB)

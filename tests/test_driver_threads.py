@@ -87,7 +87,7 @@ def client_ctx(ca: Any) -> ssl.SSLContext:
 
 
 class HalfRandom(random.Random):
-    """spec §3: jitter 0.5, so the first heartbeat comes half an interval after HELLO."""
+    """docs/protocol.md §3: jitter 0.5, so the first heartbeat comes half an interval after HELLO."""
 
     def random(self) -> float:
         return 0.5
@@ -200,7 +200,7 @@ class Callbacks:
 
 
 def test_connect_identify_ready_and_dispatch(server: LoopbackGateway) -> None:
-    """spec §1.3, §4: TCP, upgrade, HELLO, IDENTIFY, READY, then dispatches in order."""
+    """docs/protocol.md §1.3, §4: TCP, upgrade, HELLO, IDENTIFY, READY, then dispatches in order."""
     with Shard(config_for(server)) as shard:
         first = collect(shard, has(SessionStarted))
         assert len(first) == 1 and isinstance(first[0], SessionStarted)
@@ -222,7 +222,7 @@ def test_connect_identify_ready_and_dispatch(server: LoopbackGateway) -> None:
 
 
 def test_partial_reads_reassemble(server: LoopbackGateway) -> None:
-    """spec §10.3: zlib-stream messages split into 3-byte TCP writes still decode whole."""
+    """docs/protocol.md §10.3: zlib-stream messages split into 3-byte TCP writes still decode whole."""
     server.call(lambda gw: setattr(server, "write_chunk", 3))  # set on the server thread
     with Shard(config_for(server)) as shard:
         events = collect(shard, has(SessionStarted))
@@ -230,7 +230,7 @@ def test_partial_reads_reassemble(server: LoopbackGateway) -> None:
 
 
 def test_heartbeats_flow_on_the_shard_thread(server: LoopbackGateway) -> None:
-    """spec §3: with a 300 ms interval the shard's own timer sends beats that get ACKs."""
+    """docs/protocol.md §3: with a 300 ms interval the shard's own timer sends beats that get ACKs."""
     server.call(lambda gw: setattr(gw, "heartbeat_interval_ms", 300))
     with Shard(config_for(server)) as shard:
         events = collect(shard, has(HeartbeatAcknowledged, 2))
@@ -241,7 +241,7 @@ def test_heartbeats_flow_on_the_shard_thread(server: LoopbackGateway) -> None:
 
 
 def test_five_megabyte_dispatch(server: LoopbackGateway) -> None:
-    """spec §9: a 5 MB dispatch (a large GUILD_CREATE) arrives whole, byte for byte."""
+    """docs/protocol.md §9: a 5 MB dispatch (a large GUILD_CREATE) arrives whole, byte for byte."""
     blob = "x" * (5 * 1024 * 1024)
     with Shard(config_for(server)) as shard:
         collect(shard, has(SessionStarted))
@@ -254,7 +254,7 @@ def test_five_megabyte_dispatch(server: LoopbackGateway) -> None:
 
 
 def test_send_from_another_thread_reaches_the_server(server: LoopbackGateway) -> None:
-    """spec §12 op 8: a command sent from a thread that is not the shard's reaches the server."""
+    """docs/protocol.md §12 op 8: a command sent from a thread that is not the shard's reaches the server."""
     with Shard(config_for(server)) as shard:
         collect(shard, has(SessionStarted))
         command = RequestGuildMembers(guild_id=42, query="se", limit=5, nonce="from-thread")
@@ -271,7 +271,7 @@ def test_send_from_another_thread_reaches_the_server(server: LoopbackGateway) ->
 
 
 def test_misuse_raises_in_the_callers_thread_and_changes_nothing(server: LoopbackGateway) -> None:
-    """spec §9: a payload over 4096 bytes is refused before anything is sent (DESIGN §3)."""
+    """docs/protocol.md §9: a payload over 4096 bytes is refused before anything is sent (docs/architecture.md §3)."""
     with Shard(config_for(server)) as shard:
         collect(shard, has(SessionStarted))
         big = RawCommand(op=3, data={"x": "y" * 5000})
@@ -291,7 +291,7 @@ def test_misuse_raises_in_the_callers_thread_and_changes_nothing(server: Loopbac
 
 
 def test_send_queue_full_is_raised_in_the_caller(server: LoopbackGateway) -> None:
-    """spec §8: commands wait in a bounded queue; the one over the bound is refused."""
+    """docs/protocol.md §8: commands wait in a bounded queue; the one over the bound is refused."""
     # The server never sends HELLO, so the session never goes live and commands wait.
     server.call(lambda gw: setattr(gw, "send_hello", False))
     with Shard(config_for(server, max_queued_commands=2)) as shard:
@@ -304,7 +304,7 @@ def test_send_queue_full_is_raised_in_the_caller(server: LoopbackGateway) -> Non
 
 
 def test_send_after_close_and_before_start_are_refused(server: LoopbackGateway) -> None:
-    """DESIGN §3: misuse raises; a closed connection takes no more commands."""
+    """docs/architecture.md §3: misuse raises; a closed connection takes no more commands."""
     shard = Shard(config_for(server))
     command = RawCommand(op=3, data={})
     with pytest.raises(RuntimeError, match="start the shard first"):
@@ -328,7 +328,7 @@ def test_send_after_close_and_before_start_are_refused(server: LoopbackGateway) 
 
 
 def test_callback_form_runs_on_the_shard_thread(server: LoopbackGateway) -> None:
-    """spec §12 op 8: ``on_event`` is called on the shard's thread and may send from there."""
+    """docs/protocol.md §12 op 8: ``on_event`` is called on the shard's thread and may send from there."""
     seen = Callbacks()
     shard = Shard(config_for(server, shard=(0, 1)), on_event=seen)
 
@@ -350,7 +350,7 @@ def test_callback_form_runs_on_the_shard_thread(server: LoopbackGateway) -> None
 
 
 def test_run_in_the_calling_thread_and_close_from_the_callback(server: LoopbackGateway) -> None:
-    """spec §7: ``run(callback)`` owns the shard in the caller's thread; close(1000) ends it."""
+    """docs/protocol.md §7: ``run(callback)`` owns the shard in the caller's thread; close(1000) ends it."""
     shard = Shard(config_for(server))
     seen = Callbacks()
 
@@ -371,7 +371,7 @@ def test_run_in_the_calling_thread_and_close_from_the_callback(server: LoopbackG
 def test_a_raising_callback_is_logged_and_the_shard_carries_on(
     server: LoopbackGateway, caplog: Any
 ) -> None:
-    """spec §3: an application error must not stop the heartbeat; it is logged."""
+    """docs/protocol.md §3: an application error must not stop the heartbeat; it is logged."""
     seen = Callbacks()
 
     def boom(event: Event) -> None:
@@ -392,7 +392,7 @@ def test_a_raising_callback_is_logged_and_the_shard_carries_on(
 
 
 def test_blocking_callback_is_reported(server: LoopbackGateway, caplog: Any) -> None:
-    """spec §3: a heartbeat timer that fires late because the thread was blocked warns."""
+    """docs/protocol.md §3: a heartbeat timer that fires late because the thread was blocked warns."""
     server.call(lambda gw: setattr(gw, "heartbeat_interval_ms", 100))
     seen = Callbacks()
 
@@ -414,7 +414,7 @@ def test_blocking_callback_is_reported(server: LoopbackGateway, caplog: Any) -> 
 
 
 def test_close_1000_ends_the_session(server: LoopbackGateway) -> None:
-    """spec §7: close 1000 ends the session on the server; close returns no snapshot."""
+    """docs/protocol.md §7: close 1000 ends the session on the server; close returns no snapshot."""
     shard = Shard(config_for(server))
     shard.start()
     collect(shard, has(SessionStarted))
@@ -429,7 +429,7 @@ def test_close_1000_ends_the_session(server: LoopbackGateway) -> None:
 
 
 def test_resumable_close_and_cold_resume(server: LoopbackGateway) -> None:
-    """spec §5, §7: close 4000 keeps the session; a new Shard(snapshot=...) resumes it."""
+    """docs/protocol.md §5, §7: close 4000 keeps the session; a new Shard(snapshot=...) resumes it."""
     with Shard(config_for(server)) as shard:
         collect(shard, has(SessionStarted))
         server.call(lambda gw: gw.dispatch("MESSAGE_CREATE", {"n": 0}))
@@ -451,7 +451,7 @@ def test_resumable_close_and_cold_resume(server: LoopbackGateway) -> None:
 
 
 def test_drop_connections_resumes(server: LoopbackGateway) -> None:
-    """spec §5, §6: a reset TCP connection reconnects and resumes with the replay."""
+    """docs/protocol.md §5, §6: a reset TCP connection reconnects and resumes with the replay."""
     with Shard(config_for(server)) as shard:
         collect(shard, has(SessionStarted))
         assert server.drop_connections() == 1
@@ -467,7 +467,7 @@ def test_drop_connections_resumes(server: LoopbackGateway) -> None:
 
 
 def test_refused_connection_reports_and_retries() -> None:
-    """spec §1.3: a refused TCP connect is a Disconnected with the reason, then a backoff."""
+    """docs/protocol.md §1.3: a refused TCP connect is a Disconnected with the reason, then a backoff."""
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
     port = holder.getsockname()[1]
@@ -496,7 +496,7 @@ def test_refused_connection_reports_and_retries() -> None:
 
 
 def test_tls_with_a_trusted_certificate(tls_server: LoopbackGateway, client_ctx: Any) -> None:
-    """spec §1.2: wss:// with certificate and host name checks (name resolved off-thread)."""
+    """docs/protocol.md §1.2: wss:// with certificate and host name checks (name resolved off-thread)."""
     assert tls_server.url.startswith("wss://localhost:")
     with Shard(config_for(tls_server), ssl_context=client_ctx) as shard:
         collect(shard, has(SessionStarted))
@@ -510,7 +510,7 @@ def test_tls_with_a_trusted_certificate(tls_server: LoopbackGateway, client_ctx:
 
 
 def test_tls_untrusted_certificate_is_refused_by_default(tls_server: LoopbackGateway) -> None:
-    """spec §1.2: verification is on by default; a self-made CA is not trusted."""
+    """docs/protocol.md §1.2: verification is on by default; a self-made CA is not trusted."""
     with Shard(config_for(tls_server)) as shard:
         events = collect(shard, has(Disconnected))
     lost = events[-1]
@@ -523,7 +523,7 @@ def test_tls_untrusted_certificate_is_refused_by_default(tls_server: LoopbackGat
 
 
 def test_shard_group_of_two(server: LoopbackGateway) -> None:
-    """spec §8, §11: two shards, one thread each, one identify gate; both go live."""
+    """docs/protocol.md §8, §11: two shards, one thread each, one identify gate; both go live."""
     configs = [config_for(server, shard=(n, 2)) for n in range(2)]
     with ShardGroup(configs, scheduler=IdentifyScheduler(max_concurrency=2)) as group:
         assert [s.shard_id for s in group.shards] == [0, 1]
@@ -556,7 +556,7 @@ def test_shard_group_of_two(server: LoopbackGateway) -> None:
 def test_group_gate_is_polled_by_the_waiting_shard(
     server: LoopbackGateway, monkeypatch: Any
 ) -> None:
-    """spec §8: a busy identify bucket delays its shard until the slot, with no timer thread."""
+    """docs/protocol.md §8: a busy identify bucket delays its shard until the slot, with no timer thread."""
     monkeypatch.setattr(threads, "_GATE_RECHECK", 100.0)  # only the gate's deadline counts
     scheduler = IdentifyScheduler(max_concurrency=2)
     earlier = time.monotonic() - 4.0
@@ -582,7 +582,7 @@ def test_group_gate_is_polled_by_the_waiting_shard(
 
 
 def test_group_close_resumable_returns_snapshots_in_order(server: LoopbackGateway) -> None:
-    """spec §5: closing a group resumably gives each shard's snapshot, in shard order."""
+    """docs/protocol.md §5: closing a group resumably gives each shard's snapshot, in shard order."""
     configs = [config_for(server, shard=(n, 2)) for n in range(2)]
     group = ShardGroup(configs, scheduler=IdentifyScheduler(max_concurrency=2))
     group.start()
@@ -601,7 +601,7 @@ def test_group_close_resumable_returns_snapshots_in_order(server: LoopbackGatewa
 
 
 def test_api_surface() -> None:
-    """spec §1.1: discovery is the shared blocking call; gates come from identify_gate."""
+    """docs/protocol.md §1.1: discovery is the shared blocking call; gates come from identify_gate."""
     assert threads.discover is common_discover
     gate = identify_gate()
     assert gate.scheduler.waiting == []
@@ -613,7 +613,7 @@ def test_api_surface() -> None:
 
 
 def test_connect_timeout_governs_a_stuck_upgrade() -> None:
-    """spec §1.3: a TCP peer that never answers the upgrade is abandoned at connect_timeout."""
+    """docs/protocol.md §1.3: a TCP peer that never answers the upgrade is abandoned at connect_timeout."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)  # the kernel completes the handshake; nobody ever answers
@@ -641,7 +641,7 @@ def test_connect_timeout_governs_a_stuck_upgrade() -> None:
 def test_a_driver_failure_is_raised_not_swallowed(
     server: LoopbackGateway, monkeypatch: Any
 ) -> None:
-    """DESIGN §3: any exception escaping the core is a bug; the driver must surface it."""
+    """docs/architecture.md §3: any exception escaping the core is a bug; the driver must surface it."""
 
     def broken(self: Any, *, now: float) -> None:
         raise ZeroDivisionError("simulated core bug")
@@ -666,7 +666,7 @@ def test_a_driver_failure_is_raised_not_swallowed(
 def test_waiting_shard_repolls_when_the_gate_deadline_is_lost(
     server: LoopbackGateway, monkeypatch: Any
 ) -> None:
-    """spec §8: even if the gate's deadline is lost (stale set_timer), the slot is used.
+    """docs/protocol.md §8: even if the gate's deadline is lost (stale set_timer), the slot is used.
 
     IdentifyGate calls set_timer after releasing its lock, so concurrent polls can store
     an older deadline last; here every deadline is lost and only the re-poll remains.
@@ -685,7 +685,7 @@ def test_waiting_shard_repolls_when_the_gate_deadline_is_lost(
 
 
 def test_send_timeout_withdraws_the_command(server: LoopbackGateway) -> None:
-    """spec §12 op 8: a send that times out (shard thread busy) is withdrawn, never sent."""
+    """docs/protocol.md §12 op 8: a send that times out (shard thread busy) is withdrawn, never sent."""
     entered, release = threading.Event(), threading.Event()
     seen = Callbacks()
 
@@ -709,7 +709,7 @@ def test_send_timeout_withdraws_the_command(server: LoopbackGateway) -> None:
 
 
 def test_group_callback_form(server: LoopbackGateway) -> None:
-    """spec §11: a group's on_event gets (shard_id, event) on each shard's own thread."""
+    """docs/protocol.md §11: a group's on_event gets (shard_id, event) on each shard's own thread."""
     got: list[tuple[int, str, str]] = []
     changed = threading.Condition()
 

@@ -118,7 +118,7 @@ def violations(server: LoopbackGateway) -> list[Any]:
 
 
 def test_connect_identify_ready_and_dispatch(server: LoopbackGateway) -> None:
-    """spec §1.3, §4.2: HELLO, IDENTIFY, READY (session-1, seq 1), then a dispatch (seq 2)."""
+    """docs/protocol.md §1.3, §4.2: HELLO, IDENTIFY, READY (session-1, seq 1), then a dispatch (seq 2)."""
 
     async def main() -> None:
         async with Shard(config_for(server.url)) as shard:
@@ -145,7 +145,7 @@ def test_connect_identify_ready_and_dispatch(server: LoopbackGateway) -> None:
 
 
 def test_send_reaches_the_server(server: LoopbackGateway) -> None:
-    """spec §12 op 8: a command sent through the shard reaches the gateway, which answers."""
+    """docs/protocol.md §12 op 8: a command sent through the shard reaches the gateway, which answers."""
     command = RequestGuildMembers(guild_id=1, user_ids=(42,), nonce="n-1")
 
     async def main() -> None:
@@ -174,8 +174,8 @@ def test_send_reaches_the_server(server: LoopbackGateway) -> None:
 
 
 def test_send_errors_reach_the_caller_unchanged(server: LoopbackGateway) -> None:
-    """spec §9: a payload over 4096 bytes raises PayloadTooLarge in send() and changes
-    nothing; misuse before start and after close is refused (DESIGN §3 errors)."""
+    """docs/protocol.md §9: a payload over 4096 bytes raises PayloadTooLarge in send() and changes
+    nothing; misuse before start and after close is refused (docs/architecture.md §3 errors)."""
     config = config_for(server.url)
 
     async def main() -> None:
@@ -198,7 +198,7 @@ def test_send_errors_reach_the_caller_unchanged(server: LoopbackGateway) -> None
 
 
 def test_close_1000_ends_the_session(server: LoopbackGateway) -> None:
-    """spec §7: close 1000 ends the session on the gateway; Terminated(1000) ends iteration."""
+    """docs/protocol.md §7: close 1000 ends the session on the gateway; Terminated(1000) ends iteration."""
 
     async def main() -> None:
         async with Shard(config_for(server.url)) as shard:
@@ -217,7 +217,7 @@ def test_close_1000_ends_the_session(server: LoopbackGateway) -> None:
 
 
 def test_resumable_close_then_cold_resume(server: LoopbackGateway) -> None:
-    """spec §5, §7: close(resumable=True) sends 4000 and returns the snapshot; a new Shard
+    """docs/protocol.md §5, §7: close(resumable=True) sends 4000 and returns the snapshot; a new Shard
     built from it RESUMEs (no second IDENTIFY) and gets what was sent meanwhile."""
 
     async def main() -> None:
@@ -253,7 +253,7 @@ def ca() -> Any:
 
 
 def test_tls_with_a_private_ca(ca: Any) -> None:
-    """spec §1.1: wss:// with certificate and host checks (trustme CA, SNI localhost)."""
+    """docs/protocol.md §1.1: wss:// with certificate and host checks (trustme CA, SNI localhost)."""
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(server_context)
     client_context = ssl.create_default_context()
@@ -279,7 +279,7 @@ def test_tls_with_a_private_ca(ca: Any) -> None:
 
 
 def test_tls_refuses_an_untrusted_certificate(ca: Any) -> None:
-    """spec §1.1: a certificate the client does not trust fails the connection, retried."""
+    """docs/protocol.md §1.1: a certificate the client does not trust fails the connection, retried."""
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(server_context)
     fake = FakeGateway(token=TOKEN)
@@ -300,7 +300,7 @@ def test_tls_refuses_an_untrusted_certificate(ca: Any) -> None:
 
 
 def test_dropped_connections_resume(server: LoopbackGateway) -> None:
-    """spec §5: a TCP reset ends the transport (1006-like, no close frame); the shard
+    """docs/protocol.md §5: a TCP reset ends the transport (1006-like, no close frame); the shard
     reconnects to the resume URL, RESUMEs and gets the dispatch sent meanwhile replayed."""
 
     async def main() -> None:
@@ -330,7 +330,7 @@ def test_dropped_connections_resume(server: LoopbackGateway) -> None:
 
 
 def test_shard_group_two_shards_reach_ready(server: LoopbackGateway) -> None:
-    """spec §11: shards (0, 2) and (1, 2) identify with their shard pair and both go live."""
+    """docs/protocol.md §11: shards (0, 2) and (1, 2) identify with their shard pair and both go live."""
     server.call(lambda gw: setattr(gw, "max_concurrency", 2))
     configs = [config_for(server.url, shard=(i, 2)) for i in range(2)]
 
@@ -358,7 +358,7 @@ def test_shard_group_two_shards_reach_ready(server: LoopbackGateway) -> None:
 
 
 def test_refused_connection_is_reported_and_retried() -> None:
-    """DESIGN §4 backoff (field notes #7): a refused TCP connect ends that attempt with a
+    """docs/architecture.md §4 backoff (docs/field-bugs.md #7): a refused TCP connect ends that attempt with a
     reason; the next attempt waits for the backoff deadline (jitter 0.5 of 1 s, then of
     2 s), which only the driver's timer can reach; close() then ends the shard."""
     with socket.socket() as probe:
@@ -388,7 +388,7 @@ def test_refused_connection_is_reported_and_retried() -> None:
 
 
 def test_connect_timeout_aborts_with_a_reset() -> None:
-    """spec §1.3 / field notes #9: a peer that accepts TCP but never upgrades hits the
+    """docs/protocol.md §1.3 / docs/field-bugs.md #9: a peer that accepts TCP but never upgrades hits the
     connect timeout; the driver aborts the socket (RST via SO_LINGER 0, not FIN)."""
 
     async def main() -> None:
@@ -423,7 +423,7 @@ def test_connect_timeout_aborts_with_a_reset() -> None:
 
 
 def test_discover_gateway_in_a_thread(server: LoopbackGateway) -> None:
-    """spec §1.1: GET /gateway/bot runs off the trio loop and returns the parsed answer."""
+    """docs/protocol.md §1.1: GET /gateway/bot runs off the trio loop and returns the parsed answer."""
 
     async def main() -> None:
         info = await discover_gateway(TOKEN, api_base=server.api_url)
@@ -500,7 +500,7 @@ def virtual(main: Callable[[trio.testing.MockClock], Awaitable[None]]) -> None:
 
 
 def test_group_spaces_identifies_by_the_shared_scheduler() -> None:
-    """spec §8: with max_concurrency 1 the group's one scheduler lets shard 1 IDENTIFY
+    """docs/protocol.md §8: with max_concurrency 1 the group's one scheduler lets shard 1 IDENTIFY
     exactly 5 s plus the drivers' network margin after shard 0 (the gate's timer task grants
     it), so the gateway records no
     violation; the group's iteration ends once both shards terminated."""
@@ -535,7 +535,7 @@ def test_group_spaces_identifies_by_the_shared_scheduler() -> None:
 
 
 def test_late_timer_is_reported_by_the_loop_watch(caplog: pytest.LogCaptureFixture) -> None:
-    """spec §3: HELLO 10 s with jitter 0.5 puts the first heartbeat 5 s after HELLO; when the
+    """docs/protocol.md §3: HELLO 10 s with jitter 0.5 puts the first heartbeat 5 s after HELLO; when the
     loop is held until 7 s the timer runs 2 s late, which LoopWatch counts and logs, and the
     heartbeat still goes out and is acknowledged."""
     hub = MemoryGateway(FakeGateway(token=TOKEN, heartbeat_interval_ms=10_000))
@@ -558,13 +558,13 @@ def test_late_timer_is_reported_by_the_loop_watch(caplog: pytest.LogCaptureFixtu
     assert (shard.watch.stalls, shard.watch.worst) == (1, 2.0)
     assert [r.getMessage() for r in caplog.records] == [
         "shard 0/1: a timer ran 2.00 s late; something is blocking the event loop and "
-        "heartbeats may be missed (spec §3)"
+        "heartbeats may be missed (docs/protocol.md §3)"
     ]
     assert hub.fake.violations == []
 
 
 def test_body_error_propagates_unwrapped_and_closes_the_session() -> None:
-    """spec §7 (DESIGN §5): an exception in the ``async with`` body leaves as itself (not an
+    """docs/protocol.md §7 (docs/architecture.md §5): an exception in the ``async with`` body leaves as itself (not an
     ExceptionGroup) after the shard closed with 1000; a shard whose main task was cancelled
     refuses calls instead of queueing them for nobody."""
     hub = MemoryGateway(FakeGateway(token=TOKEN))
@@ -593,7 +593,7 @@ def test_body_error_propagates_unwrapped_and_closes_the_session() -> None:
 
     virtual(run_cancelled)
     assert cancelled.gateway.queued_commands == 0
-    # Dropped with 4000, never 1000: the session stays resumable (spec §7).
+    # Dropped with 4000, never 1000: the session stays resumable (docs/protocol.md §7).
     assert hub.fake.client_close_codes == [4000]
     assert [s.alive for s in hub.fake.sessions] == [True]
     assert hub.fake.violations == []

@@ -1,4 +1,4 @@
-"""The ETF codec (spec §10.1): Erlang/OTP as the oracle, real Spacebar bytes, hostile input.
+"""The ETF codec (docs/protocol.md §10.1): Erlang/OTP as the oracle, real Spacebar bytes, hostile input.
 
 * Oracle (needs ``erl``; ``apt-get install erlang-base``): one Erlang process for the whole
   run (``tests/erlang_oracle.py``). For every generated term, Erlang's ``binary_to_term``
@@ -268,14 +268,14 @@ ORACLE_SETTINGS = {
 @settings(max_examples=PAYLOAD_EXAMPLES, **ORACLE_SETTINGS)
 @given(payload=payloads)
 def test_oracle_payloads(oracle: ErlangOracle, payload: dict[str, Any]) -> None:
-    """spec §10.1: gateway payloads of Discord's shapes, both ways through Erlang/OTP."""
+    """docs/protocol.md §10.1: gateway payloads of Discord's shapes, both ways through Erlang/OTP."""
     check_with_erlang(oracle, payload)
 
 
 @settings(max_examples=VALUE_EXAMPLES, **ORACLE_SETTINGS)
 @given(value=values)
 def test_oracle_any_value(oracle: ErlangOracle, value: Any) -> None:
-    """spec §10.1: any value (bare scalars, lists of small ints, big integers), both ways."""
+    """docs/protocol.md §10.1: any value (bare scalars, lists of small ints, big integers), both ways."""
     check_with_erlang(oracle, value)
 
 
@@ -344,7 +344,7 @@ def random_term(rng: random.Random, depth: int = 0) -> Any:
 @settings(max_examples=BATCH_EXAMPLES, **ORACLE_SETTINGS)
 @given(rng=st.randoms(use_true_random=True))
 def test_oracle_generated_batches(oracle: ErlangOracle, rng: random.Random) -> None:
-    """spec §10.1: BATCH gateway payloads per example (the bulk of the oracle budget)."""
+    """docs/protocol.md §10.1: BATCH gateway payloads per example (the bulk of the oracle budget)."""
     for _ in range(BATCH):
         payload = {"op": rng.randrange(12), "d": random_term(rng, 1)}
         if rng.random() < 0.5:
@@ -384,7 +384,7 @@ def test_oracle_generated_batches(oracle: ErlangOracle, rng: random.Random) -> N
     ids=lambda value: repr(value)[:40],
 )
 def test_oracle_boundaries(oracle: ErlangOracle, value: Any) -> None:
-    """spec §10.1: every integer form's edges, floats, strings and compressed terms."""
+    """docs/protocol.md §10.1: every integer form's edges, floats, strings and compressed terms."""
     check_with_erlang(oracle, value)
 
 
@@ -393,7 +393,7 @@ def test_oracle_boundaries(oracle: ErlangOracle, value: Any) -> None:
 def test_oracle_wide_integers_decode_and_are_refused_by_the_encoder(
     oracle: ErlangOracle, value: int
 ) -> None:
-    """spec §10.1: integers past 64 bits, as Erlang writes them, decode; we never write one.
+    """docs/protocol.md §10.1: integers past 64 bits, as Erlang writes them, decode; we never write one.
 
     erlpack's decoders refuse SMALL_BIG_EXT/LARGE_BIG_EXT wider than 8 bytes, so the encoder
     refuses such a value with LocalProtocolError instead of sending what a Discord-compatible
@@ -418,7 +418,7 @@ def erlang_integer(value: int) -> str:
     ids=["2**64", "-2**64", "2**2040-1", "2**2040", "-2**4000", "2**14000"],
 )
 def test_oracle_wide_integer_boundaries(oracle: ErlangOracle, value: int) -> None:
-    """spec §10.1: the edges past 64 bits: SMALL_BIG_EXT's last size, LARGE_BIG_EXT, huge."""
+    """docs/protocol.md §10.1: the edges past 64 bits: SMALL_BIG_EXT's last size, LARGE_BIG_EXT, huge."""
     rendering, encodings = oracle.evaluate(erlang_integer(value))
     assert rendering == render(value)
     forms = set()
@@ -431,7 +431,7 @@ def test_oracle_wide_integer_boundaries(oracle: ErlangOracle, value: int) -> Non
 
 
 def test_oracle_produces_every_form(oracle: ErlangOracle) -> None:
-    """spec §10.1: the forms Erlang writes — checked to be there, and decoded right."""
+    """docs/protocol.md §10.1: the forms Erlang writes — checked to be there, and decoded right."""
     rendering, encodings = oracle.evaluate(
         """#{<<"op">> => 0, <<"s">> => 2147483648, <<"big">> => 1 bsl 3000,
              <<"f">> => 1.5, <<"l">> => [1, 2, 3], <<"x">> => [1000, -5, <<"y">>],
@@ -477,7 +477,7 @@ def test_oracle_produces_every_form(oracle: ErlangOracle) -> None:
 
 
 def test_oracle_atom_keys_and_latin1_atoms(oracle: ErlangOracle) -> None:
-    """spec §10.1 [PRACTICE]: atom keys become their names; latin-1 atoms decode right."""
+    """docs/protocol.md §10.1 [PRACTICE]: atom keys become their names; latin-1 atoms decode right."""
     _, encodings = oracle.evaluate(
         "#{op => 0, t => 'MESSAGE_CREATE', d => #{id => 1234567890123456789, "
         "true => yes, nil => null, 'café' => 'naïve', 7 => <<\"int key\">>}}."
@@ -507,7 +507,7 @@ def test_oracle_atom_keys_and_latin1_atoms(oracle: ErlangOracle) -> None:
 
 
 def test_oracle_reads_our_atoms_and_refuses_what_erlang_refuses(oracle: ErlangOracle) -> None:
-    """spec §10.1: true/false/nil reach Erlang as atoms; Erlang refuses what we refuse."""
+    """docs/protocol.md §10.1: true/false/nil reach Erlang as atoms; Erlang refuses what we refuse."""
     _, rendering, _ = oracle.roundtrip(CODEC.dumps([True, False, None]))
     assert rendering == b"l3:a4:truea5:falsea3:nil"
     for bad in (
@@ -528,7 +528,7 @@ def test_oracle_reads_our_atoms_and_refuses_what_erlang_refuses(oracle: ErlangOr
 
 
 def test_oracle_old_float_ext(oracle: ErlangOracle) -> None:
-    """spec §10.1: FLOAT_EXT (``{minor_version, 0}``): 31 bytes of ``%.20e`` text."""
+    """docs/protocol.md §10.1: FLOAT_EXT (``{minor_version, 0}``): 31 bytes of ``%.20e`` text."""
     samples = [0.1, -2.5e-300, 1.7976931348623157e308, 5e-324, 123456.789, -0.0]
     for value in samples:
         _, _, encodings = oracle.roundtrip(CODEC.dumps(value))
@@ -538,7 +538,7 @@ def test_oracle_old_float_ext(oracle: ErlangOracle) -> None:
 
 
 def test_oracle_unsupported_erlang_terms_are_decode_errors(oracle: ErlangOracle) -> None:
-    """spec §10.1: pids, refs, funs, bit strings, improper lists: DecodeError, not a crash."""
+    """docs/protocol.md §10.1: pids, refs, funs, bit strings, improper lists: DecodeError, not a crash."""
     for source in ("self().", "make_ref().", "fun erlang:abs/1.", "<<1:3>>.", "[1 | 2]."):
         _, encodings = oracle.evaluate(source)
         for encoding in encodings:
@@ -547,7 +547,7 @@ def test_oracle_unsupported_erlang_terms_are_decode_errors(oracle: ErlangOracle)
 
 
 def test_oracle_container_keys_are_decode_errors(oracle: ErlangOracle) -> None:
-    """spec §10.1: a list, tuple or map as a map key cannot be a Python dict key."""
+    """docs/protocol.md §10.1: a list, tuple or map as a map key cannot be a Python dict key."""
     for source in ("#{[1] => 1}.", "#{{1} => 1}.", "#{#{} => 1}.", "#{[] => 1}.", '#{"ab" => 1}.'):
         _, encodings = oracle.evaluate(source)
         for encoding in encodings:
@@ -594,7 +594,7 @@ def correspondence(etf: Any, js: Any, path: str = "") -> list[tuple[str, Any, An
 
 
 def test_spacebar_hello_and_heartbeat_ack() -> None:
-    """spec §10.1: Spacebar's ETF HELLO and ACK (binary keys, integers, an empty map)."""
+    """docs/protocol.md §10.1: Spacebar's ETF HELLO and ACK (binary keys, integers, an empty map)."""
     hello = spacebar("etf", 0).read_bytes()
     assert CODEC.loads(hello) == {"op": 10, "d": {"heartbeat_interval": 30000}}
     assert CODEC.loads(hello) == json.loads(spacebar("json-basic", 0).read_text())
@@ -606,7 +606,7 @@ def test_spacebar_hello_and_heartbeat_ack() -> None:
 
 
 def test_spacebar_ready() -> None:
-    """spec §4.2/§10.1: READY in ETF carries what the JSON READY of the session carries."""
+    """docs/protocol.md §4.2/§10.1: READY in ETF carries what the JSON READY of the session carries."""
     etf = CODEC.loads(spacebar("etf", 1).read_bytes())
     js = json.loads(spacebar("json-basic", 1).read_text())
     assert etf["t"] == "READY" and etf["s"] == 0
@@ -622,7 +622,7 @@ def test_spacebar_ready() -> None:
 
 
 def test_spacebar_guild_create_and_ready_supplemental() -> None:
-    """spec §10.1: GUILD_CREATE and READY_SUPPLEMENTAL decode to the JSON of the session."""
+    """docs/protocol.md §10.1: GUILD_CREATE and READY_SUPPLEMENTAL decode to the JSON of the session."""
     guild = CODEC.loads(spacebar("etf", 2).read_bytes())
     diffs = correspondence(guild, json.loads(spacebar("json-basic", 2).read_text()))
     # The channel received a message between the two recordings.
@@ -632,7 +632,7 @@ def test_spacebar_guild_create_and_ready_supplemental() -> None:
 
 
 def test_spacebar_forms() -> None:
-    """spec §10.1: Spacebar (like erlpack) writes SMALL_ATOM_EXT atoms and binary keys."""
+    """docs/protocol.md §10.1: Spacebar (like erlpack) writes SMALL_ATOM_EXT atoms and binary keys."""
     tags: set[str] = set()
     key_tags: set[str] = set()
     for index in range(5):
@@ -647,7 +647,7 @@ def test_spacebar_forms() -> None:
 
 
 def test_encode_exact_bytes() -> None:
-    """spec §10.1: binary keys, atoms true/false/nil, integers in their smallest form."""
+    """docs/protocol.md §10.1: binary keys, atoms true/false/nil, integers in their smallest form."""
     assert CODEC.dumps({"op": 1, "d": None}) == (
         b"\x83t\x00\x00\x00\x02m\x00\x00\x00\x02opa\x01m\x00\x00\x00\x01ds\x03nil"
     )
@@ -666,7 +666,7 @@ def test_encode_exact_bytes() -> None:
 
 
 def test_encode_refuses_integers_past_64_bits() -> None:
-    """spec §10.1: erlpack decodes bignums of 8 bytes at most, so wider ones are never sent.
+    """docs/protocol.md §10.1: erlpack decodes bignums of 8 bytes at most, so wider ones are never sent.
 
     The refusal is checked before any conversion: a 5,000-digit value costs no more than a
     small one, and the error names the width, not the digits.
@@ -680,7 +680,7 @@ def test_encode_refuses_integers_past_64_bits() -> None:
 
 
 def test_encode_snowflakes_pass_as_given() -> None:
-    """spec §10.1: a snowflake stays an int or a string, whichever the caller gave."""
+    """docs/protocol.md §10.1: a snowflake stays an int or a string, whichever the caller gave."""
     snowflake = 1576510379893211198
     assert CODEC.loads(CODEC.dumps({"id": snowflake})) == {"id": snowflake}
     assert CODEC.loads(CODEC.dumps({"id": str(snowflake)})) == {"id": str(snowflake)}
@@ -700,7 +700,7 @@ class Name(str, enum.Enum):  # noqa: UP042 - str() of this mixin is "Name.NAME"
 
 
 def test_encode_subclasses_as_their_base_type() -> None:
-    """spec §10.1: IntEnum, IntFlag, str enums and dict/list subclasses encode like JSON."""
+    """docs/protocol.md §10.1: IntEnum, IntFlag, str enums and dict/list subclasses encode like JSON."""
     payload = OrderedDict([(Name.NAME, Color.RED), ("intents", Flags.A | Flags.B)])
     assert CODEC.dumps(payload) == CODEC.dumps({"name": 1, "intents": 1 | 1 << 40})
     assert CODEC.loads(CODEC.dumps(payload)) == json.loads(json.dumps(payload))
@@ -723,13 +723,13 @@ def test_encode_subclasses_as_their_base_type() -> None:
     ids=lambda value: repr(value)[:40],
 )
 def test_encode_refuses_what_etf_cannot_carry(payload: Any, match: str) -> None:
-    """spec §10.1: encode errors are LocalProtocolError (the caller's mistake)."""
+    """docs/protocol.md §10.1: encode errors are LocalProtocolError (the caller's mistake)."""
     with pytest.raises(LocalProtocolError, match=match):
         CODEC.dumps(payload)
 
 
 def test_encode_depth_limit_and_cycles() -> None:
-    """spec §10.1: nesting past MAX_DEPTH and cycles are LocalProtocolError, not a crash."""
+    """docs/protocol.md §10.1: nesting past MAX_DEPTH and cycles are LocalProtocolError, not a crash."""
     deep: Any = []
     for _ in range(MAX_DEPTH):
         deep = [deep]
@@ -750,7 +750,7 @@ def test_encode_depth_limit_and_cycles() -> None:
 @settings(max_examples=300, deadline=None)
 @given(payload=payloads)
 def test_encode_never_atom_keys_never_compressed(payload: dict[str, Any]) -> None:
-    """spec §10.1: sent maps have binary keys only (atom keys close 4002); never COMPRESSED."""
+    """docs/protocol.md §10.1: sent maps have binary keys only (atom keys close 4002); never COMPRESSED."""
     data = CODEC.dumps(payload)
     assert data[1] != TAGS["COMPRESSED"]
     found = walk_tags(data)
@@ -903,7 +903,7 @@ COMMANDS: list[Any] = [
 
 
 def test_every_command_payload_is_read_by_erlpack(erlpack: Any) -> None:
-    """spec §4.1, §5, §6, §10.1: IDENTIFY, heartbeat, presence, request members, voice state
+    """docs/protocol.md §4.1, §5, §6, §10.1: IDENTIFY, heartbeat, presence, request members, voice state
     and RESUME, as the connection sends them in ETF, read by Discord's erlpack as sent.
 
     erlpack's Python ``unpack`` reads every atom form, so each message is also checked
@@ -967,7 +967,7 @@ def test_the_js_decoder_model_refuses_what_erlpack_js_refuses() -> None:
 @settings(max_examples=400, deadline=None)
 @given(payload=payloads)
 def test_erlpack_reads_every_payload_we_encode(erlpack: Any, payload: dict[str, Any]) -> None:
-    """spec §10.1: erlpack decodes whatever we encode, to the value we encoded."""
+    """docs/protocol.md §10.1: erlpack decodes whatever we encode, to the value we encoded."""
     data = CODEC.dumps(payload)
     assert erlpack_js_refusal(data) is None
     assert same(from_erlpack(erlpack.unpack(data)), payload)
@@ -976,7 +976,7 @@ def test_erlpack_reads_every_payload_we_encode(erlpack: Any, payload: dict[str, 
 @settings(max_examples=300, deadline=None)
 @given(payload=payloads)
 def test_we_read_what_erlpack_encodes(erlpack: Any, payload: dict[str, Any]) -> None:
-    """spec §10.1: what erlpack writes (a Discord-compatible server's side) decodes right."""
+    """docs/protocol.md §10.1: what erlpack writes (a Discord-compatible server's side) decodes right."""
     try:
         data = erlpack.pack(payload)
     except OverflowError:  # erlpack writes negative integers down to -(2**63) only
@@ -990,7 +990,7 @@ def test_we_read_what_erlpack_encodes(erlpack: Any, payload: dict[str, Any]) -> 
 @settings(max_examples=400, deadline=None)
 @given(value=values)
 def test_round_trip(value: Any) -> None:
-    """spec §10.1: decode(encode(v)) == v, type for type (tuples come back as lists)."""
+    """docs/protocol.md §10.1: decode(encode(v)) == v, type for type (tuples come back as lists)."""
     data = CODEC.dumps(value)
     assert isinstance(data, bytes)
     assert same(CODEC.loads(data), value)
@@ -1001,14 +1001,14 @@ def test_round_trip(value: Any) -> None:
 @settings(max_examples=200, deadline=None)
 @given(value=values)
 def test_round_trip_through_compressed_form(value: Any) -> None:
-    """spec §10.1: a COMPRESSED term decodes to what its inflated term decodes to."""
+    """docs/protocol.md §10.1: a COMPRESSED term decodes to what its inflated term decodes to."""
     body = CODEC.dumps(value)[1:]
     data = b"\x83P" + struct.pack(">I", len(body)) + zlib.compress(body)
     assert same(CODEC.loads(data), value)
 
 
 def test_decode_tuples_strings_atoms_and_keys() -> None:
-    """spec §10.1 (erlpack's mapping): tuples → lists, STRING_EXT → ints, atoms, key types."""
+    """docs/protocol.md §10.1 (erlpack's mapping): tuples → lists, STRING_EXT → ints, atoms, key types."""
     assert CODEC.loads(b"\x83h\x02a\x01m\x00\x00\x00\x01x") == [1, "x"]
     assert CODEC.loads(b"\x83h\x00") == []
     assert CODEC.loads(b"\x83i\x00\x00\x00\x01j") == [[]]
@@ -1042,7 +1042,7 @@ def test_decode_tuples_strings_atoms_and_keys() -> None:
 
 
 def test_decode_bignum_edges() -> None:
-    """spec §10.1: SMALL_BIG_EXT / LARGE_BIG_EXT, including non-minimal ones Erlang accepts."""
+    """docs/protocol.md §10.1: SMALL_BIG_EXT / LARGE_BIG_EXT, including non-minimal ones Erlang accepts."""
     assert CODEC.loads(b"\x83n\x00\x00") == 0
     assert CODEC.loads(b"\x83n\x02\x00\x01\x00") == 1
     assert CODEC.loads(b"\x83o\x00\x00\x00\x01\x01\x07") == -7
@@ -1050,7 +1050,7 @@ def test_decode_bignum_edges() -> None:
 
 
 def test_key_cache_never_confuses_keys() -> None:
-    """spec §10.1 (decoder speed-up): the key cache never returns another key's name."""
+    """docs/protocol.md §10.1 (decoder speed-up): the key cache never returns another key's name."""
     codec = EtfCodec()
     names = ["", "a", "ab", "id", "id\x00", "\x00", "é", "x" * 255, "y" * 256, "x" * 254 + "é"]
     payload = {name: i for i, name in enumerate(names)}
@@ -1102,7 +1102,7 @@ def a_valid_message() -> bytes:
 
 
 def test_a_valid_message_decodes() -> None:
-    """spec §10.1: the message the truncation test cuts up decodes, every form as documented."""
+    """docs/protocol.md §10.1: the message the truncation test cuts up decodes, every form as documented."""
     assert CODEC.loads(a_valid_message()) == {
         "a": 7,
         "b": -256,
@@ -1122,7 +1122,7 @@ def test_a_valid_message_decodes() -> None:
 
 
 def test_truncation_at_every_prefix() -> None:
-    """spec §10.1: every proper prefix of a valid message is a DecodeError."""
+    """docs/protocol.md §10.1: every proper prefix of a valid message is a DecodeError."""
     message = a_valid_message()
     for end in range(len(message)):
         reject(message[:end])
@@ -1134,7 +1134,7 @@ def test_truncation_at_every_prefix() -> None:
 
 
 def test_trailing_bytes() -> None:
-    """spec §10.1: bytes after the term are a DecodeError (uncompressed and compressed)."""
+    """docs/protocol.md §10.1: bytes after the term are a DecodeError (uncompressed and compressed)."""
     reject(a_valid_message() + b"\x00", "1 trailing byte after")
     reject(b"\x83jj", "1 trailing byte")
     body = b"a\x01"
@@ -1165,7 +1165,7 @@ def test_trailing_bytes() -> None:
     ids=lambda value: repr(value)[:40],
 )
 def test_lengths_past_the_end_allocate_nothing(data: bytes) -> None:
-    """spec §10.1: a declared length past the end is a DecodeError before any allocation."""
+    """docs/protocol.md §10.1: a declared length past the end is a DecodeError before any allocation."""
     tracemalloc.start()
     try:
         reject(data)
@@ -1177,7 +1177,7 @@ def test_lengths_past_the_end_allocate_nothing(data: bytes) -> None:
 
 @pytest.mark.parametrize("tag", sorted(set(range(256)) - SUPPORTED_TAGS))
 def test_unknown_tags(tag: int) -> None:
-    """spec §10.1: every tag the codec does not support is a DecodeError."""
+    """docs/protocol.md §10.1: every tag the codec does not support is a DecodeError."""
     reject(b"\x83" + bytes([tag]) + bytes(40))
     reject(b"\x83l\x00\x00\x00\x01" + bytes([tag]) + bytes(40))
     reject(b"\x83t\x00\x00\x00\x01m\x00\x00\x00\x00" + bytes([tag]) + bytes(40))
@@ -1185,7 +1185,7 @@ def test_unknown_tags(tag: int) -> None:
 
 
 def test_compressed_is_only_the_whole_message() -> None:
-    """spec §10.1: COMPRESSED appears only right after the version byte."""
+    """docs/protocol.md §10.1: COMPRESSED appears only right after the version byte."""
     inner = b"\x83P\x00\x00\x00\x02" + zlib.compress(b"a\x01")
     assert CODEC.loads(inner) == 1
     reject(b"\x83l\x00\x00\x00\x01" + inner[1:] + b"j", "compressed term is only allowed")
@@ -1196,7 +1196,7 @@ def test_compressed_is_only_the_whole_message() -> None:
 
 
 def test_improper_lists() -> None:
-    """spec §10.1: a list whose tail is not [] is a DecodeError."""
+    """docs/protocol.md §10.1: a list whose tail is not [] is a DecodeError."""
     reject(b"\x83l\x00\x00\x00\x01a\x01a\x02", "improper list")
     reject(b"\x83l\x00\x00\x00\x01a\x01m\x00\x00\x00\x00", "improper list")
     reject(b"\x83l\x00\x00\x00\x00a\x01", "improper list")
@@ -1204,7 +1204,7 @@ def test_improper_lists() -> None:
 
 
 def test_bad_values() -> None:
-    """spec §10.1: invalid UTF-8, NaN/infinity, malformed FLOAT_EXT, text, bad version."""
+    """docs/protocol.md §10.1: invalid UTF-8, NaN/infinity, malformed FLOAT_EXT, text, bad version."""
     reject(b"\x83m\x00\x00\x00\x01\xff", "UTF-8")
     reject(b"\x83m\x00\x00\x00\x03\xed\xa0\x80", "UTF-8")  # a UTF-8-encoded surrogate
     reject(b"\x83w\x01\xff", "UTF-8")
@@ -1223,7 +1223,7 @@ def test_bad_values() -> None:
 
 
 def test_deep_nesting_is_a_decode_error() -> None:
-    """spec §10.1: 100,000 nested lists/maps/tuples: DecodeError, never RecursionError."""
+    """docs/protocol.md §10.1: 100,000 nested lists/maps/tuples: DecodeError, never RecursionError."""
     n = 100_000
     reject(b"\x83" + b"l\x00\x00\x00\x01" * n + b"j" * (n + 1), "nested")
     reject(b"\x83" + b"t\x00\x00\x00\x01a\x00" * n + b"j", "nested")
@@ -1245,7 +1245,7 @@ def test_deep_nesting_is_a_decode_error() -> None:
     "(its C stack per level is tested in test_etf_compiled.py)",
 )
 def test_deep_nesting_with_little_stack_left() -> None:
-    """spec §10.1: called with the interpreter's stack nearly used up: still DecodeError."""
+    """docs/protocol.md §10.1: called with the interpreter's stack nearly used up: still DecodeError."""
     data = b"\x83" + b"l\x00\x00\x00\x01" * MAX_DEPTH + b"j" * (MAX_DEPTH + 1)
     assert CODEC.loads(data) is not None
     limit = sys.getrecursionlimit()
@@ -1258,7 +1258,7 @@ def test_deep_nesting_with_little_stack_left() -> None:
 
 
 def test_compression_bomb_with_huge_declared_size() -> None:
-    """spec §10.1: a declared size past the bound fails at once, inflating nothing."""
+    """docs/protocol.md §10.1: a declared size past the bound fails at once, inflating nothing."""
     bomb = b"\x83P\xff\xff\xff\xff" + zlib.compress(bytes(10 * MIB), 9)
     tracemalloc.start()
     started = time.perf_counter()
@@ -1272,7 +1272,7 @@ def test_compression_bomb_with_huge_declared_size() -> None:
 
 
 def test_compression_bomb_with_small_declared_size() -> None:
-    """spec §10.1: a stream that inflates past its declared size stops at size + 1 bytes."""
+    """docs/protocol.md §10.1: a stream that inflates past its declared size stops at size + 1 bytes."""
     bomb = b"\x83P\x00\x00\x03\xe8" + zlib.compress(bytes(50 * MIB), 9)
     tracemalloc.start()
     try:
@@ -1284,7 +1284,7 @@ def test_compression_bomb_with_small_declared_size() -> None:
 
 
 def test_compressed_size_bound_and_mismatches() -> None:
-    """spec §10.1: the declared size must be within the bound and exactly right."""
+    """docs/protocol.md §10.1: the declared size must be within the bound and exactly right."""
     body = CODEC.dumps("x" * 1000)[1:]
     data = b"\x83P" + struct.pack(">I", len(body)) + zlib.compress(body)
     assert EtfCodec(max_inflated_size=len(body)).loads(data) == "x" * 1000
@@ -1333,7 +1333,7 @@ SEEDS = [
     )
 )
 def test_fuzz_harness(data: bytes) -> None:
-    """spec §10.1: the fuzz harness's contract holds on 2,000 generated inputs."""
+    """docs/protocol.md §10.1: the fuzz harness's contract holds on 2,000 generated inputs."""
     fuzz_etf.run_one(data)
 
 
@@ -1368,8 +1368,8 @@ def _from_markers(value: Any) -> Any:
 
 
 def test_listen_prints_a_dispatch_with_a_5000_digit_integer() -> None:
-    """Issue 10 item 11: `listen --encoding etf` died with a ValueError traceback (Python's
-    int-to-str limit in json.dumps) on a dispatch holding an integer of 4,300+ digits.
+    """`listen --encoding etf` prints a dispatch holding an integer of 4,300+ digits (past
+    Python's int-to-str limit in json.dumps) instead of failing with a ValueError.
 
     The dispatch arrives over a real ETF connection; every value the decoder produced —
     the huge integer (a LARGE_BIG_EXT), integer and float map keys, a tuple, atoms — prints

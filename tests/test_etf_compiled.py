@@ -1,6 +1,6 @@
 """The mypyc-compiled ETF codec (setup.py, ``GATEWAY_PROTO_COMPILE=1``) against the pure one.
 
-spec §10.1. The optional compiled build runs the same source as ``gateway_proto/_codecs/_etf.py``
+docs/protocol.md §10.1. The optional compiled build runs the same source as ``gateway_proto/_codecs/_etf.py``
 through mypyc. mypyc enforces the annotations at run time, so source that is right for the
 interpreter can still behave differently once compiled; this file is where that shows.
 
@@ -172,7 +172,7 @@ def outcome(loads: Callable[[bytes], Any], data: bytes) -> tuple[str, str]:
 
 
 def test_compiled_module_is_an_extension(compiled: ModuleType) -> None:
-    """spec §10.1 (build): the module under test is mypyc's C extension, not the source."""
+    """docs/protocol.md §10.1 (build): the module under test is mypyc's C extension, not the source."""
     assert compiled.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
     assert compiled.__file__.endswith(".so") or sys.platform == "win32"
     assert compiled.EtfCodec is not pure_etf.EtfCodec
@@ -184,7 +184,7 @@ def test_compiled_module_is_an_extension(compiled: ModuleType) -> None:
 
 
 def test_pure_module_stays_in_place(compiled: ModuleType) -> None:
-    """spec §10.1 (build): loading the compiled one leaves the suite's pure module everywhere."""
+    """docs/protocol.md §10.1 (build): loading the compiled one leaves the suite's pure module everywhere."""
     import gateway_proto._codecs as codecs
 
     assert sys.modules[PURE_NAME] is pure_etf
@@ -204,7 +204,7 @@ def test_pure_module_stays_in_place(compiled: ModuleType) -> None:
 @settings(max_examples=300, deadline=None)
 @given(value=st.one_of(values, payloads))
 def test_decode_matches_pure(codec: Any, value: Any) -> None:
-    """spec §10.1: the compiled decoder reads every encoding exactly as the pure one does."""
+    """docs/protocol.md §10.1: the compiled decoder reads every encoding exactly as the pure one does."""
     data = PURE.dumps(value)
     expected = outcome(PURE.loads, data)
     assert expected[0] == "value"
@@ -217,12 +217,12 @@ def test_decode_matches_pure(codec: Any, value: Any) -> None:
 @settings(max_examples=300, deadline=None)
 @given(value=st.one_of(values, payloads))
 def test_encode_matches_pure(codec: Any, value: Any) -> None:
-    """spec §10.1: the compiled encoder writes the same bytes as the pure one."""
+    """docs/protocol.md §10.1: the compiled encoder writes the same bytes as the pure one."""
     assert codec.dumps(value) == PURE.dumps(value)
 
 
 def test_encode_subclasses_and_refusals_match_pure(codec: Any) -> None:
-    """spec §10.1: enum/dict subclasses encode alike; what ETF cannot carry is refused alike."""
+    """docs/protocol.md §10.1: enum/dict subclasses encode alike; what ETF cannot carry is refused alike."""
     payload = {Name.NAME: Color.RED, "intents": Flags.A | Flags.B, "t": (1, [2.5])}
     assert codec.dumps(payload) == PURE.dumps(payload)
     nested: Any = []
@@ -286,7 +286,7 @@ def dispatch(content: str) -> bytes:
     ],
 )
 def test_truncation_at_every_prefix_matches_pure(codec: Any, message: bytes) -> None:
-    """spec §10.1: every prefix (plain and COMPRESSED) fails alike, the whole decodes alike."""
+    """docs/protocol.md §10.1: every prefix (plain and COMPRESSED) fails alike, the whole decodes alike."""
     body = message[1:]
     packed = b"\x83P" + len(body).to_bytes(4, "big") + zlib.compress(body)
     for data in (message, packed):
@@ -321,7 +321,7 @@ KEY = b"m\x00\x00\x00\x01k"  # the binary "k", as a map key
     ],
 )
 def test_deep_nesting_matches_pure(codec: Any, data: bytes, kind: str) -> None:
-    """spec §10.1: nesting past MAX_DEPTH is the same DecodeError; MAX_DEPTH itself decodes."""
+    """docs/protocol.md §10.1: nesting past MAX_DEPTH is the same DecodeError; MAX_DEPTH itself decodes."""
     expected = outcome(PURE.loads, data)
     assert expected[0] == kind
     assert outcome(codec.loads, data) == expected
@@ -362,7 +362,7 @@ STACK_PROBE = textwrap.dedent(
 
 
 def test_max_depth_fits_a_small_thread_stack(compiled: ModuleType) -> None:
-    """spec §10.1: MAX_DEPTH nesting decodes (one more is refused) in a 128 KiB-stack thread.
+    """docs/protocol.md §10.1: MAX_DEPTH nesting decodes (one more is refused) in a 128 KiB-stack thread.
 
     A decoder thread is how the threads driver runs (adapters/threads.py); 128 KiB is musl's
     default. Run in a subprocess: an overflow kills the process with SIGSEGV.
@@ -411,7 +411,7 @@ HOSTILE_LENGTHS = [
 
 @pytest.mark.parametrize("data", HOSTILE_LENGTHS, ids=lambda data: repr(data)[:32])
 def test_hostile_lengths_match_pure_and_allocate_nothing(codec: Any, data: bytes) -> None:
-    """spec §10.1: a declared length past the end (or the bound) fails alike, allocating nothing."""
+    """docs/protocol.md §10.1: a declared length past the end (or the bound) fails alike, allocating nothing."""
     tracemalloc.start()
     try:
         got = outcome(codec.loads, data)
@@ -436,27 +436,27 @@ def test_hostile_lengths_match_pure_and_allocate_nothing(codec: Any, data: bytes
     ],
 )
 def test_every_tag_matches_pure(codec: Any, position: bytes) -> None:
-    """spec §10.1: each of the 256 tags (followed by zeros) gives what the pure codec gives."""
+    """docs/protocol.md §10.1: each of the 256 tags (followed by zeros) gives what the pure codec gives."""
     for tag in range(256):
         data = position + bytes([tag]) + bytes(40)
         assert outcome(codec.loads, data) == outcome(PURE.loads, data), data
 
 
 def test_integer_and_float_map_keys(codec: Any) -> None:
-    """spec §10.1: integer and float map keys (Erlang writes them) decode as in the pure codec."""
+    """docs/protocol.md §10.1: integer and float map keys (Erlang writes them) decode as in the pure codec."""
     data = b"\x83t\x00\x00\x00\x02a\x01a\x02F" + struct.pack(">d", 2.5) + b"j"
     assert PURE.loads(data) == {1: 2, 2.5: []}
     assert codec.loads(data) == {1: 2, 2.5: []}
 
 
 def test_invalid_utf8_is_a_decode_error(codec: Any) -> None:
-    """spec §10.1: a binary that is not UTF-8 is a DecodeError, as in the pure codec."""
+    """docs/protocol.md §10.1: a binary that is not UTF-8 is a DecodeError, as in the pure codec."""
     data = b"\x83m\x00\x00\x00\x01\xff"
     assert outcome(codec.loads, data) == outcome(PURE.loads, data)
 
 
 def test_bytes_like_input(codec: Any) -> None:
-    """spec §10.1: bytearray and memoryview messages decode as in the pure codec."""
+    """docs/protocol.md §10.1: bytearray and memoryview messages decode as in the pure codec."""
     data = PURE.dumps({"op": 0, "d": [1, "x"]})
     for message in (bytearray(data), memoryview(data)):
         assert codec.loads(message) == PURE.loads(message)
@@ -484,7 +484,7 @@ def harness_codec(compiled: ModuleType) -> Any:
 @given(data=malformed)
 @example(data=a_valid_message())  # an integer map key
 def test_malformed_input_matches_pure(codec: Any, data: bytes) -> None:
-    """spec §10.1: on arbitrary and mutated bytes, the same value or the same DecodeError."""
+    """docs/protocol.md §10.1: on arbitrary and mutated bytes, the same value or the same DecodeError."""
     assert outcome(codec.loads, data) == outcome(PURE.loads, data)
 
 
@@ -492,6 +492,6 @@ def test_malformed_input_matches_pure(codec: Any, data: bytes) -> None:
 @given(data=malformed)
 @example(data=b"\x83w\x01\x80")  # an atom that is not UTF-8
 def test_fuzz_harness_holds_compiled(harness_codec: Any, data: bytes) -> None:
-    """spec §10.1: fuzz/fuzz_etf.py's whole contract, run with the compiled codec."""
+    """docs/protocol.md §10.1: fuzz/fuzz_etf.py's whole contract, run with the compiled codec."""
     with mock.patch.object(fuzz_etf, "CODEC", harness_codec):
         fuzz_etf.run_one(data)

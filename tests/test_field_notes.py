@@ -1,4 +1,4 @@
-"""One test per bug in ../shared/field-notes.md §8 that the core can make impossible.
+"""One test per bug in docs/field-bugs.md that the core can make impossible.
 
 Each test reproduces the situation that broke another client and asserts the behaviour
 that makes the bug impossible here. #13 (a blocked event loop starving heartbeats) needs a
@@ -62,13 +62,13 @@ def test_01_zombie_check_right_after_resume_is_total():
     sim = _sim()
     sim.connect()
     sim.at(30.0, sim.drop_transport)
-    sim.at(30.0, lambda: setattr(sim.gateway, "withhold_acks", True))
-    sim.at(200.0, lambda: setattr(sim.gateway, "withhold_acks", False))
+    sim.at(30.0, lambda: setattr(sim.server, "withhold_acks", True))
+    sim.at(200.0, lambda: setattr(sim.server, "withhold_acks", False))
     sim.run_until(400.0)
     zombies = [e for _, e in sim.of_type(Disconnected) if isinstance(e.error, HeartbeatTimeout)]
     assert zombies, "the withheld ACKs must be detected"
     assert sim.connection.state is ConnectionState.CONNECTED
-    assert not sim.gateway.violations
+    assert not sim.server.violations
 
 
 def test_02_old_generation_timers_never_act_on_the_new_one():
@@ -107,18 +107,18 @@ def test_04_resume_url_answering_503_forever_does_not_trap_the_shard():
     """#4 discord.py#10511: op 7, then the resume URL never answers: fall back, resume."""
     sim = _sim()
     sim.connect()
-    real_open = sim.gateway.open
+    real_open = sim.server.open
 
     def refuse_resume_host(tid: int, url: str, *, now: float) -> None:
         if url.startswith("wss://resume."):
-            sim.gateway.close(None, None)  # nothing listens there
-            sim.gateway.next_outputs()
+            sim.server.close(None, None)  # nothing listens there
+            sim.server.next_outputs()
             sim.connection.handle_transport_closed(tid, None, "503", now=now)
             return
         real_open(tid, url, now=now)
 
-    sim.gateway.open = refuse_resume_host  # type: ignore[method-assign]
-    sim.at(10.0, lambda: sim.gateway.send_raw({"op": 7, "d": None}))
+    sim.server.open = refuse_resume_host  # type: ignore[method-assign]
+    sim.at(10.0, lambda: sim.server.send_raw({"op": 7, "d": None}))
     sim.run_until(200.0)
     resumed = sim.of_type(SessionResumed)
     assert resumed, "the session must be resumed on the main URL"
@@ -129,15 +129,15 @@ def test_05_sessions_that_never_resume_fall_back_to_identify():
     """#5 discord-api-docs#1619: every RESUME dies with 1006; after 3, IDENTIFY."""
     sim = _sim(max_resume_failures=3)
     sim.connect()
-    real_receive = sim.gateway.receive
+    real_receive = sim.server.receive
 
     def kill_resumes(tid: int, data: str | bytes, *, now: float) -> None:
         if json.loads(data).get("op") == 6:
-            sim.gateway.close(tid, None, "1006")
+            sim.server.close(tid, None, "1006")
             return
         real_receive(tid, data, now=now)
 
-    sim.gateway.receive = kill_resumes  # type: ignore[method-assign]
+    sim.server.receive = kill_resumes  # type: ignore[method-assign]
     sim.at(10.0, sim.drop_transport)
     sim.run_until(600.0)
     assert len(_sends(sim, Opcode.RESUME)) == 3
@@ -150,7 +150,7 @@ def test_06_close_of_connection_n_never_touches_connection_n_plus_1():
     """#6 discordeno#4017: a late close callback of the old socket is ignored."""
     sim = _sim()
     sim.connect()
-    sim.at(10.0, lambda: sim.gateway.send_raw({"op": 7, "d": None}))
+    sim.at(10.0, lambda: sim.server.send_raw({"op": 7, "d": None}))
     sim.run_until(20.0)
     conn = sim.connection
     assert conn.transport_id == 2
@@ -189,7 +189,7 @@ def test_08_op9_false_in_every_state_leads_to_a_new_identify():
     for when in (0.07, 0.1, 5.0, 30.0):  # before READY, around IDENTIFY, live
         sim = _sim()
         sim.connect()
-        sim.at(when, lambda s=sim: s.gateway.send_raw({"op": 9, "d": False}))
+        sim.at(when, lambda s=sim: s.server.send_raw({"op": 9, "d": False}))
         sim.run_until(60.0)
         assert sim.connection.state is ConnectionState.CONNECTED, when
         assert len(_sends(sim, Opcode.IDENTIFY)) >= 2, when
@@ -210,15 +210,15 @@ def test_09_a_close_handshake_is_time_boxed():
 def test_10_repeated_close_after_identify_is_backed_off():
     """#10 discord.js#8558: the server closes 1000 after every IDENTIFY; back off."""
     sim = _sim()
-    real_receive = sim.gateway.receive
+    real_receive = sim.server.receive
 
     def reject_identify(tid: int, data: str | bytes, *, now: float) -> None:
         if json.loads(data).get("op") == 2:
-            sim.gateway.close(tid, 1000, "no")
+            sim.server.close(tid, 1000, "no")
             return
         real_receive(tid, data, now=now)
 
-    sim.gateway.receive = reject_identify  # type: ignore[method-assign]
+    sim.server.receive = reject_identify  # type: ignore[method-assign]
     sim.connect()
     sim.run_until(3600.0)
     identifies = [t for t, _ in _sends(sim, Opcode.IDENTIFY)]
@@ -243,19 +243,19 @@ def test_11_daily_session_budget_is_never_overspent():
 def test_12_op7_instead_of_hello():
     """#12 hikari#1867: a draining node sends op 7 instead of HELLO."""
     sim = _sim()
-    real_open = sim.gateway.open
+    real_open = sim.server.open
     draining = {"left": 1}
 
     def drain_first(tid: int, url: str, *, now: float) -> None:
         if draining["left"]:
             draining["left"] -= 1
             real_open(tid, url, now=now)
-            sim.gateway.next_outputs()  # swallow the HELLO
-            sim.gateway.send_raw({"op": 7, "d": None}, tid)
+            sim.server.next_outputs()  # swallow the HELLO
+            sim.server.send_raw({"op": 7, "d": None}, tid)
             return
         real_open(tid, url, now=now)
 
-    sim.gateway.open = drain_first  # type: ignore[method-assign]
+    sim.server.open = drain_first  # type: ignore[method-assign]
     sim.connect()
     sim.run_until(30.0)
     assert sim.connection.state is ConnectionState.CONNECTED
@@ -350,7 +350,7 @@ def test_16_heartbeats_have_reserved_capacity_and_the_limiter_resets():
         )
     sim.at(90.0, sim.drop_transport)
     sim.run_until(400.0)
-    assert not sim.gateway.violations  # no 4008
+    assert not sim.server.violations  # no 4008
     beats = [t for t, _ in _sends(sim, Opcode.HEARTBEAT)]
     gaps = [b - a for a, b in itertools.pairwise(beats)]
     assert max(gaps) <= 41.25 + 1e-6
@@ -364,7 +364,7 @@ def test_17_rate_limited_is_surfaced():
     meta = {"guild_id": "1", "nonce": "n"}
     sim.at(
         5.0,
-        lambda: sim.gateway.send_raw(
+        lambda: sim.server.send_raw(
             {
                 "op": 0,
                 "s": 2,
@@ -383,13 +383,13 @@ def test_19_resumable_closes_never_use_1000_or_1001():
     """#19 discord-api-docs#7571: every close meant to resume uses 4000."""
     sim = _sim()
     sim.connect()
-    sim.at(10.0, lambda: sim.gateway.send_raw({"op": 7, "d": None}))
-    sim.at(20.0, lambda: setattr(sim.gateway, "withhold_acks", True))
-    sim.at(150.0, lambda: setattr(sim.gateway, "withhold_acks", False))
-    sim.at(160.0, lambda: sim.gateway.send_raw({"op": 9, "d": True}))
+    sim.at(10.0, lambda: sim.server.send_raw({"op": 7, "d": None}))
+    sim.at(20.0, lambda: setattr(sim.server, "withhold_acks", True))
+    sim.at(150.0, lambda: setattr(sim.server, "withhold_acks", False))
+    sim.at(160.0, lambda: sim.server.send_raw({"op": 9, "d": True}))
     sim.run_until(300.0)
-    assert sim.gateway.client_close_codes
-    assert set(sim.gateway.client_close_codes) == {4000}
+    assert sim.server.client_close_codes
+    assert set(sim.server.client_close_codes) == {4000}
     assert len(sim.of_type(SessionStarted)) == 1
 
 

@@ -4,8 +4,8 @@ The harness (a program of peer steps against ``WebSocketConnection``) runs here 
 thousand generated inputs: plain random bytes (mostly the upgrade and its failures),
 programs that start from a live session, and sequences of meaningful steps. An input stops
 quietly only at a bug listed in ``KNOWN_BUGS`` (open bugs, each with a strict-xfail test
-here); the list is empty now: the four bugs found while writing the harness were fixed in
-5ea5f5b and their tests below are plain regression tests.
+here); the list is empty: the four bugs found while writing the harness are fixed, and
+their tests below are plain regression tests.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def step_programs(draw: st.DrawFn) -> bytes:
     )
 )
 def test_fuzz_ws_harness_run_one(data: bytes) -> None:
-    """DESIGN §3/§5, RFC 6455: no peer bytes or timing break the websocket layer's contract."""
+    """docs/architecture.md §3/§5, RFC 6455: no peer bytes or timing break the websocket layer's contract."""
     HARNESS.run_one(data, tolerate=HARNESS.KNOWN_BUGS)  # empty: strict
 
 
@@ -150,7 +150,7 @@ def test_fuzz_ws_harness_reaches_a_live_session() -> None:
 
 
 def test_fuzz_ws_harness_resumes_after_eof() -> None:
-    """spec §5, RFC 6455 §7.1.5: EOF is 1006; the harness follows the resume on a new TCP."""
+    """docs/protocol.md §5, RFC 6455 §7.1.5: EOF is 1006; the harness follows the resume on a new TCP."""
     program = SESSION + EOF + TCP_OPEN + UPGRADE_HELLO
     ws = HARNESS.play(program)
     assert ws.gateway.state is ConnectionState.RESUMING
@@ -158,7 +158,7 @@ def test_fuzz_ws_harness_resumes_after_eof() -> None:
 
 
 def test_fuzz_ws_harness_drives_back_pressure() -> None:
-    """Issue 10 items 6 and 17: a ping flood while writes are paused, a resume (one pong),
+    """A ping flood while writes are paused, a resume (one pong),
     a refused non-bool pause, paused reads, a good-then-bad read and a driver's overflow
     error all pass the strict harness on a live session."""
     from gateway_proto.ws import _connection
@@ -227,7 +227,7 @@ def test_harness_catches_a_pong_for_no_ping(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_harness_catches_a_pong_while_writes_are_paused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """RFC 6455 §5.5.3 / issue 10 item 6: a layer that keeps answering pings while the
+    """RFC 6455 §5.5.3: a layer that keeps answering pings while the
     driver's writes are paused fails the harness."""
     from gateway_proto.ws import _connection
 
@@ -241,7 +241,7 @@ def test_harness_catches_a_pong_while_writes_are_paused(monkeypatch: pytest.Monk
 
 
 def test_harness_catches_a_lost_driver_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 10 item 6: a ``handle_tcp_failed`` that drops the driver's error fails."""
+    """A ``handle_tcp_failed`` that drops the driver's error fails."""
     from gateway_proto.ws import _connection
 
     real = _connection.WebSocketConnection.handle_tcp_failed
@@ -255,7 +255,7 @@ def test_harness_catches_a_lost_driver_error(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_harness_catches_a_leaked_tcp_connection(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DESIGN §5: EOF ends the TCP connection; a layer that forgets to close it fails."""
+    """docs/architecture.md §5: EOF ends the TCP connection; a layer that forgets to close it fails."""
     from gateway_proto.ws import _connection
 
     monkeypatch.setattr(_connection.WebSocketConnection, "_end_link", lambda self, tid, act: None)
@@ -263,7 +263,7 @@ def test_harness_catches_a_leaked_tcp_connection(monkeypatch: pytest.MonkeyPatch
         HARNESS.run_one(SESSION + EOF)
 
 
-# --- bugs the harness found (fixed in 5ea5f5b while it was being written) -----------------
+# --- bugs the harness found while it was being written -----------------
 # They stay as regression tests: the exact API-level behaviour, and the harness's reproducer
 # programs, which must pass the strict harness.
 
@@ -336,7 +336,7 @@ BAD_RESUME_URLS = {
 
 @pytest.mark.parametrize("url", list(BAD_RESUME_URLS.values()), ids=list(BAD_RESUME_URLS))
 def test_unusable_resume_url_is_ignored_and_the_resume_uses_the_main_url(url: str) -> None:
-    """DESIGN §3 (peer input never raises), spec §4.2/§5, RFC 9112 §3 (a request-target has
+    """docs/architecture.md §3 (peer input never raises), docs/protocol.md §4.2/§5, RFC 9112 §3 (a request-target has
     no spaces or controls), RFC 6455 §4.1: READY's resume_gateway_url is the peer's data. One
     that cannot go into a request line as it is, or that urlsplit refuses, is not kept; the
     resume after EOF opens the main URL and sends one valid upgrade request."""
@@ -351,7 +351,7 @@ def test_unusable_resume_url_is_ignored_and_the_resume_uses_the_main_url(url: st
 
 @pytest.mark.parametrize("url", ["wss://[", "wss://[x]"])
 def test_core_ignores_a_resume_url_urlsplit_refuses(url: str) -> None:
-    """DESIGN §3 (peer input never raises), spec §4.2/§5: in the core alone, a resume URL
+    """docs/architecture.md §3 (peer input never raises), docs/protocol.md §4.2/§5: in the core alone, a resume URL
     that passed a prefix check but made ``urlsplit`` raise ``ValueError`` at the reconnect
     (from ``handle_transport_closed``) is now ignored at READY; the resume uses the main URL."""
     conn = GatewayConnection(_config())
@@ -370,7 +370,7 @@ def test_core_ignores_a_resume_url_urlsplit_refuses(url: str) -> None:
 
 
 def test_close_reason_with_a_lone_surrogate_is_local_protocol_error() -> None:
-    """DESIGN §3 (misuse raises LocalProtocolError and changes nothing), RFC 6455 §5.5.1
+    """docs/architecture.md §3 (misuse raises LocalProtocolError and changes nothing), RFC 6455 §5.5.1
     (the reason is UTF-8): ``close(reason="\\udc80")`` raised ``UnicodeEncodeError`` from
     ``len(reason.encode())`` in GatewayConnection.close."""
     ws = WebSocketConnection(GatewayConnection(_config()), entropy=random.Random(1).randbytes)
@@ -395,7 +395,7 @@ REPRODUCERS = {
 
 @pytest.mark.parametrize("program", list(REPRODUCERS.values()), ids=list(REPRODUCERS))
 def test_reproducers_pass_the_strict_harness(program: bytes) -> None:
-    """DESIGN §3/§5: the programs that showed the bugs pass the strict harness now."""
+    """docs/architecture.md §3/§5: the programs that showed the bugs pass the strict harness now."""
     HARNESS.run_one(program + EOF + TCP_OPEN)
 
 

@@ -1,4 +1,4 @@
-"""Hostile peers over real loopback sockets, through all three drivers (issue 10, "Proof").
+"""Hostile peers over real loopback sockets, through all three drivers.
 
 Every case runs a shard of one driver (asyncio, trio, threads) against a
 :class:`_hostile_server.HostileServer` whose first connection(s) misbehave and whose later
@@ -11,18 +11,17 @@ exception handler sees, the trio runner on any exception out of the shard, the t
 runner on a crashed shard thread.
 
 The misbehaviours: invalid frames (RFC 6455 §5.2, §5.5, §7.4), bad upgrade answers
-(RFC 6455 §4.1), compression and ETF bombs and corrupt data (spec §9, §10), extreme values
-in every field the core reads (spec §2, §3, §4.2, §8), a one-byte-per-write trickle (slow
+(RFC 6455 §4.1), compression and ETF bombs and corrupt data (docs/protocol.md §9, §10), extreme values
+in every field the core reads (docs/protocol.md §2, §3, §4.2, §8), a one-byte-per-write trickle (slow
 but valid: it must connect and deliver), a ping flood from a peer that never reads, a peer
 that never reads at all, and 20 reconnect cycles checked for file descriptor and memory
 leaks. No assertion is about speed: every wait is a liveness bound (``RUN_TIMEOUT``).
 
-Issue 10 items each case guards (each of these failed on the tree before the fixes):
-1 (HELLO subnormal intervals), 2 (READY session_id / s too large to resume with), 3
-(RATE_LIMITED ``retry_after`` of 10**400), 4 (a dispatch ``s`` too large to heartbeat with),
-5 (a resume URL IDNA refuses), 6 (ping flood: ``FLOOD_RSS_BOUND``), 7 (a close to a peer
-that never reads), 17a/17b/17c (frames before a bad one in one read; incremental UTF-8; a
-pong owed before a close).
+Cases that guard a rule in particular: HELLO subnormal intervals, a READY session_id or s
+too large to resume with, a RATE_LIMITED ``retry_after`` of 10**400, a dispatch ``s`` too
+large to heartbeat with, a resume URL IDNA refuses, a ping flood (``FLOOD_RSS_BOUND``), a
+close to a peer that never reads, frames before a bad one in one read, incremental UTF-8
+validation, and a pong owed before a close.
 """
 
 from __future__ import annotations
@@ -82,11 +81,11 @@ TOKEN = "hostile-suite-token"
 DRIVERS = ["asyncio", "trio", "threads"]
 #: A generous liveness bound for one run; a healthy case takes a fraction of a second.
 RUN_TIMEOUT = 12.0
-#: Small, so that a bomb is cheap to build and to refuse (spec §9: the client's own bound).
+#: Small, so that a bomb is cheap to build and to refuse (docs/protocol.md §9: the client's own bound).
 MAX_MESSAGE = 1 << 20
-#: What ends a hostile transport: the peer's fault, typed (issue 10, "Proof").
+#: What ends a hostile transport: the peer's fault, typed.
 TYPED = (RemoteProtocolError, TransportClosed)
-#: For a peer that stops reading, a zombie verdict (spec §3) is a typed ending too.
+#: For a peer that stops reading, a zombie verdict (docs/protocol.md §3) is a typed ending too.
 TYPED_OR_ZOMBIE = (RemoteProtocolError, TransportClosed, GatewayTimeout)
 #: The HELLO interval of hostile phases: long, so no zombie verdict ends them instead.
 QUIET_MS = 60_000
@@ -447,7 +446,7 @@ def test_bad_upgrade_over_tls(driver: str, tls: tuple[ssl.SSLContext, ssl.SSLCon
     run_case(driver, [BAD_UPGRADES["wrong-accept"], BAD_UPGRADES["garbage"]], ssl_pair=tls)
 
 
-# -- bombs and corrupt compressed data (spec §9, §10) ------------------------------------
+# -- bombs and corrupt compressed data (docs/protocol.md §9, §10) ------------------------------------
 
 #: A dispatch that inflates to 8 MiB, eight times ``MAX_MESSAGE``.
 _BIG_JSON = b'{"op":0,"t":"MESSAGE_CREATE","s":2,"d":"' + b"a" * (8 << 20) + b'"}'
@@ -477,7 +476,7 @@ def zlib_truncated(peer: Peer) -> None:
 
 
 def zlib_fresh_stream(peer: Peer) -> None:
-    """A second zlib header inside the stream (spec §10.3: one stream per connection)."""
+    """A second zlib header inside the stream (docs/protocol.md §10.3: one stream per connection)."""
     peer.upgrade()
     peer.hello(QUIET_MS)
     other = zlib.compressobj()
@@ -575,7 +574,7 @@ def test_bomb_or_corrupt_data(driver: str, name: str) -> None:
     run_case(driver, script, **overrides)
 
 
-# -- extreme values in every field the core reads (spec §2, §3, §4.2, §8) ----------------
+# -- extreme values in every field the core reads (docs/protocol.md §2, §3, §4.2, §8) ----------------
 
 BIG_4200 = "1" + "0" * 4199  # 4,200 digits: within Python's int-from-text limit
 
@@ -614,13 +613,13 @@ HELLO_INTERVALS = {
 
 @pytest.mark.parametrize("name", sorted(HELLO_INTERVALS))
 def test_hello_interval_extremes(driver: str, name: str) -> None:
-    """spec §3: an interval the connection cannot use is a RemoteProtocolError at HELLO."""
+    """docs/protocol.md §3: an interval the connection cannot use is a RemoteProtocolError at HELLO."""
     events = run_case(driver, hello_text(HELLO_INTERVALS[name]))
     first = next(e for e in events if isinstance(e, Disconnected))
     assert isinstance(first.error, RemoteProtocolError), first
 
 
-#: Payloads that are not an object with an integer ``op`` (spec §2).
+#: Payloads that are not an object with an integer ``op`` (docs/protocol.md §2).
 BAD_ENVELOPES = {
     "op-float": '{"op":10.0,"d":{"heartbeat_interval":41250}}',
     "op-true": '{"op":true,"d":{"heartbeat_interval":41250}}',
@@ -640,7 +639,7 @@ BAD_ENVELOPES = {
 
 @pytest.mark.parametrize("name", sorted(BAD_ENVELOPES))
 def test_bad_envelope(driver: str, name: str) -> None:
-    """spec §2: a message that is not an object with an integer op is refused, typed."""
+    """docs/protocol.md §2: a message that is not an object with an integer op is refused, typed."""
     events = run_case(driver, first_message(BAD_ENVELOPES[name]))
     first = next(e for e in events if isinstance(e, Disconnected))
     assert isinstance(first.error, RemoteProtocolError), first
@@ -660,10 +659,10 @@ def _url_field(url: str) -> str:
     return '"session_id":"s1","resume_gateway_url":"' + url + '"'
 
 
-#: READY / RATE_LIMITED / dispatch values (spec §4.2, §8, §15 item 10); each followed, in a
+#: READY / RATE_LIMITED / dispatch values (docs/protocol.md §4.2, §8, §15 item 10); each followed, in a
 #: later write, by ``CODA``, so the case ends in a typed error whether the core refused the
 #: value or coped with it (in the same write, a reader that drops the frames completed before
-#: a bad one would lose the value itself: issue 10 item 17a, tested on its own below).
+#: a bad one would lose the value itself; that case is tested on its own below).
 SESSION_VALUES: dict[str, list[Any]] = {
     "ready-session-id-5000-chars": [_ready_text('"session_id":"' + "s" * 5000 + '"')],
     "ready-s-4200-digits": [_ready_text('"session_id":"s1"', seq=BIG_4200)],
@@ -710,14 +709,14 @@ def test_session_field_extremes(driver: str, name: str) -> None:
     kinds: tuple[type[Any], ...] = TYPED
     if name in SERVER_REQUESTED:
         kinds = (*TYPED, type(None))
-        overrides["rng"] = FixedRandom(0.0)  # spec §6: op 9's pause is 1-5 s; take 1 s
+        overrides["rng"] = FixedRandom(0.0)  # docs/protocol.md §6: op 9's pause is 1-5 s; take 1 s
     script = session(*SESSION_VALUES[name], pause(0.1), (CODA,))
     run_case(driver, script, kinds=kinds, **overrides)
 
 
 BIG_ETF = 10**10_000  # about 4,150 bytes as an ETF bignum: past the 4096-byte send limit
 
-#: The same fields in ETF, where integers have no text limit (spec §10.1).
+#: The same fields in ETF, where integers have no text limit (docs/protocol.md §10.1).
 ETF_VALUES: dict[str, Script] = {
     "hello-interval-subnormal": lambda peer: _etf_hello(peer, 5e-324),
     "hello-interval-bignum": lambda peer: _etf_hello(peer, 10**400),
@@ -733,7 +732,7 @@ def _etf_hello(peer: Peer, interval: Any) -> None:
 
 @pytest.mark.parametrize("name", sorted(ETF_VALUES))
 def test_etf_hello_extremes(driver: str, name: str) -> None:
-    """spec §3, §10.1: an unusable interval in ETF is refused at HELLO too."""
+    """docs/protocol.md §3, §10.1: an unusable interval in ETF is refused at HELLO too."""
     events = run_case(driver, ETF_VALUES[name], encoding=Encoding.ETF)
     first = next(e for e in events if isinstance(e, Disconnected))
     assert isinstance(first.error, RemoteProtocolError), first
@@ -807,7 +806,7 @@ def test_one_byte_per_write_trickle(
     assert server.accepted == 1
 
 
-# -- peers that stop reading (issue 10 items 6, 7) -------------------------------------
+# -- peers that stop reading -------------------------------------
 
 #: The most RSS a flood run may add (bytes): the drivers' hard write limit is 4 MiB, and the
 #: interpreter's own allocations for a few thousand frames are a few MiB more. (Measured
@@ -820,7 +819,7 @@ def ping_flood(seconds: float, *, then_close: bool = False) -> Script:
 
     With ``then_close``, a malformed close frame (a 1-byte payload, RFC 6455 §5.5.1)
     follows the flood and the socket is held open, unread, until the server stops: the
-    client's own close frame and graceful close can then never drain (issue 10 item 7).
+    client's own close frame and graceful close can then never drain.
     """
 
     def script(peer: Peer) -> None:

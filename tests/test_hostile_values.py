@@ -1,4 +1,4 @@
-"""Issue 10, core part: no value a peer sends makes an input raise, and misuse changes nothing.
+"""No value a peer sends makes an input raise, and misuse changes nothing.
 
 Regression tests for every value observed to break the core (HELLO intervals that round to
 zero, session ids and sequences too large to send back, a ``retry_after`` past the float
@@ -66,7 +66,7 @@ from gateway_proto.testing.strategies import (
     hostile_payloads,
 )
 
-#: A dispatch sequence of 4,200 digits (issue 10 items 2 and 4).
+#: A dispatch sequence of 4,200 digits.
 HUGE_S = 10**4199
 
 
@@ -92,7 +92,7 @@ def peer_bytes(codec: Any, payload: Any) -> str | bytes:
 
 
 def sizes_ok(actions: list[Any]) -> bool:
-    """spec §9: every payload the connection emits is at most 4096 bytes."""
+    """docs/protocol.md §9: every payload the connection emits is at most 4096 bytes."""
     for action in actions:
         if isinstance(action, SendMessage):
             data = action.data
@@ -159,8 +159,8 @@ def fingerprint(conn: GatewayConnection) -> Any:
     [5e-324, 1e-320, 2.2250738585072014e-308, 0.999, 0, -0.0, -1, 86_400_001, 10**400, 1e308],
 )
 def test_hello_interval_out_of_range_is_invalid_payload(interval: Any) -> None:
-    """Issue 10 item 1, spec §3: an interval under 1 ms (5e-324 once raised
-    ZeroDivisionError, 1e-320 OverflowError) or over a day ends the generation with
+    """docs/protocol.md §3: an interval under 1 ms (5e-324 would divide by zero, 1e-320
+    overflow) or over a day ends the generation with
     InvalidPayload, a close and a reconnect — and a timer stays set throughout."""
     d = Driver()
     d.connect()
@@ -177,7 +177,7 @@ def test_hello_interval_out_of_range_is_invalid_payload(interval: Any) -> None:
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "true", '"41250"', "null"])
 def test_hello_interval_non_numbers_are_invalid_payload(literal: str) -> None:
-    """Issue 10 item 1: NaN, the infinities and wrong types are refused the same way."""
+    """NaN, the infinities and wrong types are refused the same way."""
     d = Driver()
     d.connect()
     d.open()
@@ -187,7 +187,7 @@ def test_hello_interval_non_numbers_are_invalid_payload(literal: str) -> None:
 
 
 def test_hello_interval_of_one_millisecond_is_accepted() -> None:
-    """spec §3: 1 ms (the unit's resolution) is the shortest interval accepted."""
+    """docs/protocol.md §3: 1 ms (the unit's resolution) is the shortest interval accepted."""
     d = Driver()
     d.connect()
     d.open()
@@ -197,7 +197,7 @@ def test_hello_interval_of_one_millisecond_is_accepted() -> None:
 
 @pytest.mark.parametrize("interval", [*EXTREME_FLOATS, 0.0, 0.5454, 41.25, 1e300])
 def test_heartbeat_reserve_is_total(interval: float) -> None:
-    """Issue 10 item 1: the reserve is defined for every float, never raising; the
+    """The reserve is defined for every float, never raising; the
     shortest intervals get the largest reserve."""
     reserve = heartbeat_reserve(interval)
     assert 4 <= reserve <= MAX_RESERVE
@@ -236,7 +236,7 @@ def assert_identifies_next(d: Driver) -> None:
     ],
 )
 def test_unusable_ready_starts_a_new_session(session_id: str, seq: int) -> None:
-    """Issue 10 item 2, spec §4.2, §5, §9: a READY whose session id or s could not be sent
+    """docs/protocol.md §4.2, §5, §9: a READY whose session id or s could not be sent
     back in a RESUME of at most 4096 bytes is refused where it is read: InvalidPayload, no
     session, and the next connection identifies — PayloadTooLarge never escapes."""
     d = Driver()
@@ -279,9 +279,9 @@ def test_largest_usable_ready_values_are_accepted_and_resumed() -> None:
     "seq", [HUGE_S, MAX_SEQUENCE + 1, -1, 2**64 - 1], ids=["4200-digits", "2**63", "-1", "2**64-1"]
 )
 def test_unusable_sequence_in_a_live_session_starts_a_new_session(seq: int) -> None:
-    """Issue 10 items 2 and 4: a dispatch with a 4,200-digit s once made the next heartbeat
-    4,213 bytes (and the next RESUME raise). Now it drops the session at once
-    (SessionInvalidated, InvalidPayload); the heartbeat never carries it."""
+    """A dispatch with a 4,200-digit s (a heartbeat echoing it would be 4,213 bytes, and a
+    RESUME could not be built) drops the session at once (SessionInvalidated,
+    InvalidPayload); the heartbeat never carries it."""
     d = live()
     d.receive(lenient_json({"op": 0, "t": "MESSAGE_CREATE", "s": seq, "d": {}}))
     invalidated = [e for e in d.events if isinstance(e, SessionInvalidated)]
@@ -307,7 +307,7 @@ def test_unusable_sequence_in_a_batch_is_refused_too() -> None:
 
 
 def test_oversized_heartbeat_is_never_sent() -> None:
-    """Issue 10 item 4, belt and braces: were the sequence ever unusable despite the read-time
+    """Belt and braces: were the sequence ever unusable despite the read-time
     bounds, the heartbeat the connection builds is size-checked: no send, no exception, an
     InvalidPayload reconnect with a new session."""
     d = live()
@@ -332,7 +332,7 @@ def test_oversized_heartbeat_is_never_sent() -> None:
     ],
 )
 def test_snapshot_with_unusable_values_is_refused(fields: dict[str, Any]) -> None:
-    """Issue 10 item 2: a snapshot the connection could not resume with is refused when it is
+    """A snapshot the connection could not resume with is refused when it is
     built (LocalProtocolError), and so is its JSON form."""
     base: dict[str, Any] = {
         "session_id": "abc",
@@ -352,7 +352,7 @@ def test_snapshot_with_unusable_values_is_refused(fields: dict[str, Any]) -> Non
 
 
 def test_token_too_long_to_resume_is_refused_at_construction() -> None:
-    """spec §9: a token that fits an IDENTIFY but not every RESUME would burn an identify on
+    """docs/protocol.md §9: a token that fits an IDENTIFY but not every RESUME would burn an identify on
     each READY; it is refused when the connection is built."""
     config = make_config(token="t" * 3900, properties={})
     with pytest.raises(LocalProtocolError, match="token is too long") as info:
@@ -378,8 +378,8 @@ def test_token_too_long_to_resume_is_refused_at_construction() -> None:
     ],
 )
 def test_rate_limited_retry_after_is_bounded(retry_after: str, expected: float | None) -> None:
-    """Issue 10 item 3, spec §8: retry_after of 10**400 once raised OverflowError; an unusable
-    duration is None in the event, never an exception."""
+    """docs/protocol.md §8: a retry_after such as 10**400 does not fit a float; an unusable duration
+    is None in the event, never an exception."""
     d = live()
     text = '{"op":0,"t":"RATE_LIMITED","s":null,"d":{"opcode":8,"retry_after":%s,"meta":{}}}'
     d.receive(text % retry_after)
@@ -393,7 +393,7 @@ def test_rate_limited_retry_after_is_bounded(retry_after: str, expected: float |
 
 @pytest.mark.parametrize("url", HOSTILE_URLS, ids=[f"url{i}" for i in range(len(HOSTILE_URLS))])
 def test_hostile_resume_urls_are_refused(url: str) -> None:
-    """Issue 10 item 5, spec §4.2: a resume URL whose host IDNA refuses (a 70-character
+    """docs/protocol.md §4.2: a resume URL whose host IDNA refuses (a 70-character
     label) or that is otherwise unusable is ignored: the resume goes to the main URL, and no
     OpenTransport is ever emitted that a driver could not attempt."""
     assert not usable_ws_url(url)
@@ -430,8 +430,8 @@ def test_ordinary_urls_stay_usable(url: str) -> None:
     ids=["json-int-5001-digits", "json-nested-int", "etf-lone-surrogate", "etf-nested-surrogate"],
 )
 def test_unencodable_command_is_local_misuse(encoding: Encoding, data: Any) -> None:
-    """Issue 10 item 9: send(RawCommand(op=3, data=10**5000)) once raised ValueError; every
-    codec failure is a LocalProtocolError and changes nothing."""
+    """send(RawCommand(op=3, data=10**5000)) cannot be encoded: every codec failure is a
+    LocalProtocolError and changes nothing."""
     d = Driver(encoding=encoding)
     d.connect()
     before = fingerprint(d.conn)
@@ -470,8 +470,8 @@ def dispatch_text(name: str, seq: Any) -> str:
     ids=["list", "tuple", "iterator", "deque", "generator", "dict"],
 )
 def test_receive_messages_accepts_any_iterable(wrap: Callable[[list[str]], Any]) -> None:
-    """Issue 10 item 10: an iterator's messages were consumed by the type check and dropped;
-    any iterable is now read once, in order."""
+    """Any iterable of messages is read once, in order: an iterator is not used up by a type
+    check before its messages are handled."""
     d = live()
     d.conn.receive_messages(d.tid, wrap([dispatch_text("A", 2), dispatch_text("B", 3)]), now=1.0)
     assert [e.name for e in d.drain().of(DispatchReceived)] == ["A", "B"]
@@ -494,10 +494,9 @@ def test_receive_messages_refuses_non_iterables_and_single_messages(messages: An
 
 
 def test_backwards_sequence_is_delivered_but_never_moves_the_checkpoint() -> None:
-    """Issue 10 item 14, spec §5: a backwards s once moved the resume point back, so the
-    next RESUME asked for a replay of delivered events. Now the dispatch is delivered (no
-    data loss) with its own s, while the sequence (heartbeats, RESUME, snapshot) stays at
-    the highest seen."""
+    """docs/protocol.md §5: a backwards s must not move the resume point back (the next RESUME would ask
+    for a replay of delivered events): the dispatch is delivered (no data loss) with its
+    own s, while the sequence (heartbeats, RESUME, snapshot) stays at the highest seen."""
     d = live()
     d.dispatch("A", 5)
     step = d.dispatch("B", 3)
@@ -516,7 +515,7 @@ def test_backwards_sequence_is_delivered_but_never_moves_the_checkpoint() -> Non
 
 
 def test_old_sequence_after_resumed_is_delivered_without_moving_back() -> None:
-    """Issue 10 item 14: during the replay an s at or below the resume point is a duplicate
+    """During the replay an s at or below the resume point is a duplicate
     and dropped; after RESUMED an old s is delivered and the checkpoint stays."""
     d = live()
     d.dispatch("A", 7)
@@ -532,7 +531,7 @@ def test_old_sequence_after_resumed_is_delivered_without_moving_back() -> None:
 
 
 def test_new_session_restarts_the_sequence() -> None:
-    """spec §4.2: a READY starts a new session, whose sequence counts from READY's s."""
+    """docs/protocol.md §4.2: a READY starts a new session, whose sequence counts from READY's s."""
     d = live()
     d.dispatch("A", 50)
     d.ready("session-2", seq=1)
@@ -557,7 +556,7 @@ def test_acknowledge_refuses_negative_and_huge_sequences() -> None:
 
 @pytest.mark.parametrize("intents", [1 << 60, 1 << 17, 99999999999999999, int(Intents.all()) + 1])
 def test_unknown_intent_bits_are_refused(intents: int) -> None:
-    """Issue 10 item 15, spec §13: a bit no intent defines would earn a fatal 4013; it is
+    """docs/protocol.md §13: a bit no intent defines would earn a fatal 4013; it is
     refused when the config is built, naming the bits."""
     with pytest.raises(LocalProtocolError, match="bit"):
         GatewayConfig(token=TOKEN, intents=intents)
@@ -569,7 +568,7 @@ def test_every_defined_intent_is_accepted() -> None:
 
 @pytest.mark.parametrize("text", ["99999999999999999", "1152921504606846976", "9" * 5000])
 def test_cli_refuses_unknown_intent_bits(text: str) -> None:
-    """Issue 10 item 15: ``--intents 99999999999999999`` is a usage error, not a traceback."""
+    """``--intents 99999999999999999`` is a usage error, not a traceback."""
     with pytest.raises(UsageError, match="4013"):
         parse_intents(text)
 
@@ -614,7 +613,7 @@ def test_set_reading_paused_validates_and_is_idempotent() -> None:
 
 
 def test_paused_reader_with_late_acks_is_not_a_zombie() -> None:
-    """api-contract 1, spec §3: while the driver does not read, unanswered heartbeats are no
+    """api-contract 1, docs/protocol.md §3: while the driver does not read, unanswered heartbeats are no
     zombie verdict, and heartbeats keep going out every interval."""
     d = live()  # interval 10 s, first beat at 5 s (FixedRandom 0.5)
     d.conn.set_reading_paused(True, now=1.0)
@@ -970,7 +969,7 @@ def run_hostile(config: GatewayConfig, steps: list[tuple[Any, ...]], start: str)
 def test_no_peer_value_makes_an_input_raise(
     config: GatewayConfig, steps: list[tuple[Any, ...]], start: str
 ) -> None:
-    """Issue 10 proof: every public input of GatewayConnection, with payloads whose every
+    """Every public input of GatewayConnection, with payloads whose every
     field the core reads is extreme, over JSON and ETF, with and without commit_on_ack.
 
     Invariants: only LocalProtocolError escapes (documented misuse), and then the connection

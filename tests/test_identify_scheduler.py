@@ -1,4 +1,4 @@
-"""IdentifyScheduler: spec §8 identify concurrency buckets and the daily session-start budget."""
+"""IdentifyScheduler: docs/protocol.md §8 identify concurrency buckets and the daily session-start budget."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from gateway_proto import IdentifyScheduler, LocalProtocolError, SessionStartLim
 
 
 def test_one_bucket_grants_one_identify_per_five_seconds():
-    """spec §8: max_concurrency 1 means one IDENTIFY per 5 s, in request order."""
+    """docs/protocol.md §8: max_concurrency 1 means one IDENTIFY per 5 s, in request order."""
     sched = IdentifyScheduler(max_concurrency=1)
     for shard in (0, 1, 2):
         sched.request(shard, now=0.0)
@@ -25,7 +25,7 @@ def test_one_bucket_grants_one_identify_per_five_seconds():
 
 
 def test_margin_widens_each_window():
-    """spec §8: the gateway times IDENTIFYs on arrival; a margin keeps a grant from looking
+    """docs/protocol.md §8: the gateway times IDENTIFYs on arrival; a margin keeps a grant from looking
     early when the previous IDENTIFY was delayed in transit. Out-of-range margins are refused."""
     sched = IdentifyScheduler(max_concurrency=1, margin=0.5)
     sched.request(0, now=0.0)
@@ -40,7 +40,7 @@ def test_margin_widens_each_window():
 
 
 def test_buckets_are_shard_id_modulo_max_concurrency():
-    """spec §8: rate_limit_key = shard_id % max_concurrency; one grant per key per window."""
+    """docs/protocol.md §8: rate_limit_key = shard_id % max_concurrency; one grant per key per window."""
     sched = IdentifyScheduler(max_concurrency=4)
     for shard in range(8):
         sched.request(shard, now=0.0)
@@ -60,7 +60,7 @@ def test_repeated_request_keeps_its_place_and_cancel_withdraws():
 
 
 def test_daily_budget_holds_requests_until_reset():
-    """spec §8 / field notes #11: never spend past the budget; wait for the reset instead."""
+    """docs/protocol.md §8 / docs/field-bugs.md #11: never spend past the budget; wait for the reset instead."""
     limit = SessionStartLimit.from_gateway_bot(
         {"total": 1000, "remaining": 2, "reset_after": 60_000, "max_concurrency": 1}
     )
@@ -105,7 +105,7 @@ def test_bad_concurrency_is_refused():
     requests=st.lists(st.tuples(st.integers(0, 31), st.floats(0, 100)), max_size=40),
 )
 def test_no_bucket_ever_grants_twice_within_five_seconds(concurrency, requests):
-    """spec §8 as a property: per bucket, consecutive grants are >= 5 s apart."""
+    """docs/protocol.md §8 as a property: per bucket, consecutive grants are >= 5 s apart."""
     sched = IdentifyScheduler(max_concurrency=concurrency)
     grants: dict[int, list[float]] = {}
     now = 0.0

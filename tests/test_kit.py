@@ -1,4 +1,4 @@
-"""The public test kit (issue 3): FakeGateway's rules, the Simulator, the strategies, the example.
+"""The public test kit: FakeGateway's rules, the Simulator, the strategies, the example.
 
 FakeGateway is driven by hand here (``open`` / ``receive`` / ``client_closed`` with explicit
 times) so every enforcement is checked for exactly the documented answer — the close code or
@@ -122,7 +122,7 @@ def rules(gw: FakeGateway) -> list[str]:
 
 
 def test_hello_interval_is_scriptable_and_can_be_withheld() -> None:
-    """spec §1.3, §3: HELLO carries the interval set at connect time; it can be withheld."""
+    """docs/protocol.md §1.3, §3: HELLO carries the interval set at connect time; it can be withheld."""
     gw = FakeGateway(token=TOKEN, heartbeat_interval_ms=1234)
     gw.open(1, URL, now=0.0)
     gw.heartbeat_interval_ms = 999
@@ -136,7 +136,7 @@ def test_hello_interval_is_scriptable_and_can_be_withheld() -> None:
 
 
 def test_identify_gets_ready_with_shard_and_extra_keys() -> None:
-    """spec §4.2: READY is dispatch s=1 with session id, resume URL and the echoed shard."""
+    """docs/protocol.md §4.2: READY is dispatch s=1 with session id, resume URL and the echoed shard."""
     gw = FakeGateway(token=TOKEN, resume_url="wss://r.test")
     gw.ready_extra = {"guilds": [{"id": "9", "unavailable": True}]}
     ready = ready_link(gw, shard=[0, 2])
@@ -158,7 +158,7 @@ def test_identify_gets_ready_with_shard_and_extra_keys() -> None:
 
 
 def test_dispatch_streams_number_per_session_and_route_per_shard() -> None:
-    """spec §2, §11: each session numbers its own dispatches; dispatch(shard=) picks one."""
+    """docs/protocol.md §2, §11: each session numbers its own dispatches; dispatch(shard=) picks one."""
     gw = FakeGateway(token=TOKEN, max_concurrency=2)
     ready_link(gw, 1, shard=[0, 2])
     ready_link(gw, 2, shard=[1, 2])
@@ -177,7 +177,7 @@ def test_dispatch_streams_number_per_session_and_route_per_shard() -> None:
 
 
 def test_resume_replays_exactly_the_missed_dispatches_then_resumed() -> None:
-    """spec §5: RESUME with seq replays every dispatch after it, in order, then RESUMED."""
+    """docs/protocol.md §5: RESUME with seq replays every dispatch after it, in order, then RESUMED."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
     gw.dispatch("A", 1)
@@ -200,7 +200,7 @@ def test_resume_replays_exactly_the_missed_dispatches_then_resumed() -> None:
 
 
 def test_heartbeats_are_acked_withheld_or_late() -> None:
-    """spec §3: op 11 answers op 1 at once; withheld (zombie) or ack_delay seconds late."""
+    """docs/protocol.md §3: op 11 answers op 1 at once; withheld (zombie) or ack_delay seconds late."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
     gw.receive(1, '{"op":1,"d":1}', now=1.0)
@@ -222,7 +222,7 @@ def test_heartbeats_are_acked_withheld_or_late() -> None:
 
 
 def test_op1_op7_op9_requests() -> None:
-    """spec §3, §6: op 1, op 7 and op 9 on request; op 9 false ends the session, true keeps it."""
+    """docs/protocol.md §3, §6: op 1, op 7 and op 9 on request; op 9 false ends the session, true keeps it."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
     gw.request_heartbeat(1)
@@ -242,7 +242,7 @@ def test_op1_op7_op9_requests() -> None:
 
 @pytest.mark.parametrize("code", [4003, 4007, 4009])
 def test_new_session_close_codes_end_the_session(code: int) -> None:
-    """spec §7: a server close with 4003/4007/4009 means the session is gone."""
+    """docs/protocol.md §7: a server close with 4003/4007/4009 means the session is gone."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
     gw.close(1, code, "x")
@@ -255,7 +255,7 @@ def test_new_session_close_codes_end_the_session(code: int) -> None:
 
 @pytest.mark.parametrize("code", [1000, 1001, 4000, 4008, None])
 def test_other_server_closes_keep_the_session(code: int | None) -> None:
-    """spec §7: any other server close (or a drop) leaves the session resumable."""
+    """docs/protocol.md §7: any other server close (or a drop) leaves the session resumable."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
     gw.close(1, code)
@@ -263,7 +263,7 @@ def test_other_server_closes_keep_the_session(code: int | None) -> None:
 
 
 def test_zlib_stream_output_inflates_with_one_context_per_connection() -> None:
-    """spec §10.3: with compress=zlib-stream every message ends with 00 00 ff ff."""
+    """docs/protocol.md §10.3: with compress=zlib-stream every message ends with 00 00 ff ff."""
     gw = FakeGateway(token=TOKEN)
     gw.open(1, ZURL, now=0.0)
     gw.receive(1, identify(), now=0.0)
@@ -295,7 +295,7 @@ def op8(now: float, gw: FakeGateway, **d: Any) -> list[Any]:
 
 
 def test_all_members_arrive_in_chunks_with_the_nonce() -> None:
-    """spec §12: chunks of chunk_size with chunk_index/chunk_count and the nonce echoed."""
+    """docs/protocol.md §12: chunks of chunk_size with chunk_index/chunk_count and the nonce echoed."""
     gw = members_gateway()
     chunks = op8(1.0, gw, query="", limit=0, nonce="n1", presences=True)
     assert [(c["s"], c["t"]) for c in chunks] == [(2, "GUILD_MEMBERS_CHUNK")] * 1 + [
@@ -316,7 +316,7 @@ def test_all_members_arrive_in_chunks_with_the_nonce() -> None:
 
 
 def test_member_queries_by_prefix_and_by_user_ids() -> None:
-    """spec §12: query is a username prefix with a limit; user_ids reports not_found."""
+    """docs/protocol.md §12: query is a username prefix with a limit; user_ids reports not_found."""
     gw = members_gateway()
     (chunk,) = op8(1.0, gw, query="B", limit=1)
     assert chunk["d"]["members"] == [MEMBERS[1]]
@@ -333,7 +333,7 @@ def test_member_queries_by_prefix_and_by_user_ids() -> None:
 
 
 def test_repeated_all_members_request_within_30s_is_rate_limited() -> None:
-    """spec §8: one "all members" request per guild per 30 s; RATE_LIMITED (no s) after."""
+    """docs/protocol.md §8: one "all members" request per guild per 30 s; RATE_LIMITED (no s) after."""
     gw = members_gateway()
     assert len(op8(10.0, gw, query="", limit=0)) == 3
     assert op8(14.5, gw, query="", limit=0, nonce="again") == [
@@ -351,7 +351,7 @@ def test_repeated_all_members_request_within_30s_is_rate_limited() -> None:
 
 
 def test_unknown_guild_gets_no_reply() -> None:
-    """spec §12: the fake only knows the guilds given in ``members``."""
+    """docs/protocol.md §12: the fake only knows the guilds given in ``members``."""
     gw = members_gateway()
     gw.receive(1, json.dumps({"op": 8, "d": {"guild_id": "8", "user_ids": ["1"]}}), now=1.0)
     assert drain(gw) == []
@@ -361,7 +361,7 @@ def test_unknown_guild_gets_no_reply() -> None:
 
 
 def test_4008_more_than_120_payloads_in_60s() -> None:
-    """spec §8: the 121st payload within 60 s closes 4008; exactly 60 s apart is allowed."""
+    """docs/protocol.md §8: the 121st payload within 60 s closes 4008; exactly 60 s apart is allowed."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw, now=0.0)  # the IDENTIFY is payload 1 at t=0
     for i in range(119):
@@ -376,7 +376,7 @@ def test_4008_more_than_120_payloads_in_60s() -> None:
 
 
 def test_4002_payload_over_4096_bytes() -> None:
-    """spec §9: a sent payload over 4096 bytes closes 4002; 4096 is fine."""
+    """docs/protocol.md §9: a sent payload over 4096 bytes closes 4002; 4096 is fine."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
     pad = '{"op":3,"d":"' + "x" * (4096 - 15) + '"}'
@@ -390,7 +390,7 @@ def test_4002_payload_over_4096_bytes() -> None:
 
 @pytest.mark.parametrize("data", ["not json", "[1,2]", '{"op":"1"}', '{"d":1}'])
 def test_4002_undecodable_payload(data: str) -> None:
-    """spec §7 4002: a payload that is not an object with an integer op."""
+    """docs/protocol.md §7 4002: a payload that is not an object with an integer op."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
     gw.receive(1, data, now=1.0)
@@ -399,7 +399,7 @@ def test_4002_undecodable_payload(data: str) -> None:
 
 
 def test_4001_unknown_opcode() -> None:
-    """spec §2: an opcode clients do not send closes 4001."""
+    """docs/protocol.md §2: an opcode clients do not send closes 4001."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
     gw.receive(1, '{"op":5,"d":null}', now=1.0)
@@ -408,7 +408,7 @@ def test_4001_unknown_opcode() -> None:
 
 
 def test_4003_command_before_identify_but_heartbeats_are_fine() -> None:
-    """spec §4.1: only heartbeats may come before IDENTIFY; anything else closes 4003."""
+    """docs/protocol.md §4.1: only heartbeats may come before IDENTIFY; anything else closes 4003."""
     gw = FakeGateway(token=TOKEN)
     gw.open(1, URL, now=0.0)
     gw.receive(1, '{"op":1,"d":null}', now=0.1)
@@ -419,7 +419,7 @@ def test_4003_command_before_identify_but_heartbeats_are_fine() -> None:
 
 @pytest.mark.parametrize("second", ["identify", "resume"])
 def test_4005_second_identify_or_resume(second: str) -> None:
-    """spec §4.1: one IDENTIFY (or RESUME) per connection; another closes 4005."""
+    """docs/protocol.md §4.1: one IDENTIFY (or RESUME) per connection; another closes 4005."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
     gw.receive(1, identify() if second == "identify" else resume("session-1", 1), now=1.0)
@@ -430,7 +430,7 @@ def test_4005_second_identify_or_resume(second: str) -> None:
 
 @pytest.mark.parametrize("op", [2, 6])
 def test_4004_wrong_token(op: int) -> None:
-    """spec §4.1: IDENTIFY or RESUME with a wrong token closes 4004."""
+    """docs/protocol.md §4.1: IDENTIFY or RESUME with a wrong token closes 4004."""
     gw = FakeGateway(token=TOKEN)
     gw.open(1, URL, now=0.0)
     gw.receive(1, identify("nope") if op == 2 else resume("session-1", 1, "nope"), now=0.1)
@@ -439,7 +439,7 @@ def test_4004_wrong_token(op: int) -> None:
 
 
 def test_identify_over_max_concurrency_gets_op9_false() -> None:
-    """spec §8: max_concurrency identifies per 5 s per bucket (shard_id % max_concurrency),
+    """docs/protocol.md §8: max_concurrency identifies per 5 s per bucket (shard_id % max_concurrency),
     shared by every connection; exceeding it earns op 9 false, not a close."""
     gw = FakeGateway(token=TOKEN, max_concurrency=2)
     ready_link(gw, 1, now=0.0, shard=[0, 4])
@@ -461,7 +461,7 @@ def test_identify_over_max_concurrency_gets_op9_false() -> None:
 
 
 def test_4007_resume_with_impossible_seq() -> None:
-    """spec §5, §7: RESUME with a seq the session never reached closes 4007."""
+    """docs/protocol.md §5, §7: RESUME with a seq the session never reached closes 4007."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
     gw.close(1, None)
@@ -476,7 +476,7 @@ def test_4007_resume_with_impossible_seq() -> None:
     [("invalid_session", ("msg", 2, {"op": 9, "d": False})), ("close", ("close", 2, 4009))],
 )
 def test_expired_session_gets_op9_or_4009(answer: Any, expected: Any) -> None:
-    """spec §5: a session not resumed within session_ttl of its last drop is gone; the RESUME
+    """docs/protocol.md §5: a session not resumed within session_ttl of its last drop is gone; the RESUME
     is answered as configured and is not counted as a violation."""
     gw = FakeGateway(token=TOKEN, session_ttl=30.0, expired_resume=answer)
     ready_link(gw)
@@ -494,7 +494,7 @@ def test_expired_session_gets_op9_or_4009(answer: Any, expected: Any) -> None:
 
 
 def test_a_resume_in_time_keeps_the_session_alive() -> None:
-    """spec §5: the TTL counts only while no connection is bound to the session."""
+    """docs/protocol.md §5: the TTL counts only while no connection is bound to the session."""
     gw = FakeGateway(token=TOKEN, session_ttl=30.0)
     ready_link(gw)
     gw.close(1, None)
@@ -507,7 +507,7 @@ def test_a_resume_in_time_keeps_the_session_alive() -> None:
 
 @pytest.mark.parametrize("code", [1000, 1001])
 def test_closing_with_1000_then_resuming_is_a_violation(code: int) -> None:
-    """spec §7: a client close with 1000/1001 ends the session; resuming it shows the client
+    """docs/protocol.md §7: a client close with 1000/1001 ends the session; resuming it shows the client
     meant to resume: op 9 false and a violation."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
@@ -517,13 +517,13 @@ def test_closing_with_1000_then_resuming_is_a_violation(code: int) -> None:
     assert drain(gw)[1:] == [("msg", 2, {"op": 9, "d": False})]
     assert rules(gw) == [
         f"RESUME of session-1, which the client ended by closing with {code} "
-        "(spec §7: meant to resume, closed with 1000/1001)"
+        "(docs/protocol.md §7: meant to resume, closed with 1000/1001)"
     ]
     assert gw.client_close_codes == [code]
 
 
 def test_closing_with_4000_then_resuming_is_fine() -> None:
-    """spec §7: any other close code keeps the session."""
+    """docs/protocol.md §7: any other close code keeps the session."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
     gw.client_closed(1, 4000, now=1.0)
@@ -534,7 +534,7 @@ def test_closing_with_4000_then_resuming_is_fine() -> None:
 
 
 def test_heartbeat_with_a_sequence_never_sent() -> None:
-    """spec §3: a heartbeat carries the last sequence received, never a later one."""
+    """docs/protocol.md §3: a heartbeat carries the last sequence received, never a later one."""
     gw = FakeGateway(token=TOKEN)
     ready_link(gw)
     gw.receive(1, '{"op":1,"d":2}', now=1.0)
@@ -567,13 +567,13 @@ def config(seed: int = 1, **overrides: Any) -> GatewayConfig:
 
 
 def test_single_connection_api_is_unchanged() -> None:
-    """DESIGN §6: Simulator(conn, gateway) with .connection, .log, .events, .timeline()."""
+    """docs/architecture.md §6: Simulator(conn, gateway) with .connection, .log, .events, .timeline()."""
     conn = GatewayConnection(config())
     sim = Simulator(conn, FakeGateway(token=TOKEN), latency=0.05)
     assert sim.connection is conn
     assert sim.connections == [conn]
     sim.connect()
-    sim.at(5.0, lambda: sim.gateway.dispatch("X", {"a": 1}))
+    sim.at(5.0, lambda: sim.server.dispatch("X", {"a": 1}))
     sim.run_until(10.0)
     assert sim.now == 10.0
     assert sim.delivered_dispatches() == [(2, "X", {"a": 1})]
@@ -589,7 +589,7 @@ def test_single_connection_api_is_unchanged() -> None:
 
 
 def test_multi_shard_with_scheduler_respects_max_concurrency() -> None:
-    """spec §8: 6 shards, max_concurrency 2: buckets start together, each bucket's identifies
+    """docs/protocol.md §8: 6 shards, max_concurrency 2: buckets start together, each bucket's identifies
     are 5 s apart (no two of one bucket within 5 s), and the gateway sees no violation."""
     conns = [GatewayConnection(config(i, shard=(i, 6))) for i in range(6)]
     gw = FakeGateway(token=TOKEN, max_concurrency=2)
@@ -613,12 +613,12 @@ def test_multi_shard_with_scheduler_respects_max_concurrency() -> None:
 
 
 def test_multi_shard_without_scheduler_breaks_the_rule_and_the_gateway_says_so() -> None:
-    """spec §8: two shards of one bucket identifying at once: op 9 false and a violation."""
+    """docs/protocol.md §8: two shards of one bucket identifying at once: op 9 false and a violation."""
     conns = [GatewayConnection(config(i, shard=(i, 2))) for i in range(2)]
     sim = Simulator(conns, FakeGateway(token=TOKEN), latency=0.05)
     sim.connect()
     sim.run_until(3.0)
-    ((_, violation),) = [(v.time, v.rule) for v in sim.gateway.violations]
+    ((_, violation),) = [(v.time, v.rule) for v in sim.server.violations]
     assert violation.startswith("IDENTIFY of shard 1 0.000 s after the last one of bucket 0")
     with pytest.raises(AssertionError, match="1 gateway rule violation"):
         sim.assert_no_violations()
@@ -627,7 +627,7 @@ def test_multi_shard_without_scheduler_breaks_the_rule_and_the_gateway_says_so()
 
 
 def test_scheduler_regrants_after_op9_and_every_shard_ends_live() -> None:
-    """spec §6, §8: re-identifies go through the scheduler too, 5 s after the previous one."""
+    """docs/protocol.md §6, §8: re-identifies go through the scheduler too, 5 s after the previous one."""
     conns = [GatewayConnection(config(i, shard=(i, 2))) for i in range(2)]
     sim = Simulator(conns, FakeGateway(token=TOKEN), scheduler=IdentifyScheduler())
     sim.inject(5.2, InvalidateSession(False), shard=1)
@@ -660,7 +660,7 @@ def test_jitter_delays_but_never_reorders() -> None:
 
 
 def test_partial_delivery_splits_zlib_messages_and_everything_still_arrives() -> None:
-    """spec §10.3: a zlib-stream message may come in several websocket messages."""
+    """docs/protocol.md §10.3: a zlib-stream message may come in several websocket messages."""
     conn = GatewayConnection(config())
     gw = FakeGateway(token=TOKEN)
     sim = Simulator(conn, gw, partial=1.0, rng=random.Random(5))
@@ -681,7 +681,7 @@ def test_partial_delivery_splits_zlib_messages_and_everything_still_arrives() ->
 
 
 def test_refused_connections_during_an_outage() -> None:
-    """spec §5: while the gateway refuses connections the client backs off, then resumes."""
+    """docs/protocol.md §5: while the gateway refuses connections the client backs off, then resumes."""
     conn = GatewayConnection(config())
     sim = Simulator(conn, FakeGateway(token=TOKEN, session_ttl=600.0))
     sim.inject(10.0, Outage(30.0))
@@ -690,7 +690,7 @@ def test_refused_connections_during_an_outage() -> None:
     refused = [e for _, e in sim.of_type(Disconnected) if e.reason == "connection refused"]
     assert refused
     assert conn.state is ConnectionState.CONNECTED
-    assert sim.gateway.resumes == 1
+    assert sim.server.resumes == 1
     assert sim.faults == {"outage": 1}
 
 
@@ -751,7 +751,7 @@ def test_check_delivery_catches_a_replay_that_skips_a_dispatch() -> None:
 
 
 def test_check_delivery_reports_an_announced_loss() -> None:
-    """spec §6: op 9 false loses the dispatches emitted meanwhile, and says so."""
+    """docs/protocol.md §6: op 9 false loses the dispatches emitted meanwhile, and says so."""
     gw = FakeGateway(token=TOKEN)
     sim = Simulator(GatewayConnection(config()), gw, scheduler=IdentifyScheduler())
     sim.at(5.0, lambda: gw.dispatch("A", 1))
@@ -775,14 +775,14 @@ def test_on_event_sees_every_event_as_it_happens() -> None:
         FakeGateway(token=TOKEN),
         on_event=lambda shard, event: seen.append((shard, type(event).__name__)),
     )
-    sim.at(2.0, lambda: sim.gateway.dispatch("A", 1))
+    sim.at(2.0, lambda: sim.server.dispatch("A", 1))
     sim.connect()
     sim.run_until(3.0)
     assert seen == [(0, "SessionStarted"), (0, "DispatchReceived")]
 
 
 def test_rate_limited_reaches_the_client_as_an_event() -> None:
-    """spec §8: the fake's RATE_LIMITED answer becomes a RateLimited event."""
+    """docs/protocol.md §8: the fake's RATE_LIMITED answer becomes a RateLimited event."""
     conn = GatewayConnection(config(compression=TransportCompression.NONE))
     sim = Simulator(conn, FakeGateway(token=TOKEN, members={"1": MEMBERS}))
     ask = RequestGuildMembers(guild_id=1, query="", limit=0, nonce="q")
@@ -817,7 +817,7 @@ def fresh_connection() -> GatewayConnection:
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(payload=gs.gateway_payloads())
 def test_gateway_payloads_are_valid_and_accepted(payload: dict[str, Any]) -> None:
-    """spec §2: every strategy payload has an op the gateway sends and the right shape, and
+    """docs/protocol.md §2: every strategy payload has an op the gateway sends and the right shape, and
     the real client takes it without raising."""
     op = payload["op"]
     assert op in (0, 1, 7, 9, 10, 11)
@@ -874,14 +874,14 @@ def test_fault_schedules_and_streams_are_well_formed(schedule: Any, stream: Any)
 
 @given(code=gs.close_codes("new_session"))
 def test_close_code_strategies(code: int) -> None:
-    """spec §7: the new-session set is exactly 4003, 4007, 4009."""
+    """docs/protocol.md §7: the new-session set is exactly 4003, 4007, 4009."""
     assert code in (4003, 4007, 4009)
 
 
 @settings(max_examples=20, deadline=None, derandomize=True)
 @given(fault=gs.faults(include_fatal=True))
 def test_fatal_close_faults_terminate_the_client(fault: Any) -> None:
-    """spec §7: with include_fatal, a fatal code ends the client with Terminated."""
+    """docs/protocol.md §7: with include_fatal, a fatal code ends the client with Terminated."""
     sim = Simulator(GatewayConnection(config()), FakeGateway(token=TOKEN))
     sim.inject(5.0, fault)
     sim.connect()
@@ -932,7 +932,7 @@ def test_readme_example_runs(name: str) -> None:
     getattr(module, name)()
 
 
-# --- wire formats: every one the client speaks (issue 10 item 18) ---------------------------
+# --- wire formats: every one the client speaks ---------------------------
 
 _ZSTD = TransportCompression.ZSTD_STREAM
 #: (encoding, compression, zstd framing, payload compression): every wire format.
@@ -989,7 +989,7 @@ class FormatClient:
 def test_every_format_is_served_and_read_by_hand(
     encoding: Encoding, compression: TransportCompression, framing: Any, payload: bool
 ) -> None:
-    """spec §1.2, §10: the query chooses the format; the client's own decoders read it all."""
+    """docs/protocol.md §1.2, §10: the query chooses the format; the client's own decoders read it all."""
     gw = FakeGateway(token=TOKEN, zstd_framing=framing)
     client = FormatClient(encoding, compression, payload)
     gw.open(1, format_url(encoding, compression), now=0.0)
@@ -1022,7 +1022,7 @@ def outputs_of(gw: FakeGateway) -> list[str | bytes]:
 
 
 def test_plain_json_is_text_and_plain_etf_is_binary() -> None:
-    """spec §10.1: JSON goes in text frames, ETF (version byte 131) in binary ones."""
+    """docs/protocol.md §10.1: JSON goes in text frames, ETF (version byte 131) in binary ones."""
     gw = FakeGateway(token=TOKEN)
     gw.open(1, format_url(Encoding.JSON, TransportCompression.NONE), now=0.0)
     gw.open(2, format_url(Encoding.ETF, TransportCompression.NONE), now=0.0)
@@ -1050,7 +1050,7 @@ def _zstd_first_block(message: bytes) -> int:
 
 @needs_zstandard
 def test_zstd_stream_framing_is_one_endless_frame_like_discord() -> None:
-    """spec §10.4: one frame for the connection, no content size, never ended."""
+    """docs/protocol.md §10.4: one frame for the connection, no content size, never ended."""
     gw = FakeGateway(token=TOKEN)
     gw.open(1, format_url(Encoding.JSON, TransportCompression.ZSTD_STREAM), now=0.0)
     gw.receive(1, identify(), now=0.1)
@@ -1071,7 +1071,7 @@ def test_zstd_stream_framing_is_one_endless_frame_like_discord() -> None:
 
 @needs_zstandard
 def test_zstd_message_framing_is_one_whole_frame_per_message() -> None:
-    """spec §10.4: other servers end a frame per message; each decodes on its own."""
+    """docs/protocol.md §10.4: other servers end a frame per message; each decodes on its own."""
     gw = FakeGateway(token=TOKEN, zstd_framing="message")
     gw.open(1, format_url(Encoding.JSON, TransportCompression.ZSTD_STREAM), now=0.0)
     gw.receive(1, identify(), now=0.1)
@@ -1087,7 +1087,7 @@ def test_zstd_message_framing_is_one_whole_frame_per_message() -> None:
 
 
 def test_payload_compression_compresses_ready_and_big_payloads_only() -> None:
-    """spec §10.2: each compressed payload is one whole zlib stream; small ones stay text."""
+    """docs/protocol.md §10.2: each compressed payload is one whole zlib stream; small ones stay text."""
     gw = FakeGateway(token=TOKEN, payload_compression_threshold=2000)
     gw.open(1, URL, now=0.0)
     d = {"token": TOKEN, "intents": 1, "properties": {}, "compress": True}
@@ -1113,7 +1113,7 @@ def test_payload_compression_compresses_ready_and_big_payloads_only() -> None:
     ],
 )
 def test_payload_compression_is_a_no_op_with_etf_or_transport_compression(url: str) -> None:
-    """spec §10.2: JSON only, and transport compression disables it."""
+    """docs/protocol.md §10.2: JSON only, and transport compression disables it."""
     gw = FakeGateway(token=TOKEN)
     gw.open(1, url, now=0.0)
     codec = make_codec(Encoding.ETF if "etf" in url else Encoding.JSON)
@@ -1125,7 +1125,7 @@ def test_payload_compression_is_a_no_op_with_etf_or_transport_compression(url: s
 
 
 def test_a_resume_keeps_the_sessions_payload_compression() -> None:
-    """spec §10.2, §5: the replay on a resumed connection is compressed as before."""
+    """docs/protocol.md §10.2, §5: the replay on a resumed connection is compressed as before."""
     gw = FakeGateway(token=TOKEN)
     gw.open(1, URL, now=0.0)
     d = {"token": TOKEN, "intents": 1, "properties": {}, "compress": True}
@@ -1153,24 +1153,24 @@ def test_a_resume_keeps_the_sessions_payload_compression() -> None:
 def test_unsupported_query_values_are_closed_without_hello(
     query: str, code: int, rule: str
 ) -> None:
-    """spec §1.2, §7: an invalid version is 4012; a format the gateway lacks, 4002."""
+    """docs/protocol.md §1.2, §7: an invalid version is 4012; a format the gateway lacks, 4002."""
     gw = FakeGateway(token=TOKEN)
     gw.open(1, f"wss://gateway.discord.gg/?{query}", now=0.0)
     assert drain(gw) == [("close", 1, code)]
-    assert rules(gw) == [f"{rule} (spec §1.2)"]
+    assert rules(gw) == [f"{rule} (docs/protocol.md §1.2)"]
     assert gw.open_transports == []
 
 
 def test_a_query_without_v_is_served_but_recorded() -> None:
-    """spec §1.2, §15 item 1: Discord's default version is v6; omitting v is a client bug."""
+    """docs/protocol.md §1.2, §15 item 1: Discord's default version is v6; omitting v is a client bug."""
     gw = FakeGateway(token=TOKEN)
     gw.open(1, "wss://gateway.discord.gg/?encoding=json", now=0.0)
     assert [kind for kind, _, _ in drain(gw)] == ["msg"]
-    assert rules(gw) == ["query without v (Discord would serve v6; spec §1.2)"]
+    assert rules(gw) == ["query without v (Discord would serve v6; docs/protocol.md §1.2)"]
 
 
 def test_etf_connections_read_the_clients_etf_commands() -> None:
-    """spec §10.1: an ETF client's heartbeats are ACKed; text or a compressed term is 4002."""
+    """docs/protocol.md §10.1: an ETF client's heartbeats are ACKed; text or a compressed term is 4002."""
     gw = FakeGateway(token=TOKEN)
     etf = make_codec(Encoding.ETF)
     url = URL.replace("json", "etf")
@@ -1227,7 +1227,7 @@ def format_config(
 def test_simulator_resumes_with_replay_in_every_format(
     encoding: Encoding, compression: TransportCompression, framing: Any, payload: bool
 ) -> None:
-    """spec §5, §10: drop, dispatches while down, resume, replay — in the deployed format."""
+    """docs/protocol.md §5, §10: drop, dispatches while down, resume, replay — in the deployed format."""
     gw = FakeGateway(token=TOKEN, zstd_framing=framing)
     sim = Simulator(
         GatewayConnection(format_config(encoding, compression, payload)),
@@ -1247,7 +1247,7 @@ def test_simulator_resumes_with_replay_in_every_format(
     gw.next_outputs = watch  # type: ignore[method-assign]
     for n, when in enumerate([5.0, 30.01, 30.02, 45.0]):
         data = BIG if n == 1 else {"n": n}
-        sim.at(when, lambda data=data: sim.gateway.dispatch("MESSAGE_CREATE", data))
+        sim.at(when, lambda data=data: sim.server.dispatch("MESSAGE_CREATE", data))
     sim.inject(30.0, DropConnection())
     sim.connect()
     sim.run_until(60.0)
@@ -1281,11 +1281,11 @@ def test_simulator_resumes_with_replay_in_every_format(
     assert all(isinstance(d, bytes if encoding is Encoding.ETF else str) for d in sends)
 
 
-# --- intents: 4013 and 4014 (issue 10 item 15) -----------------------------------------------
+# --- intents: 4013 and 4014 -----------------------------------------------
 
 
 def test_defined_and_privileged_intents_match_the_spec_and_the_client() -> None:
-    """spec §13: 53608447 defined, 33026 privileged; the client's Intents agrees."""
+    """docs/protocol.md §13: 53608447 defined, 33026 privileged; the client's Intents agrees."""
     assert fake_gateway_module.DEFINED_INTENTS == 53608447 == int(Intents.all())
     assert fake_gateway_module.PRIVILEGED_INTENTS == 33026 == int(Intents.privileged())
 
@@ -1306,7 +1306,7 @@ def identify_with(intents: Any) -> str:
     ],
 )
 def test_4013_intents_discord_does_not_define(intents: Any, detail: str) -> None:
-    """spec §13, §7: bits Discord does not define (or no bitfield) close with 4013."""
+    """docs/protocol.md §13, §7: bits Discord does not define (or no bitfield) close with 4013."""
     gw = FakeGateway(token=TOKEN)
     gw.open(1, URL, now=0.0)
     gw.receive(1, identify_with(intents), now=0.1)
@@ -1324,7 +1324,7 @@ def test_4013_intents_discord_does_not_define(intents: Any, detail: str) -> None
     ],
 )
 def test_4014_privileged_intents_not_enabled(allowed: int, asked: int, refused: int) -> None:
-    """spec §13, §7: a privileged intent not enabled for the application closes with 4014."""
+    """docs/protocol.md §13, §7: a privileged intent not enabled for the application closes with 4014."""
     gw = FakeGateway(token=TOKEN, privileged_intents=int(allowed))
     gw.open(1, URL, now=0.0)
     gw.receive(1, identify_with(int(asked)), now=0.1)
@@ -1342,7 +1342,7 @@ def test_enabled_privileged_intents_are_accepted() -> None:
 
 
 def test_client_ends_in_terminated_disallowed_intents() -> None:
-    """spec §7: 4014 is fatal; the client stops with DisallowedIntents and never retries."""
+    """docs/protocol.md §7: 4014 is fatal; the client stops with DisallowedIntents and never retries."""
     gw = FakeGateway(token=TOKEN, privileged_intents=0)
     conn = GatewayConnection(config(intents=Intents.GUILDS | Intents.MESSAGE_CONTENT))
     sim = Simulator(conn, gw)
@@ -1356,7 +1356,7 @@ def test_client_ends_in_terminated_disallowed_intents() -> None:
 
 
 def test_client_ends_in_terminated_invalid_intents(monkeypatch: pytest.MonkeyPatch) -> None:
-    """spec §7: 4013 is fatal (InvalidIntents).
+    """docs/protocol.md §7: 4013 is fatal (InvalidIntents).
 
     The client refuses undefined bits itself, so the gateway here stops defining one the
     client sends (as if Discord had withdrawn GUILD_MESSAGE_TYPING).

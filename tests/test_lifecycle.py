@@ -89,7 +89,7 @@ def live(*, interval_ms: float = 41250, seq: int = 1, at: float = 0.0, **config:
     return d
 
 
-# --- spec §1.2 and §15 item 2: URLs -----------------------------------------------------------
+# --- docs/protocol.md §1.2 and §15 item 2: URLs -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,7 @@ def live(*, interval_ms: float = 41250, seq: int = 1, at: float = 0.0, **config:
     ],
 )
 def test_main_url_gets_v10_json_zlib_query(base: str) -> None:
-    """spec §1.2: the main URL carries v=10, encoding and compress; slash and query normalised."""
+    """docs/protocol.md §1.2: the main URL carries v=10, encoding and compress; slash and query normalised."""
     d = Driver(url=base, compression=TransportCompression.ZLIB_STREAM)
     step = d.connect()
     assert step.actions == [
@@ -114,7 +114,7 @@ def test_main_url_gets_v10_json_zlib_query(base: str) -> None:
 
 
 def test_main_url_keeps_path_and_port() -> None:
-    """spec §1.2 [PRACTICE]: only the trailing slash of a path is normalised."""
+    """docs/protocol.md §1.2 [PRACTICE]: only the trailing slash of a path is normalised."""
     d = Driver(url="ws://localhost:8080/gateway/")
     assert d.connect().opened == [
         OpenTransport(url="ws://localhost:8080/gateway/?v=10&encoding=json", transport_id=1)
@@ -122,7 +122,7 @@ def test_main_url_keeps_path_and_port() -> None:
 
 
 def test_main_url_without_compression_has_no_compress_param() -> None:
-    """spec §1.2: ``compress`` is optional and absent without transport compression."""
+    """docs/protocol.md §1.2: ``compress`` is optional and absent without transport compression."""
     assert Driver().connect().opened == [OpenTransport(url=MAIN_URL, transport_id=1)]
 
 
@@ -135,7 +135,7 @@ def test_main_url_without_compression_has_no_compress_param() -> None:
     ],
 )
 def test_resume_url_gets_the_same_query(resume_url: str) -> None:
-    """spec §15 item 2 / §5: the bare resume_gateway_url gets the same v/encoding/compress."""
+    """docs/protocol.md §15 item 2 / §5: the bare resume_gateway_url gets the same v/encoding/compress."""
     d = Driver(compression=TransportCompression.ZLIB_STREAM)
     d.connect(at=0.0)
     d.open()
@@ -153,7 +153,7 @@ def test_resume_url_gets_the_same_query(resume_url: str) -> None:
 
 
 def test_ready_without_resume_url_resumes_on_main_url() -> None:
-    """spec §4.2 (tolerant READY): no usable resume_gateway_url → resume on the main URL."""
+    """docs/protocol.md §4.2 (tolerant READY): no usable resume_gateway_url → resume on the main URL."""
     d = Driver()
     d.connect()
     d.open()
@@ -168,11 +168,11 @@ def test_ready_without_resume_url_resumes_on_main_url() -> None:
     assert d.hello().sent == [resume_payload(1)]
 
 
-# --- connect timeout, connect failures, backoff (field notes #7) --------------------------------
+# --- connect timeout, connect failures, backoff (docs/field-bugs.md #7) --------------------------------
 
 
 def test_connect_timeout_aborts_and_backs_off() -> None:
-    """DESIGN §3: a transport that does not open within connect_timeout is aborted."""
+    """docs/architecture.md §3: a transport that does not open within connect_timeout is aborted."""
     d = Driver(connect_timeout=30.0)
     assert d.connect(at=0.0).actions == [
         OpenTransport(url=MAIN_URL, transport_id=1),
@@ -200,7 +200,7 @@ def test_connect_timeout_aborts_and_backs_off() -> None:
 
 
 def test_transport_open_failure_backs_off_with_full_jitter() -> None:
-    """field notes #7: a failed OpenTransport waits uniform(0, base) before the next try."""
+    """docs/field-bugs.md #7: a failed OpenTransport waits uniform(0, base) before the next try."""
     d = Driver(rng=FixedRandom(0.25), backoff_base=2.0)
     d.connect(at=0.0)
     step = d.server_close(None, "connection refused", at=1.0)
@@ -221,7 +221,7 @@ def test_transport_open_failure_backs_off_with_full_jitter() -> None:
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
-    """DESIGN §4 backoff: ceiling min(cap, base * 2**(n-1)), full jitter (here 0.5 of it)."""
+    """docs/architecture.md §4 backoff: ceiling min(cap, base * 2**(n-1)), full jitter (here 0.5 of it)."""
     d = Driver(backoff_base=1.0, backoff_cap=10.0)
     d.connect(at=0.0)
     delays = []
@@ -236,7 +236,7 @@ def test_backoff_grows_exponentially_and_is_capped() -> None:
 
 
 def test_backoff_draws_from_config_rng() -> None:
-    """DESIGN §3 randomness: the jitter comes from config.rng, reproducibly."""
+    """docs/architecture.md §3 randomness: the jitter comes from config.rng, reproducibly."""
     d = Driver(rng=random.Random(1234), backoff_base=1.0, backoff_cap=120.0)
     twin = random.Random(1234)
     d.connect(at=0.0)
@@ -248,7 +248,7 @@ def test_backoff_draws_from_config_rng() -> None:
 
 
 def test_backoff_resets_once_a_session_is_live() -> None:
-    """DESIGN §4: consecutive failures count only until the session is live again."""
+    """docs/architecture.md §4: consecutive failures count only until the session is live again."""
     d = Driver()
     d.connect(at=0.0)
     d.server_close(None)  # 0.5
@@ -268,7 +268,7 @@ def test_backoff_resets_once_a_session_is_live() -> None:
 
 
 def test_hello_timeout_closes_4000_and_reports_hello_timeout() -> None:
-    """spec §1.3: HELLO must come within hello_timeout; the close keeps the session (4000)."""
+    """docs/protocol.md §1.3: HELLO must come within hello_timeout; the close keeps the session (4000)."""
     d = Driver(hello_timeout=20.0)
     d.connect(at=0.0)
     assert d.open(at=1.0).actions == [SetTimer(deadline=21.0)]
@@ -295,12 +295,12 @@ def test_hello_timeout_closes_4000_and_reports_hello_timeout() -> None:
     assert d.advance(21.5).opened == [OpenTransport(url=MAIN_URL, transport_id=2)]
 
 
-# --- spec §3: heartbeats -------------------------------------------------------------------------
+# --- docs/protocol.md §3: heartbeats -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("jitter", "first_beat"), [(0.0, 2.0), (0.25, 12.0), (0.75, 32.0)])
 def test_first_heartbeat_at_interval_times_jitter(jitter: float, first_beat: float) -> None:
-    """spec §3: first heartbeat at hello_time + interval * rng.random(), then every interval."""
+    """docs/protocol.md §3: first heartbeat at hello_time + interval * rng.random(), then every interval."""
     d = Driver(rng=FixedRandom(jitter))
     d.connect(at=0.0)
     d.open(at=1.0)
@@ -322,7 +322,7 @@ def test_first_heartbeat_at_interval_times_jitter(jitter: float, first_beat: flo
 
 
 def test_first_heartbeat_jitter_from_seeded_rng() -> None:
-    """spec §3 + DESIGN §3: the jitter is the first draw of config.rng."""
+    """docs/protocol.md §3 + docs/architecture.md §3: the jitter is the first draw of config.rng."""
     d = Driver(rng=random.Random(99))
     d.connect(at=0.0)
     d.open(at=1.0)
@@ -331,7 +331,7 @@ def test_first_heartbeat_jitter_from_seeded_rng() -> None:
 
 
 def test_heartbeat_carries_last_non_null_sequence() -> None:
-    """spec §3 / §15 item 10: heartbeat d is the last non-null s (null before any)."""
+    """docs/protocol.md §3 / §15 item 10: heartbeat d is the last non-null s (null before any)."""
     d = Driver()
     d.connect(at=0.0)
     d.open()
@@ -348,7 +348,7 @@ def test_heartbeat_carries_last_non_null_sequence() -> None:
 
 
 def test_server_heartbeat_request_answered_at_once_schedule_unchanged() -> None:
-    """spec §3: op 1 from the server gets an immediate heartbeat; the periodic timer stays."""
+    """docs/protocol.md §3: op 1 from the server gets an immediate heartbeat; the periodic timer stays."""
     d = live(interval_ms=10_000, seq=3)
     assert d.timer == 5.0
     step = d.receive({"op": 1, "d": None}, at=2.0)
@@ -363,7 +363,7 @@ def test_server_heartbeat_request_answered_at_once_schedule_unchanged() -> None:
 
 
 def test_heartbeat_ack_reports_exact_latency() -> None:
-    """spec §3: op 11 acknowledges the heartbeat; latency = ack time - send time."""
+    """docs/protocol.md §3: op 11 acknowledges the heartbeat; latency = ack time - send time."""
     d = live(interval_ms=10_000)
     d.advance(5.0)
     step = d.ack(at=5.75)
@@ -373,7 +373,7 @@ def test_heartbeat_ack_reports_exact_latency() -> None:
 
 
 def test_unrequested_ack_emits_nothing() -> None:
-    """spec §15 item 8: an ACK with no heartbeat outstanding is ignored."""
+    """docs/protocol.md §15 item 8: an ACK with no heartbeat outstanding is ignored."""
     d = live(interval_ms=10_000)
     assert d.ack(at=1.0).events == []  # before any heartbeat
     d.advance(5.0)
@@ -385,7 +385,7 @@ def test_unrequested_ack_emits_nothing() -> None:
 
 
 def test_zombie_closes_4000_then_resumes() -> None:
-    """spec §3 zombie detection: no ACK before the next beat → close 4000, reconnect, resume."""
+    """docs/protocol.md §3 zombie detection: no ACK before the next beat → close 4000, reconnect, resume."""
     d = live(interval_ms=10_000, seq=4)
     assert d.advance(5.0).sent == [hb(4)]
     step = d.advance(15.0)
@@ -417,7 +417,7 @@ def test_zombie_closes_4000_then_resumes() -> None:
 
 
 def test_zombie_close_code_is_never_1000_or_1001() -> None:
-    """spec §15 item 3 / field notes #19: a close meant to resume never uses 1000/1001."""
+    """docs/protocol.md §15 item 3 / docs/field-bugs.md #19: a close meant to resume never uses 1000/1001."""
     d = live(interval_ms=10_000)
     d.advance(5.0)
     d.ack(at=5.5)
@@ -429,7 +429,7 @@ def test_zombie_close_code_is_never_1000_or_1001() -> None:
 
 
 def test_zombie_close_handshake_timeout_aborts_then_resumes() -> None:
-    """spec §3 + field notes #9: a zombie that never finishes the close is aborted."""
+    """docs/protocol.md §3 + docs/field-bugs.md #9: a zombie that never finishes the close is aborted."""
     d = live(interval_ms=10_000)
     d.advance(5.0)
     d.advance(15.0)
@@ -452,7 +452,7 @@ def test_zombie_close_handshake_timeout_aborts_then_resumes() -> None:
 
 
 def test_ack_received_late_before_timer_prevents_zombie() -> None:
-    """field notes #14: an ACK fed before handle_timer counts even past the deadline."""
+    """docs/field-bugs.md #14: an ACK fed before handle_timer counts even past the deadline."""
     d = live(interval_ms=10_000)
     d.advance(5.0)
     step = d.ack(at=15.5)  # the 15.0 timer is overdue but has not been handled yet
@@ -464,11 +464,11 @@ def test_ack_received_late_before_timer_prevents_zombie() -> None:
     assert d.conn.state is S.CONNECTED
 
 
-# --- spec §4.1: IDENTIFY --------------------------------------------------------------------------
+# --- docs/protocol.md §4.1: IDENTIFY --------------------------------------------------------------------------
 
 
 def test_identify_waits_for_grant() -> None:
-    """spec §4.1 / §8: IDENTIFY is sent only after grant_identify answers RequestIdentify."""
+    """docs/protocol.md §4.1 / §8: IDENTIFY is sent only after grant_identify answers RequestIdentify."""
     d = Driver(shard=(3, 8))
     d.connect(at=0.0)
     d.open()
@@ -483,7 +483,7 @@ def test_identify_waits_for_grant() -> None:
 
 
 def test_identify_payload_has_every_field() -> None:
-    """spec §4.1: token, properties, intents, shard, large_threshold, compress."""
+    """docs/protocol.md §4.1: token, properties, intents, shard, large_threshold, compress."""
     d = Driver(
         shard=(2, 4), large_threshold=250, properties={"os": "linux", "browser": "b", "device": "c"}
     )
@@ -506,7 +506,7 @@ def test_identify_payload_has_every_field() -> None:
 
 
 def test_identify_payload_includes_configured_presence() -> None:
-    """spec §4.1: presence (same shape as op 3 d) when the config sets one."""
+    """docs/protocol.md §4.1: presence (same shape as op 3 d) when the config sets one."""
     presence = UpdatePresence(
         status="idle", activities=(Activity(name="chess"),), since=5, afk=True
     )
@@ -561,7 +561,7 @@ def _backing_off(d: Driver) -> None:
     "reach", [_before_connect, _awaiting_hello, _identify_sent, _connected, _backing_off]
 )
 def test_grant_when_none_pending_is_ignored(reach: Any) -> None:
-    """spec §8: a grant with no identify pending sends nothing and changes nothing."""
+    """docs/protocol.md §8: a grant with no identify pending sends nothing and changes nothing."""
     d = Driver()
     reach(d)
     state, seq = d.conn.state, d.conn.sequence
@@ -572,7 +572,7 @@ def test_grant_when_none_pending_is_ignored(reach: Any) -> None:
 
 
 def test_grant_for_dead_transport_ignored_and_identify_requested_again() -> None:
-    """spec §8 + field notes #6: a late grant is not spent on the next transport."""
+    """docs/protocol.md §8 + docs/field-bugs.md #6: a late grant is not spent on the next transport."""
     d = Driver()
     d.connect(at=0.0)
     d.open()
@@ -593,11 +593,11 @@ def test_grant_for_dead_transport_ignored_and_identify_requested_again() -> None
     assert len(identifies) == 1
 
 
-# --- spec §4.2: READY and dispatches -------------------------------------------------------------
+# --- docs/protocol.md §4.2: READY and dispatches -------------------------------------------------------------
 
 
 def test_ready_stores_session_and_emits_session_started() -> None:
-    """spec §4.2: session_id, resume_gateway_url and s are cached; SessionStarted emitted."""
+    """docs/protocol.md §4.2: session_id, resume_gateway_url and s are cached; SessionStarted emitted."""
     d = Driver()
     d.connect()
     d.open()
@@ -621,7 +621,7 @@ def test_ready_stores_session_and_emits_session_started() -> None:
 
 
 def test_sequence_moves_only_with_non_null_s() -> None:
-    """spec §15 item 10: s null or absent leaves the sequence as it was."""
+    """docs/protocol.md §15 item 10: s null or absent leaves the sequence as it was."""
     d = live(seq=1)
     d.dispatch("GUILD_CREATE", 2, {})
     step = d.dispatch("MESSAGE_CREATE", None, {"id": "9"})
@@ -632,7 +632,7 @@ def test_sequence_moves_only_with_non_null_s() -> None:
 
 
 def test_missing_keys_tolerated() -> None:
-    """spec §2 / §15 item 14: absent d or t is tolerated; s still advances."""
+    """docs/protocol.md §2 / §15 item 14: absent d or t is tolerated; s still advances."""
     d = live(seq=1)
     step = d.receive({"op": 0, "t": "MESSAGE_DELETE", "s": 2})
     assert step.events == [DispatchReceived(name="MESSAGE_DELETE", sequence=2, data=None)]
@@ -643,7 +643,7 @@ def test_missing_keys_tolerated() -> None:
 
 
 def test_unknown_op_ignored() -> None:
-    """spec §2 [PRACTICE]: an unknown opcode is ignored: no action, no event, state kept."""
+    """docs/protocol.md §2 [PRACTICE]: an unknown opcode is ignored: no action, no event, state kept."""
     d = live(seq=5)
     step = d.receive({"op": 42, "d": {"what": "ever"}, "s": 99})
     assert step.actions == []
@@ -653,7 +653,7 @@ def test_unknown_op_ignored() -> None:
 
 
 def test_unknown_event_name_delivered_and_advances_sequence() -> None:
-    """spec §14: unknown t values are tolerated and still update s."""
+    """docs/protocol.md §14: unknown t values are tolerated and still update s."""
     d = live(seq=1)
     step = d.dispatch("SOME_FUTURE_EVENT", 2, {"a": [1]})
     assert step.events == [DispatchReceived(name="SOME_FUTURE_EVENT", sequence=2, data={"a": [1]})]
@@ -661,7 +661,7 @@ def test_unknown_event_name_delivered_and_advances_sequence() -> None:
 
 
 def test_hello_extra_keys_tolerated() -> None:
-    """spec §2: HELLO with undocumented keys (_trace) works."""
+    """docs/protocol.md §2: HELLO with undocumented keys (_trace) works."""
     d = Driver()
     d.connect()
     d.open()
@@ -672,7 +672,7 @@ def test_hello_extra_keys_tolerated() -> None:
     assert d.timer == 20.625
 
 
-# --- spec §5: RESUME ------------------------------------------------------------------------------
+# --- docs/protocol.md §5: RESUME ------------------------------------------------------------------------------
 
 
 def _resumed_on_transport_2(seq: int = 5) -> Driver:
@@ -687,7 +687,7 @@ def _resumed_on_transport_2(seq: int = 5) -> Driver:
 
 
 def test_resume_payload_exact() -> None:
-    """spec §5: RESUME is {"op":6,"d":{"token","session_id","seq"}}; no IDENTIFY."""
+    """docs/protocol.md §5: RESUME is {"op":6,"d":{"token","session_id","seq"}}; no IDENTIFY."""
     d = _resumed_on_transport_2(seq=5)
     step = d.hello(at=2.5)
     assert step.sent == [resume_payload(5)]
@@ -697,7 +697,7 @@ def test_resume_payload_exact() -> None:
 
 
 def test_replayed_dispatches_delivered_and_counted() -> None:
-    """spec §5: replayed dispatches are delivered; RESUMED → SessionResumed(replayed=N)."""
+    """docs/protocol.md §5: replayed dispatches are delivered; RESUMED → SessionResumed(replayed=N)."""
     d = _resumed_on_transport_2(seq=5)
     d.hello(at=2.5)
     assert d.dispatch("MESSAGE_CREATE", 6, {"n": 6}).events == [
@@ -711,7 +711,7 @@ def test_replayed_dispatches_delivered_and_counted() -> None:
 
 
 def test_replays_at_or_below_resume_seq_not_delivered_twice() -> None:
-    """spec §5: dispatches with s <= the resumed seq were delivered before; not again."""
+    """docs/protocol.md §5: dispatches with s <= the resumed seq were delivered before; not again."""
     d = _resumed_on_transport_2(seq=5)
     d.hello(at=2.5)
     assert d.dispatch("MESSAGE_CREATE", 4, {}).events == []
@@ -724,17 +724,17 @@ def test_replays_at_or_below_resume_seq_not_delivered_twice() -> None:
 
 
 def test_sequence_kept_across_resume_in_heartbeats() -> None:
-    """spec §3: the heartbeat sequence is per session, not per socket."""
+    """docs/protocol.md §3: the heartbeat sequence is per session, not per socket."""
     d = _resumed_on_transport_2(seq=5)
     d.hello(10_000, at=2.5)  # first beat at 2.5 + 5
     assert d.advance(7.5).sent == [hb(5)]
 
 
-# --- spec §6: op 7 and op 9 ---------------------------------------------------------------------------
+# --- docs/protocol.md §6: op 7 and op 9 ---------------------------------------------------------------------------
 
 
 def test_reconnect_op7_when_live_reconnects_at_once_and_resumes() -> None:
-    """spec §6: op 7 → close 4000, no backoff for a live session, resume on the resume URL."""
+    """docs/protocol.md §6: op 7 → close 4000, no backoff for a live session, resume on the resume URL."""
     d = live(seq=1)
     d.dispatch("MESSAGE_CREATE", 2, {}, at=1.0)
     step = d.receive({"op": 7, "d": None}, at=2.0)
@@ -760,7 +760,7 @@ def test_reconnect_op7_when_live_reconnects_at_once_and_resumes() -> None:
 
 
 def test_reconnect_op7_before_hello_on_first_connection_identifies() -> None:
-    """spec §6 / field notes #12: op 7 may replace HELLO; no session yet → identify next.
+    """docs/protocol.md §6 / docs/field-bugs.md #12: op 7 may replace HELLO; no session yet → identify next.
 
     The generation never got going, so it counts as one failed attempt (first backoff step).
     """
@@ -789,10 +789,10 @@ def test_reconnect_op7_before_hello_on_first_connection_identifies() -> None:
 
 
 def test_reconnect_op7_before_hello_with_session_resumes() -> None:
-    """spec §6 / §15 item 7: op 7 before HELLO on a resume connection → resume afterwards.
+    """docs/protocol.md §6 / §15 item 7: op 7 before HELLO on a resume connection → resume afterwards.
 
-    op 7 says "reconnect and resume on resume_gateway_url" (spec §6): it is not a failed
-    connect, so the ladder (field notes #4) keeps the resume URL.
+    op 7 says "reconnect and resume on resume_gateway_url" (docs/protocol.md §6): it is not a failed
+    connect, so the ladder (docs/field-bugs.md #4) keeps the resume URL.
     """
     d = live(seq=3)
     d.server_close(1006, at=1.0)
@@ -814,7 +814,7 @@ def _last(d: Driver, kind: type[Any]) -> Any:
 
 
 def test_op7_during_replay_is_not_a_failed_resume() -> None:
-    """spec §6 / field notes #5: op 7 while RESUMING never counts toward giving up."""
+    """docs/protocol.md §6 / docs/field-bugs.md #5: op 7 while RESUMING never counts toward giving up."""
     d = live(seq=3, max_resume_failures=2)
     d.server_close(1006, at=1.0)
     for _ in range(4):
@@ -828,7 +828,7 @@ def test_op7_during_replay_is_not_a_failed_resume() -> None:
 
 
 def test_resume_failures_below_the_limit_keep_resuming() -> None:
-    """field notes #5: the session is given up after exactly max_resume_failures."""
+    """docs/field-bugs.md #5: the session is given up after exactly max_resume_failures."""
     d = live(seq=3, max_resume_failures=5)
     d.server_close(1006, at=1.0)
     for attempt in range(1, 6):
@@ -841,7 +841,7 @@ def test_resume_failures_below_the_limit_keep_resuming() -> None:
 
 @pytest.mark.parametrize(("jitter", "pause"), [(0.0, 1.0), (0.5, 3.0), (0.75, 4.0)])
 def test_invalid_session_resumable_pauses_then_resumes(jitter: float, pause: float) -> None:
-    """spec §6: op 9 d=true → SessionInvalidated(resumable), 1–5 s pause, resume."""
+    """docs/protocol.md §6: op 9 d=true → SessionInvalidated(resumable), 1–5 s pause, resume."""
     d = live(seq=1, rng=FixedRandom(jitter))
     d.dispatch("MESSAGE_CREATE", 2, {}, at=1.0)
     step = d.receive({"op": 9, "d": True}, at=2.0)
@@ -874,7 +874,7 @@ def test_invalid_session_resumable_pauses_then_resumes(jitter: float, pause: flo
 
 
 def test_invalid_session_not_resumable_drops_session_and_identifies() -> None:
-    """spec §6: op 9 d=false → session dropped at once, pause, main URL, IDENTIFY."""
+    """docs/protocol.md §6: op 9 d=false → session dropped at once, pause, main URL, IDENTIFY."""
     d = live(seq=1)
     d.dispatch("MESSAGE_CREATE", 2, {}, at=1.0)
     step = d.receive({"op": 9, "d": False}, at=2.0)
@@ -908,7 +908,7 @@ def test_invalid_session_not_resumable_drops_session_and_identifies() -> None:
 
 
 def test_invalid_session_after_identify_backs_off_at_least_the_pause() -> None:
-    """spec §15 item 4: op 9 after IDENTIFY (concurrency) → wait, then identify again."""
+    """docs/protocol.md §15 item 4: op 9 after IDENTIFY (concurrency) → wait, then identify again."""
     d = Driver()
     d.connect(at=0.0)
     d.open()
@@ -926,7 +926,7 @@ def test_invalid_session_after_identify_backs_off_at_least_the_pause() -> None:
     assert d.advance(4.0).opened == [OpenTransport(url=MAIN_URL, transport_id=2)]
 
 
-# --- spec §7: close codes ------------------------------------------------------------------------
+# --- docs/protocol.md §7: close codes ------------------------------------------------------------------------
 
 FATAL = {
     4004: AuthenticationFailed,
@@ -942,7 +942,7 @@ ALL_CODES = [*range(4000, 4015), 1000, 1001, 1006, None, 4999]
 
 @pytest.mark.parametrize("code", ALL_CODES)
 def test_close_code_table(code: int | None) -> None:
-    """spec §7: fatal {4004, 4010–4014} terminate; {4003, 4007, 4009} identify; rest resume."""
+    """docs/protocol.md §7: fatal {4004, 4010–4014} terminate; {4003, 4007, 4009} identify; rest resume."""
     d = live(seq=1)
     d.dispatch("MESSAGE_CREATE", 2, {}, at=1.0)
     step = d.server_close(code, "bye", at=2.0)
@@ -993,7 +993,7 @@ def test_close_code_table(code: int | None) -> None:
 
 @pytest.mark.parametrize("code", sorted(FATAL))
 def test_fatal_close_right_after_identify(code: int) -> None:
-    """spec §4.1 / §7: 4004 etc. typically answer IDENTIFY; no retry ever."""
+    """docs/protocol.md §4.1 / §7: 4004 etc. typically answer IDENTIFY; no retry ever."""
     d = Driver()
     d.connect(at=0.0)
     d.open()
@@ -1007,7 +1007,7 @@ def test_fatal_close_right_after_identify(code: int) -> None:
 
 
 def test_fatal_code_in_peer_close_frame_while_we_close_to_resume() -> None:
-    """spec §7: a fatal code in the server's frame counts even during our own close."""
+    """docs/protocol.md §7: a fatal code in the server's frame counts even during our own close."""
     d = live()
     d.receive({"op": 7}, at=1.0)
     step = d.server_close(4004, "auth", at=1.25)
@@ -1022,7 +1022,7 @@ def test_fatal_code_in_peer_close_frame_while_we_close_to_resume() -> None:
 
 
 def test_close_1000_ends_session() -> None:
-    """spec §15 item 3: close(1000) invalidates the session; Terminated after the handshake."""
+    """docs/protocol.md §15 item 3: close(1000) invalidates the session; Terminated after the handshake."""
     d = live()
     step = d.close(1000, at=5.0)
     assert step.actions == [
@@ -1040,7 +1040,7 @@ def test_close_1000_ends_session() -> None:
 
 
 def test_close_4000_keeps_session_for_cold_resume() -> None:
-    """spec §7 client-initiated close rule: any code but 1000/1001 keeps the session."""
+    """docs/protocol.md §7 client-initiated close rule: any code but 1000/1001 keeps the session."""
     d = live(seq=3)
     step = d.close(4000, at=5.0)
     assert step.of(CloseTransport) == [CloseTransport(code=4000, reason="", transport_id=1)]
@@ -1056,7 +1056,7 @@ def test_close_4000_keeps_session_for_cold_resume() -> None:
 
 
 def test_close_handshake_timeout_aborts_then_terminates() -> None:
-    """field notes #9: CLOSING is time-boxed by close_timeout; then AbortTransport."""
+    """docs/field-bugs.md #9: CLOSING is time-boxed by close_timeout; then AbortTransport."""
     d = live(close_timeout=5.0)
     d.close(at=5.0)
     assert d.advance(9.75).actions == []
@@ -1067,7 +1067,7 @@ def test_close_handshake_timeout_aborts_then_terminates() -> None:
 
 
 def test_close_while_backing_off() -> None:
-    """DESIGN §3: close() with no transport terminates at once and cancels the reconnect."""
+    """docs/architecture.md §3: close() with no transport terminates at once and cancels the reconnect."""
     d = Driver()
     d.connect(at=0.0)
     d.server_close(None, at=1.0)
@@ -1080,7 +1080,7 @@ def test_close_while_backing_off() -> None:
 
 
 def test_close_while_connecting_aborts() -> None:
-    """DESIGN §3: a transport that is not open yet is aborted, not closed."""
+    """docs/architecture.md §3: a transport that is not open yet is aborted, not closed."""
     d = Driver()
     d.connect(at=0.0)
     step = d.close(at=1.0)
@@ -1090,7 +1090,7 @@ def test_close_while_connecting_aborts() -> None:
 
 
 def test_close_while_idle() -> None:
-    """DESIGN §3: close() before connect() terminates; connect() afterwards is misuse."""
+    """docs/architecture.md §3: close() before connect() terminates; connect() afterwards is misuse."""
     d = Driver()
     step = d.close(at=0.0)
     assert step.actions == []
@@ -1101,7 +1101,7 @@ def test_close_while_idle() -> None:
 
 
 def test_close_twice_is_a_no_op() -> None:
-    """DESIGN §3: closing a closing or closed connection does nothing."""
+    """docs/architecture.md §3: closing a closing or closed connection does nothing."""
     d = live()
     d.close(at=1.0)
     step = d.close(at=2.0)
@@ -1113,7 +1113,7 @@ def test_close_twice_is_a_no_op() -> None:
 
 
 def test_close_during_reconnect_close_terminates_instead_of_reconnecting() -> None:
-    """DESIGN §3: close() while our resume-close is in flight ends the connection for good."""
+    """docs/architecture.md §3: close() while our resume-close is in flight ends the connection for good."""
     d = live(interval_ms=10_000)
     d.advance(5.0)
     d.advance(15.0)  # zombie: CloseTransport(4000) in flight
@@ -1127,11 +1127,11 @@ def test_close_during_reconnect_close_terminates_instead_of_reconnecting() -> No
     assert d.conn.state is S.CLOSED
 
 
-# --- escalation ladder (field notes #3, #4, #5) ---------------------------------------------------
+# --- escalation ladder (docs/field-bugs.md #3, #4, #5) ---------------------------------------------------
 
 
 def test_failed_connect_to_resume_url_falls_back_to_main_url_still_resuming() -> None:
-    """field notes #3 #4: an unreachable resume URL is dropped; resume on the main URL."""
+    """docs/field-bugs.md #3 #4: an unreachable resume URL is dropped; resume on the main URL."""
     d = live(seq=2)
     assert d.server_close(1006, at=1.0).opened == [OpenTransport(url=RESUME_URL, transport_id=2)]
     step = d.server_close(None, "503", at=1.25)
@@ -1144,7 +1144,7 @@ def test_failed_connect_to_resume_url_falls_back_to_main_url_still_resuming() ->
 
 
 def test_connect_timeout_on_resume_url_falls_back_to_main_url() -> None:
-    """field notes #4: a resume URL that never opens is dropped too."""
+    """docs/field-bugs.md #4: a resume URL that never opens is dropped too."""
     d = live(seq=2)
     d.server_close(1006, at=1.0)
     step = d.advance(31.0)
@@ -1161,7 +1161,7 @@ def _fail_resume(d: Driver, opened: list[OpenTransport], tid: int, url: str) -> 
 
 
 def test_max_resume_failures_then_identify() -> None:
-    """field notes #5: max_resume_failures failed RESUMEs → SessionInvalidated + IDENTIFY."""
+    """docs/field-bugs.md #5: max_resume_failures failed RESUMEs → SessionInvalidated + IDENTIFY."""
     d = live(seq=2, max_resume_failures=3)
     opened = d.server_close(1006, at=1.0).opened  # live session lost: resume at once
     step = _fail_resume(d, opened, 2, RESUME_URL)
@@ -1186,7 +1186,7 @@ def test_max_resume_failures_then_identify() -> None:
 
 
 def test_successful_resume_resets_the_resume_failure_count() -> None:
-    """field notes #5: only *consecutive* failed RESUMEs count."""
+    """docs/field-bugs.md #5: only *consecutive* failed RESUMEs count."""
     d = live(seq=2, max_resume_failures=2)
     _fail_resume(d, d.server_close(1006, at=1.0).opened, 2, RESUME_URL)
     assert d.advance(2.0).opened == [OpenTransport(url=RESUME_URL, transport_id=3)]
@@ -1198,7 +1198,7 @@ def test_successful_resume_resets_the_resume_failure_count() -> None:
     assert step.events[0].will_resume is True
 
 
-# --- generations (field notes #1, #2, #6) -----------------------------------------------------------
+# --- generations (docs/field-bugs.md #1, #2, #6) -----------------------------------------------------------
 
 
 def _on_transport_2() -> Driver:
@@ -1228,7 +1228,7 @@ def _on_transport_2() -> Driver:
     ],
 )
 def test_inputs_for_old_transport_are_ignored(feed: Any) -> None:
-    """DESIGN §3 generations / field notes #6: old transport ids change nothing."""
+    """docs/architecture.md §3 generations / docs/field-bugs.md #6: old transport ids change nothing."""
     d = _on_transport_2()
     d.now = 2.0
     before = (d.conn.state, d.conn.sequence, d.conn.session_id, d.conn.transport_id, d.timer)
@@ -1244,7 +1244,7 @@ def test_inputs_for_old_transport_are_ignored(feed: Any) -> None:
 
 
 def test_old_transport_inputs_ignored_while_new_one_connects() -> None:
-    """field notes #6: the close of transport N must not touch transport N+1."""
+    """docs/field-bugs.md #6: the close of transport N must not touch transport N+1."""
     d = live()
     d.server_close(1006, at=1.0)
     assert d.conn.state is S.CONNECTING
@@ -1255,7 +1255,7 @@ def test_old_transport_inputs_ignored_while_new_one_connects() -> None:
 
 
 def test_old_heartbeat_timer_never_fires_on_new_transport() -> None:
-    """field notes #2: no heartbeat on the new transport before its own HELLO."""
+    """docs/field-bugs.md #2: no heartbeat on the new transport before its own HELLO."""
     d = live(seq=3, interval_ms=10_000)
     assert d.timer == 5.0
     d.server_close(1006, at=4.0)
@@ -1273,7 +1273,7 @@ def test_old_heartbeat_timer_never_fires_on_new_transport() -> None:
 
 
 def test_old_unacked_heartbeat_does_not_leak_into_new_generation() -> None:
-    """field notes #2 (carbon#353): a stale ACK flag must not cause a false zombie."""
+    """docs/field-bugs.md #2 (carbon#353): a stale ACK flag must not cause a false zombie."""
     d = live(seq=1, interval_ms=10_000)
     d.advance(5.0)  # beat on transport 1, never acknowledged
     d.server_close(1006, at=6.0)
@@ -1288,7 +1288,7 @@ def test_old_unacked_heartbeat_does_not_leak_into_new_generation() -> None:
 
 
 def test_zombie_state_total_in_every_state_after_resume() -> None:
-    """field notes #1: a zombie right after RESUME is handled like any other."""
+    """docs/field-bugs.md #1: a zombie right after RESUME is handled like any other."""
     d = _on_transport_2()  # hello at 1.5 → beat at 6.5, next at 16.5
     assert d.advance(6.5).sent == [hb(3)]
     step = d.advance(16.5)
@@ -1306,7 +1306,7 @@ def test_make_config_builds_working_connection() -> None:
 
 
 def test_old_close_deadline_does_not_abort_new_transport() -> None:
-    """field notes #6: the close timeout of transport 1 never acts on transport 2."""
+    """docs/field-bugs.md #6: the close timeout of transport 1 never acts on transport 2."""
     d = live(interval_ms=10_000)
     d.advance(5.0)
     d.advance(15.0)  # zombie: close deadline 20.0 for transport 1
@@ -1351,7 +1351,7 @@ def _in_resuming(d: Driver) -> None:
 def test_op7_and_op9_in_every_open_state_close_4000_and_reconnect(
     reach: Any, state: S, message: dict[str, Any]
 ) -> None:
-    """spec §6 / field notes #8: op 7 and op 9 have an exit from every open state.
+    """docs/protocol.md §6 / docs/field-bugs.md #8: op 7 and op 9 have an exit from every open state.
 
     Exact with FixedRandom(0.5): the op 9 pause is 3 s; a generation that never went live
     counts one failure (0.5 s backoff); op 7 on a live session reconnects at once.
@@ -1389,7 +1389,7 @@ def test_op7_and_op9_in_every_open_state_close_4000_and_reconnect(
 
 @pytest.mark.parametrize("interval_ms", [86_400_001, 1e308, float("inf")])
 def test_absurd_hello_interval_is_an_invalid_payload(interval_ms: float) -> None:
-    """spec §3 + fuzzing: a HELLO interval beyond a day is refused (deadlines stay meaningful)."""
+    """docs/protocol.md §3 + fuzzing: a HELLO interval beyond a day is refused (deadlines stay meaningful)."""
     d = Driver()
     d.connect(at=0.0)
     d.open()
@@ -1401,7 +1401,7 @@ def test_absurd_hello_interval_is_an_invalid_payload(interval_ms: float) -> None
 
 @pytest.mark.parametrize("now", [float("inf"), float(2**53), float("nan")])
 def test_non_finite_or_huge_time_is_refused(now: float) -> None:
-    """DESIGN §3: `now` is a finite monotonic time; otherwise deadlines cannot move past it."""
+    """docs/architecture.md §3: `now` is a finite monotonic time; otherwise deadlines cannot move past it."""
     d = live()
     with pytest.raises(LocalProtocolError):
         d.conn.handle_timer(now=now)

@@ -224,7 +224,7 @@ def http_get(
 
 
 def test_upgrade_then_hello_arrives():
-    """RFC 6455 §4.2.2 (101 answer), spec §1.3 step 2: HELLO is the first message."""
+    """RFC 6455 §4.2.2 (101 answer), docs/protocol.md §1.3 step 2: HELLO is the first message."""
     with server_for() as server:
         raw = RawWs(server.port)
         assert raw.recv_frame() == (WsOpcode.TEXT, HELLO_TEXT)
@@ -476,7 +476,7 @@ def test_drop_connections_resets_every_socket():
 
 
 def test_reset_mid_message_cuts_one_frame_then_resets():
-    """A message cut by a reset (spec §5 resume after a drop): exact bytes, then RST; one-shot."""
+    """A message cut by a reset (docs/protocol.md §5 resume after a drop): exact bytes, then RST; one-shot."""
     with server_for() as server:
         raw = RawWs(server.port)
         raw.recv_frame()
@@ -619,7 +619,7 @@ def test_other_requests_are_refused(path, status):
         assert server.call(lambda gw: gw.open_transports) == []
 
 
-# -- wire formats over the socket (issue 10 item 18) -----------------------------------------
+# -- wire formats over the socket -----------------------------------------
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 needs_zstd = pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""DESIGN §2: adapters/ installs as gateway_proto.adapters, never as a top-level package."""
+"""docs/architecture.md §2: adapters/ installs as gateway_proto.adapters, never as a top-level package."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 A hypothesis ``RuleBasedStateMachine`` plays the driver (transport and clock), the server and
 the application around ONE connection, over arbitrary interleavings, and checks after every
-input the rules of DESIGN §3–4 and the spec against a log of everything that happened
-(spec §3 heartbeats, §5 resume, §6 op 7/9, §7 close codes, §8 the 120/60 s send limit, §4.1
-one IDENTIFY per connection; field notes #1, #2, #6 generations, #9 the close timeout).
+input the rules of docs/architecture.md §3–4 and of docs/protocol.md against a log of everything that happened
+(docs/protocol.md §3 heartbeats, §5 resume, §6 op 7/9, §7 close codes, §8 the 120/60 s send limit, §4.1
+one IDENTIFY per connection; docs/field-bugs.md #1, #2, #6 generations, #9 the close timeout).
 
 A second, scripted test puts a connection in every ``ConnectionState`` and feeds it every
 public input, and checks that every pair of the transition table is taken.
@@ -183,7 +183,7 @@ def _json(payload: Any) -> str:
 
 
 def envelope_of(data: str | bytes) -> dict[str, Any] | None:
-    """The payload the core will see in ``data``, decoded the way spec §2 reads it."""
+    """The payload the core will see in ``data``, decoded the way docs/protocol.md §2 reads it."""
     try:
         payload = json.loads(data)
     except (ValueError, RecursionError):
@@ -211,7 +211,7 @@ COMMANDS = st.one_of(
     st.just(RequestGuildMembers(guild_id=81384788765712384, query="", limit=0)),
     st.just(RequestSoundboardSounds(guild_ids=[1, 2])),
     st.builds(RawCommand, op=st.sampled_from([42, 200]), data=st.integers()),
-    # spec §9: an encoded payload over 4096 bytes is refused before anything is sent.
+    # docs/protocol.md §9: an encoded payload over 4096 bytes is refused before anything is sent.
     st.just(RawCommand(op=42, data="é" * 2100)),
 )
 
@@ -229,7 +229,7 @@ GARBAGE = st.one_of(
 )
 
 
-#: spec §3: heartbeat_interval in ms; any positive value, the typical one included.
+#: docs/protocol.md §3: heartbeat_interval in ms; any positive value, the typical one included.
 INTERVALS_MS = st.integers(1, 60000) | st.sampled_from([1, 2, 100, 500, 521, 522, 41250])
 
 S_MODES = st.sampled_from(
@@ -280,7 +280,7 @@ class GatewayMachine(RuleBasedStateMachine):
         self.terminated = False
         self.closed_by_app = False
         self.app_close_code: int | None = None
-        # The model of the session (spec §3, §5, §15 item 10).
+        # The model of the session (docs/protocol.md §3, §5, §15 item 10).
         self.model_seq: int | None = None
         self.model_session: str | None = None
         self.hello_seq: dict[int, int | None] = {}
@@ -330,7 +330,7 @@ class GatewayMachine(RuleBasedStateMachine):
         #: The application closes only after this many steps (most examples never do).
         self.close_after = close_after
         # An example either has an application sending commands, or heartbeats as fast as
-        # 1 ms (spec §3 allows any interval); see MIN_INTERVAL_WITH_COMMANDS_MS.
+        # 1 ms (docs/protocol.md §3 allows any interval); see MIN_INTERVAL_WITH_COMMANDS_MS.
         self.send_commands = send_commands or self.commands_always
         #: The interval of the HELLO the server greets every new transport with.
         self.greeting_ms = self._interval(greeting_ms)
@@ -391,7 +391,7 @@ class GatewayMachine(RuleBasedStateMachine):
         if error is not None:
             assert expected is not None, f"{name} raised {error!r} unexpectedly"
             assert type(error) is expected, f"{name} raised {error!r}, not {expected.__name__}"
-            # DESIGN §3: misuse raises and changes nothing.
+            # docs/architecture.md §3: misuse raises and changes nothing.
             assert fingerprint(self.conn) == before
             assert self.conn.next_actions() == []
             assert self.conn.next_events() == []
@@ -423,7 +423,7 @@ class GatewayMachine(RuleBasedStateMachine):
             self.in_autopilot = False
 
     def _check_ignored(self, name: str, call: Callable[[], None]) -> None:
-        """An input naming an older transport changes nothing (DESIGN §3 generations)."""
+        """An input naming an older transport changes nothing (docs/architecture.md §3 generations)."""
         STATS["inputs"] += 1
         MACHINE_PAIRS.add((self.conn.state, name))
         before = fingerprint(self.conn)
@@ -466,7 +466,7 @@ class GatewayMachine(RuleBasedStateMachine):
 
     def _check_nothing_overdue(self) -> None:
         """After handle_timer(now) every deadline at or before now has been handled: the
-        next one is later, and no wait outlived its timeout (field notes #8, #9; spec §1.3)."""
+        next one is later, and no wait outlived its timeout (docs/field-bugs.md #8, #9; docs/protocol.md §1.3)."""
         now = self.now
         assert self.timer is None or self.timer > now, f"timer {self.timer} not after {now}"
         t = self._live()
@@ -501,7 +501,7 @@ class GatewayMachine(RuleBasedStateMachine):
             assert t == self._live() and self.wire.get(t) == "open", (action, self.wire)
             assert t not in self.close_requests, "two CloseTransport for one transport"
             if action.code in (1000, 1001):
-                # spec §7: only an application close(1000) may end the session this way.
+                # docs/protocol.md §7: only an application close(1000) may end the session this way.
                 assert self.app_close_code == action.code, action
             self.close_requests[t] = action.code
             self.closing_at[t] = now
@@ -520,7 +520,7 @@ class GatewayMachine(RuleBasedStateMachine):
         assert t not in self.close_requests, "SendMessage after CloseTransport"
         times = self.sends[t]
         times.append(now)
-        # spec §8: never more than 120 payloads in any 60 s on one connection.
+        # docs/protocol.md §8: never more than 120 payloads in any 60 s on one connection.
         if len(times) > 120:
             first, last = times[-121], times[-1]
             assert Fraction(last) - Fraction(first) >= 60, (
@@ -531,10 +531,10 @@ class GatewayMachine(RuleBasedStateMachine):
         op, d = payload["op"], payload["d"]
         if op == 1:
             self.to_answer.setdefault(t, deque()).append((op, d))
-            # spec §3, §15 item 10: d is the last non-null s of this session, or null.
+            # docs/protocol.md §3, §15 item 10: d is the last non-null s of this session, or null.
             assert d == self.model_seq, f"heartbeat d={d}, expected {self.model_seq}"
         elif op == 6:
-            # spec §5: RESUME carries the session of the last READY and the sequence at HELLO.
+            # docs/protocol.md §5: RESUME carries the session of the last READY and the sequence at HELLO.
             assert t not in self.resumed_on and t not in self.identified_on
             assert t in self.hello_seq, "RESUME without a session at HELLO"
             assert d == {
@@ -545,7 +545,7 @@ class GatewayMachine(RuleBasedStateMachine):
             self.resumed_on.add(t)
             self.to_answer.setdefault(t, deque()).append((op, d))
         elif op == 2:
-            # spec §4.1, §8: one IDENTIFY per connection, only after a granted request.
+            # docs/protocol.md §4.1, §8: one IDENTIFY per connection, only after a granted request.
             assert t in self.identify_granted, "IDENTIFY without grant_identify"
             assert t not in self.identified_on and t not in self.resumed_on
             assert d["token"] == TOKEN
@@ -637,7 +637,7 @@ class GatewayMachine(RuleBasedStateMachine):
         code=st.sampled_from([None, 1000, 4000, 4004]),
     )
     def stale_transport_inputs(self, data: st.DataObject, message: Any, code: int | None) -> None:
-        """DESIGN §3: inputs naming an older transport are ignored; a transport id that was
+        """docs/architecture.md §3: inputs naming an older transport are ignored; a transport id that was
         never opened is a driver bug (LocalProtocolError, nothing changes)."""
         conn = self.conn
         if not self.ended or data.draw(st.booleans(), label="never opened"):
@@ -678,7 +678,7 @@ class GatewayMachine(RuleBasedStateMachine):
     )
     def clock(self, how: str, dt: float, times: int, tick: bool) -> None:
         """Time jumps (small and large), the timer firing at its exact deadline, early and
-        spurious handle_timer calls (DESIGN §3)."""
+        spurious handle_timer calls (docs/architecture.md §3)."""
         if how == "fire":
             for _ in range(times):
                 if self.timer is None:
@@ -709,7 +709,7 @@ class GatewayMachine(RuleBasedStateMachine):
 
     @rule()
     def grant_identify(self) -> None:
-        """spec §8: the identify scheduler grants a slot (stale when nothing is pending)."""
+        """docs/protocol.md §8: the identify scheduler grants a slot (stale when nothing is pending)."""
         t = self._live()
         if t is not None and t in self.identify_requested:
             self.identify_granted.add(t)
@@ -746,7 +746,7 @@ class GatewayMachine(RuleBasedStateMachine):
                 )
                 sid = d.get("session_id") if isinstance(d, dict) else None
                 if seq is not None and not 0 <= seq <= MAX_SEQUENCE:
-                    # An s the connection cannot echo makes the session unusable (issue 10).
+                    # An s the connection cannot echo makes the session unusable.
                     self.model_seq = self.model_session = None
                 elif replayed:
                     pass
@@ -758,7 +758,7 @@ class GatewayMachine(RuleBasedStateMachine):
                         self.model_seq = seq
                         self.model_session = sid if isinstance(sid, str) and sid else None
                 elif seq is not None and (self.model_seq is None or seq > self.model_seq):
-                    # Within a session the sequence never moves back (issue 10 item 14).
+                    # Within a session the sequence never moves back.
                     self.model_seq = seq
         self._feed("receive_message", lambda: conn.receive_message(t, data, now=self.now), tid=t)
 
@@ -815,7 +815,7 @@ class GatewayMachine(RuleBasedStateMachine):
         if kind == "heartbeat":
             return _json({"op": 1, "d": None})
         if kind == "ack":
-            # spec §15 items 8 and 14: requested or not, with or without d.
+            # docs/protocol.md §15 items 8 and 14: requested or not, with or without d.
             d = draw(st.sampled_from([None, MISSING, {}]))
             return _json({"op": 11} if d is MISSING else {"op": 11, "d": d})
         if kind == "reconnect":
@@ -842,7 +842,7 @@ class GatewayMachine(RuleBasedStateMachine):
     )
     def server_sends(self, data: st.DataObject, kind: str, count: int) -> None:
         """The gateway sends messages: HELLO, READY, dispatches (s increasing, repeated,
-        null, missing, huge), RESUMED, op 1/7/9/11, unknown ops and garbage (spec §2–§6)."""
+        null, missing, huge), RESUMED, op 1/7/9/11, unknown ops and garbage (docs/protocol.md §2–§6)."""
         if count > 3 and kind not in ("heartbeat", "dispatch", "ack", "garbage"):
             count = 1
         for _ in range(count):
@@ -871,7 +871,7 @@ class GatewayMachine(RuleBasedStateMachine):
     @precondition(lambda self: self._needs_answer())
     @rule(replay_extra=st.booleans())
     def server_answers(self, replay_extra: bool) -> None:
-        """The gateway answers what the client sent, as FakeGateway does (spec §1.3–§5):
+        """The gateway answers what the client sent, as FakeGateway does (docs/protocol.md §1.3–§5):
         an open transport -> HELLO, IDENTIFY -> READY, RESUME -> replay of the missed
         dispatches then RESUMED, heartbeat -> ACK."""
         t = self._open()
@@ -906,7 +906,7 @@ class GatewayMachine(RuleBasedStateMachine):
     @precondition(lambda self: self._open() is not None and self.floods < 2)
     @rule(count=st.sampled_from([60, 119, 121, 125]), ack_every=st.sampled_from([0, 1, 7]))
     def server_floods(self, count: int, ack_every: int) -> None:
-        """spec §3, §8: a burst of op 1 requests (some ACKed) pushes the priority lane to
+        """docs/protocol.md §3, §8: a burst of op 1 requests (some ACKed) pushes the priority lane to
         the 120-per-60 s limit; replies beyond it must wait, never overflow."""
         self.floods += 1
         for i in range(count):
@@ -917,7 +917,7 @@ class GatewayMachine(RuleBasedStateMachine):
                 self._server(_json({"op": 11}))
 
     def _server_closes(self, code: int | None, reason: str) -> None:
-        """spec §7: the gateway closes with any code, or the connection drops (None, 1006)."""
+        """docs/protocol.md §7: the gateway closes with any code, or the connection drops (None, 1006)."""
         t = self._open()
         assert t is not None
         self._end(t)
@@ -1026,14 +1026,14 @@ class FastIntervalMachine(GatewayMachine):
 
 
 def test_gateway_machine(record_transitions: set[Any]) -> None:
-    """spec §3, §5–§8, DESIGN §3: every invariant holds over arbitrary interleavings."""
+    """docs/protocol.md §3, §5–§8, docs/architecture.md §3: every invariant holds over arbitrary interleavings."""
     run_machine(
         "test_gateway_machine", GatewayMachine, machine_settings(EXAMPLES), record_transitions
     )
 
 
 def test_gateway_machine_fast_intervals_with_commands(record_transitions: set[Any]) -> None:
-    """spec §3, §8: commands flow while HELLO intervals are 1-600 ms (see the targeted test).
+    """docs/protocol.md §3, §8: commands flow while HELLO intervals are 1-600 ms (see the targeted test).
 
     Short intervals once made the command lane empty and SendLimiter raise IndexError; the
     reserve now always leaves commands 10 slots (_ratelimit.MAX_RESERVE).
@@ -1048,7 +1048,7 @@ def test_gateway_machine_fast_intervals_with_commands(record_transitions: set[An
 
 @pytest.mark.slow
 def test_gateway_machine_slow(request: pytest.FixtureRequest, record_transitions: set[Any]) -> None:
-    """spec §3, §5–§8, DESIGN §3: the same invariants with many more examples."""
+    """docs/protocol.md §3, §5–§8, docs/architecture.md §3: the same invariants with many more examples."""
     if os.environ.get("GATEWAY_PROTO_SLOW") != "1" and "slow" not in (
         request.config.getoption("markexpr") or ""
     ):
@@ -1074,7 +1074,7 @@ def _hand_connection(seed: int = 1, **overrides: Any) -> GatewayConnection:
 
 @pytest.mark.parametrize("queued_before_ready", [True, False])
 def test_zero_command_lane_does_not_crash(queued_before_ready: bool) -> None:
-    """spec §8, §3: HELLO with a 500 ms interval reserves all 120 slots for heartbeats.
+    """docs/protocol.md §8, §3: HELLO with a 500 ms interval reserves all 120 slots for heartbeats.
 
     ceil(60 / 0.5) + 1 + 3 = 124 -> the reserve is 120 and the command lane has none. Neither
     READY (peer input) with a command queued, nor send() once live, may raise; the command
@@ -1126,7 +1126,7 @@ def _heartbeat_data(conn: GatewayConnection, now: float) -> Any:
 
 
 def test_ready_without_s_starts_the_sequence_afresh() -> None:
-    """spec §3, §15 item 10, §4.2: the heartbeat carries the last s *of this session*.
+    """docs/protocol.md §3, §15 item 10, §4.2: the heartbeat carries the last s *of this session*.
 
     A READY starts a new session. When it carries no usable s, nothing has been received in
     the new session yet, so the sequence is null — not the old session's 5.
@@ -1149,7 +1149,7 @@ def test_ready_without_s_starts_the_sequence_afresh() -> None:
 
 @pytest.mark.parametrize("s", [2**64, 10**30, -(2**63) - 1])
 def test_sequence_beyond_64_bits(s: int) -> None:
-    """spec §2, §15 item 10: without orjson a huge integer s is a sequence like any other;
+    """docs/protocol.md §2, §15 item 10: without orjson a huge integer s is a sequence like any other;
     with orjson it decodes as a float (the codec's documented divergence), which is not an
     integer s, so the sequence does not move — and nothing raises either way.
     """
@@ -1167,7 +1167,7 @@ def test_sequence_beyond_64_bits(s: int) -> None:
 
 
 def test_send_window_is_a_full_60_seconds() -> None:
-    """spec §8: no 60 s window may hold more than 120 payloads, measured exactly.
+    """docs/protocol.md §8: no 60 s window may hold more than 120 payloads, measured exactly.
 
     120 payloads at t = 225.54259825413172 fill the window; the 121st may go at the
     earliest 60 s later. fl(t + 60) = 285.5425982541317 is 59.99999999999997 s after t
@@ -1352,7 +1352,7 @@ def _input_variants(name: str) -> list[Callable[[Harness], None]]:
 
 
 def test_every_state_takes_every_input(record_transitions: set[Any]) -> None:
-    """DESIGN §3, field notes #8: every input in every state raises only documented misuse.
+    """docs/architecture.md §3, docs/field-bugs.md #8: every input in every state raises only documented misuse.
 
     Each documented LocalProtocolError leaves the connection unchanged; every other pair
     returns normally. Every pair of the transition table is taken along the way.

@@ -30,7 +30,7 @@ HEARTBEAT_REQUEST = json.dumps({"op": 1, "d": None})
 ODD = [
     {"op": False, "t": "X", "s": 5, "d": 1},  # a bool is not the integer 0
     {"op": 0.0, "t": "X", "s": 5, "d": 1},
-    {"op": 0, "t": "X", "s": "5", "d": 1},  # spec §15 item 10: a wrong-typed s is absent
+    {"op": 0, "t": "X", "s": "5", "d": 1},  # docs/protocol.md §15 item 10: wrong-typed s = absent
     {"op": 0, "t": 5, "s": 6, "d": 1},
     {"op": 0, "s": 7, "d": 1},
     {"op": 0, "t": "X", "s": None},
@@ -44,8 +44,8 @@ ODD = [
 
 message = st.one_of(
     st.integers(2, 50).map(lambda s: dispatch("MESSAGE_CREATE", s, {"n": s})),
-    # Issue 10 item 14: s going backwards (and repeated) leaves the sequence at its maximum;
-    # issue 10 item 2: an s outside 0..2**63-1 ends the session.
+    # s going backwards (and repeated) leaves the sequence at its maximum;
+    # an s outside 0..2**63-1 ends the session.
     st.integers(0, 5).map(lambda s: dispatch("OLD", s)),
     st.sampled_from([-1, 2**63 - 1, 2**63, 2**64 - 1]).map(lambda s: dispatch("ODD_S", s)),
     st.just(ACK),
@@ -61,15 +61,15 @@ message = st.one_of(
     [dispatch("MESSAGE_CREATE", 2, {"n": 2}), json.dumps(ODD[8]), dispatch("OLD", 0)], False, "list"
 )
 def test_batch_equals_one_by_one(messages: list[str], resuming: bool, container: str) -> None:
-    """spec §2, §6: a batch gives the actions, events and state of feeding each in turn —
+    """docs/protocol.md §2, §6: a batch gives the actions, events and state of feeding each in turn —
     including stopping at a message that ends the generation (op 7, a decode error), and
     a batch that starts while resuming (RESUMED in it makes the session live mid-batch).
-    Whatever the container (issue 10 item 10), and with s going backwards or out of range
-    (item 14: within a session the sequence never decreases)."""
+    Whatever the container, and with s going backwards or out of range
+    (within a session the sequence never decreases)."""
     one, many = Driver(), Driver()
     for driver in (one, many):
         driver.start_session(interval_ms=41250)
-        if resuming:  # spec §6: reconnected, HELLO, RESUME sent; replays and RESUMED to come
+        if resuming:  # docs/protocol.md §6: RESUME sent, replay to come
             driver.server_close(4000, at=0.5)
             driver.run_until(10.0)
             driver.open(at=10.0)
@@ -92,7 +92,7 @@ def test_batch_equals_one_by_one(messages: list[str], resuming: bool, container:
 
 
 def test_messages_after_an_ending_message_are_ignored() -> None:
-    """spec §6: after op 7 the generation is closing; a dispatch behind it in the same read
+    """docs/protocol.md §6: after op 7 the generation is closing; a dispatch behind it in the same read
     is not delivered (the resume replays it)."""
     d = Driver()
     d.start_session()
@@ -104,7 +104,7 @@ def test_messages_after_an_ending_message_are_ignored() -> None:
 
 
 def test_misuse_in_a_batch_changes_nothing() -> None:
-    """DESIGN §3: a batch holding a non-message raises before anything is handled."""
+    """docs/architecture.md §3: a batch holding a non-message raises before anything is handled."""
     d = Driver()
     d.start_session()
     with pytest.raises(LocalProtocolError, match="str or bytes"):

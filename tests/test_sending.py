@@ -1,6 +1,6 @@
-"""Sending: the send limiter (spec §8), the command queue, payload bounds (spec §9), the wire
-format of every command (spec §12), RATE_LIMITED (spec §8), SessionSnapshot (cold resume,
-spec §5), token secrecy, and misuse (DESIGN §3 "Errors").
+"""Sending: the send limiter (docs/protocol.md §8), the command queue, payload bounds (docs/protocol.md §9), the wire
+format of every command (docs/protocol.md §12), RATE_LIMITED (docs/protocol.md §8), SessionSnapshot (cold resume,
+docs/protocol.md §5), token secrecy, and misuse (docs/architecture.md §3 "Errors").
 
 Self-contained: the small hand driver below is private to this file. Virtual times are
 dyadic fractions (0.25, 20.625, ...) wherever a test compares sums, so float rounding cannot
@@ -77,7 +77,7 @@ def make_config(**overrides: Any) -> GatewayConfig:
 
 
 def wire(action: SendMessage) -> Any:
-    assert isinstance(action.data, str)  # JSON goes out as text frames (spec §10.1)
+    assert isinstance(action.data, str)  # JSON goes out as text frames (docs/protocol.md §10.1)
     return json.loads(action.data)
 
 
@@ -191,14 +191,14 @@ def assert_window_bound(times: list[float], limit: int = SEND_LIMIT) -> None:
         assert times[i + limit] - times[i] >= SEND_WINDOW, (i, times[i], times[i + limit])
 
 
-# --- spec §8: the send limiter ---------------------------------------------------------------
+# --- docs/protocol.md §8: the send limiter ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("interval", "reserve", "command_limit"), [(41.25, 6, 114), (1.0, 64, 56)])
 def test_command_limit_is_120_minus_heartbeat_reserve(
     interval: float, reserve: int, command_limit: int
 ) -> None:
-    """spec §8: commands get 120 minus a reserve computed from the heartbeat interval
+    """docs/protocol.md §8: commands get 120 minus a reserve computed from the heartbeat interval
     (ceil(60 / interval) + 1 periodic beats, plus IDENTIFY/RESUME and op 1 replies)."""
     assert heartbeat_reserve(interval) == reserve
     assert SendLimiter(interval).command_limit == command_limit
@@ -208,7 +208,7 @@ def test_command_limit_is_120_minus_heartbeat_reserve(
 
 
 def test_limiter_window_is_exactly_60_seconds() -> None:
-    """spec §8: a send at t stops counting at exactly t + 60, not a moment earlier."""
+    """docs/protocol.md §8: a send at t stops counting at exactly t + 60, not a moment earlier."""
     limiter = SendLimiter(41.25)
     for i in range(SEND_LIMIT):
         assert limiter.try_acquire(i * 0.25, priority=True)
@@ -221,7 +221,7 @@ def test_limiter_window_is_exactly_60_seconds() -> None:
 
 
 def test_limiter_refusal_changes_nothing() -> None:
-    """spec §8: a refused acquire records no send."""
+    """docs/protocol.md §8: a refused acquire records no send."""
     limiter = SendLimiter(41.25)
     for _ in range(114):
         assert limiter.try_acquire(1.0, priority=False)
@@ -233,12 +233,12 @@ def test_limiter_refusal_changes_nothing() -> None:
 
 
 def _storm_script(hand: Hand, times: Iterable[float]) -> list[tuple[float, Callable[[], object]]]:
-    """Server op 1 requests at ``times`` (each wants an immediate heartbeat, spec §3)."""
+    """Server op 1 requests at ``times`` (each wants an immediate heartbeat, docs/protocol.md §3)."""
     return [(t, lambda: hand.conn.receive_message(1, '{"op":1}', now=hand.now)) for t in times]
 
 
 def test_no_60s_window_ever_holds_more_than_120_sends() -> None:
-    """spec §8: 500 queued commands plus an op 1 storm for 5 minutes: every 60 s window on the
+    """docs/protocol.md §8: 500 queued commands plus an op 1 storm for 5 minutes: every 60 s window on the
     connection holds at most 120 payloads (t[i + 120] - t[i] >= 60), and the limit is reached."""
     hand = ready_hand()
     script = [(3.0, lambda: [hand.conn.send(numbered(i), now=hand.now) for i in range(500)])]
@@ -256,7 +256,7 @@ def test_no_60s_window_ever_holds_more_than_120_sends() -> None:
 
 
 def test_window_bound_holds_with_non_dyadic_times() -> None:
-    """spec §8: with times like 0.1 * k (inexact in binary) the limiter neither overspends nor
+    """docs/protocol.md §8: with times like 0.1 * k (inexact in binary) the limiter neither overspends nor
     stalls: every slot it predicts is usable (t[i] + 60 <= t[i + 120])."""
     hand = ready_hand()
     script = [(2.3, lambda: [hand.conn.send(numbered(i), now=hand.now) for i in range(400)])]
@@ -273,7 +273,7 @@ def test_window_bound_holds_with_non_dyadic_times() -> None:
 def test_commands_never_exceed_command_limit_per_window(
     interval_ms: int, command_limit: int
 ) -> None:
-    """spec §8: no 60 s window holds more than 120 - reserve commands (reserve from HELLO)."""
+    """docs/protocol.md §8: no 60 s window holds more than 120 - reserve commands (reserve from HELLO)."""
     hand = ready_hand(interval_ms)
     hand.send(numbered(0), at=2.0)
     for i in range(1, 400):
@@ -289,7 +289,7 @@ def test_commands_never_exceed_command_limit_per_window(
 def test_command_lane_admits_120_minus_reserve_in_steady_state(
     interval_ms: int, command_limit: int
 ) -> None:
-    """spec §8 [PRACTICE twilight]: the reserve covers heartbeats, so after minutes of
+    """docs/protocol.md §8 [PRACTICE twilight]: the reserve covers heartbeats, so after minutes of
     heartbeating a burst of commands still gets 120 - reserve slots in one window."""
     hand = ready_hand(interval_ms)
     hand.run_until(130.0)
@@ -302,7 +302,7 @@ def test_command_lane_admits_120_minus_reserve_in_steady_state(
 
 
 def test_commands_do_not_starve_with_short_heartbeat_interval() -> None:
-    """spec §8: heartbeats have their own reserve; they must not starve the command lane."""
+    """docs/protocol.md §8: heartbeats have their own reserve; they must not starve the command lane."""
     hand = ready_hand(1000)
     hand.run_until(120.0)
     hand.send(numbered(0), at=120.0)
@@ -312,7 +312,7 @@ def test_commands_do_not_starve_with_short_heartbeat_interval() -> None:
 
 
 def test_queued_commands_are_paced_to_the_exact_free_slot() -> None:
-    """spec §8: a command waiting for the limiter is sent at exactly the moment the oldest send
+    """docs/protocol.md §8: a command waiting for the limiter is sent at exactly the moment the oldest send
     leaves the window, announced with SetTimer; the reserve comes from HELLO's interval
     (10 000 s: reserve 5, so 115 commands fit, not the 114 of the default interval)."""
     hand = ready_hand(10_000_000)
@@ -337,7 +337,7 @@ def test_queued_commands_are_paced_to_the_exact_free_slot() -> None:
 
 
 def test_heartbeat_is_sent_on_time_while_command_lane_is_full() -> None:
-    """spec §8, field notes #16: heartbeats bypass the command lane."""
+    """docs/protocol.md §8, docs/field-bugs.md #16: heartbeats bypass the command lane."""
     hand = ready_hand()
     for i in range(200):
         hand.conn.send(numbered(i), now=10.0)
@@ -348,14 +348,14 @@ def test_heartbeat_is_sent_on_time_while_command_lane_is_full() -> None:
     beats = hand.sends(tid=1, opcode=Opcode.HEARTBEAT)
     assert [(t, wire(a)) for t, a in beats] == [(FIRST_BEAT, {"op": 1, "d": 1})]
     assert hand.conn.queued_commands == queued
-    # spec §3: a heartbeat the server asks for (op 1) also goes out at once.
+    # docs/protocol.md §3: a heartbeat the server asks for (op 1) also goes out at once.
     actions, _ = hand.receive(1, {"op": 1, "d": None}, at=30.0)
     assert [wire(a) for a in actions if isinstance(a, SendMessage)] == [{"op": 1, "d": 1}]
     assert hand.conn.queued_commands == queued
 
 
 def test_each_transport_generation_starts_a_fresh_window() -> None:
-    """spec §8 (per connection), field notes #16: after a reconnect the waiting commands go
+    """docs/protocol.md §8 (per connection), docs/field-bugs.md #16: after a reconnect the waiting commands go
     out at once on the new transport instead of waiting for the old window to drain."""
     hand = ready_hand()
     for i in range(150):
@@ -376,11 +376,11 @@ def test_each_transport_generation_starts_a_fresh_window() -> None:
     assert hand.conn.queued_commands == 0
 
 
-# --- spec §8: commands wait for a live session, across reconnects ------------------------------
+# --- docs/protocol.md §8: commands wait for a live session, across reconnects ------------------------------
 
 
 def test_commands_sent_before_ready_are_flushed_in_order_after_session_started() -> None:
-    """spec §4.1 (payloads before IDENTIFY earn 4003): commands wait for READY."""
+    """docs/protocol.md §4.1 (payloads before IDENTIFY earn 4003): commands wait for READY."""
     hand = Hand()
     hand.send(numbered(0), at=0.0)  # before connect
     hand.call("connect")
@@ -403,7 +403,7 @@ def test_commands_sent_before_ready_are_flushed_in_order_after_session_started()
 
 
 def test_commands_wait_through_closing_backing_off_and_resuming() -> None:
-    """spec §6 (op 9 true: pause, reconnect, resume), §5: commands sent while the session is
+    """docs/protocol.md §6 (op 9 true: pause, reconnect, resume), §5: commands sent while the session is
     not live are held and flushed, in order, right after RESUMED on the new transport."""
     hand = ready_hand()
     hand.send(numbered(0), at=3.0)
@@ -452,7 +452,7 @@ def _assert_unchanged(conn: GatewayConnection, before: tuple[Any, ...]) -> None:
 
 
 def test_send_queue_bound_refuses_the_extra_command_and_changes_nothing() -> None:
-    """DESIGN §4 "bounded queue": send number max_queued_commands + 1 raises SendQueueFull."""
+    """docs/architecture.md §4 "bounded queue": send number max_queued_commands + 1 raises SendQueueFull."""
     hand = Hand(max_queued_commands=3)
     for i in range(3):
         hand.send(numbered(i), at=0.0)
@@ -466,7 +466,7 @@ def test_send_queue_bound_refuses_the_extra_command_and_changes_nothing() -> Non
 
 
 def test_send_queue_bound_while_backing_off() -> None:
-    """DESIGN §4: the bound holds across reconnects; the held commands still go out."""
+    """docs/architecture.md §4: the bound holds across reconnects; the held commands still go out."""
     hand = ready_hand(max_queued_commands=2)
     hand.receive(1, {"op": 9, "d": True}, at=5.0)
     hand.call("handle_transport_closed", 1, 4000, at=5.5)
@@ -485,7 +485,7 @@ def test_send_queue_bound_while_backing_off() -> None:
 
 
 def test_queue_bound_counts_only_waiting_commands() -> None:
-    """DESIGN §4: commands already sent do not occupy the queue."""
+    """docs/architecture.md §4: commands already sent do not occupy the queue."""
     hand = ready_hand(max_queued_commands=2)
     for i in range(5):
         hand.send(numbered(i), at=3.0)
@@ -493,11 +493,11 @@ def test_queue_bound_counts_only_waiting_commands() -> None:
     assert hand.conn.queued_commands == 0
 
 
-# --- spec §9: outbound payloads over 4096 bytes are refused ------------------------------------
+# --- docs/protocol.md §9: outbound payloads over 4096 bytes are refused ------------------------------------
 
 
 def test_payload_of_exactly_4096_bytes_is_sent() -> None:
-    """spec §9: sent payloads must be <= 4096 bytes; 4096 itself is fine."""
+    """docs/protocol.md §9: sent payloads must be <= 4096 bytes; 4096 itself is fine."""
     hand = ready_hand()
     envelope_size = len('{"op":3,"d":""}')
     actions, _ = hand.send(RawCommand(op=3, data="x" * (4096 - envelope_size)), at=3.0)
@@ -524,7 +524,7 @@ def test_payload_of_exactly_4096_bytes_is_sent() -> None:
 )
 @pytest.mark.parametrize("stage", ["idle", "connected"])
 def test_oversized_payload_is_refused_before_anything_is_sent(command: Any, stage: str) -> None:
-    """spec §9: a payload over 4096 bytes (the gateway closes 4002) raises PayloadTooLarge from
+    """docs/protocol.md §9: a payload over 4096 bytes (the gateway closes 4002) raises PayloadTooLarge from
     send(); no action, no event, nothing queued."""
     hand = ready_hand() if stage == "connected" else Hand()
     before = _observable(hand.conn)
@@ -542,7 +542,7 @@ def test_oversized_payload_is_refused_before_anything_is_sent(command: Any, stag
 
 
 def test_config_presence_that_makes_identify_too_large_is_refused() -> None:
-    """spec §9, §4.1: IDENTIFY carries the presence; if it exceeds 4096 bytes the connection
+    """docs/protocol.md §9, §4.1: IDENTIFY carries the presence; if it exceeds 4096 bytes the connection
     cannot be built."""
     presence = UpdatePresence(activities=[Activity(name=f"a{i:03d}" + "p" * 60) for i in range(70)])
     config = make_config(presence=presence)
@@ -566,7 +566,7 @@ def test_config_presence_that_makes_identify_too_large_is_refused() -> None:
     }
 
 
-# --- spec §12: the exact payload of every command ---------------------------------------------
+# --- docs/protocol.md §12: the exact payload of every command ---------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -668,7 +668,7 @@ def test_config_presence_that_makes_identify_too_large_is_refused() -> None:
     ],
 )
 def test_command_wire_payload(command: Any, opcode: int, d: Any) -> None:
-    """spec §2 envelope {op, d} and spec §12 field by field: the exact JSON on the wire."""
+    """docs/protocol.md §2 envelope {op, d} and docs/protocol.md §12 field by field: the exact JSON on the wire."""
     hand = ready_hand()
     actions, events = hand.send(command, at=3.0)
     assert events == []
@@ -680,12 +680,12 @@ def test_command_wire_payload(command: Any, opcode: int, d: Any) -> None:
     assert wire(sent[0]) == {"op": opcode, "d": d}
 
 
-# --- spec §8: the RATE_LIMITED dispatch --------------------------------------------------------
+# --- docs/protocol.md §8: the RATE_LIMITED dispatch --------------------------------------------------------
 
 
 def test_rate_limited_dispatch_becomes_rate_limited_event() -> None:
-    """spec §8: RATE_LIMITED (opcode, retry_after in float seconds, meta) is its own event,
-    not a DispatchReceived; its s still advances the sequence (spec §15 item 10)."""
+    """docs/protocol.md §8: RATE_LIMITED (opcode, retry_after in float seconds, meta) is its own event,
+    not a DispatchReceived; its s still advances the sequence (docs/protocol.md §15 item 10)."""
     hand = ready_hand()
     meta = {"guild_id": "41771983444115456", "nonce": "abc"}
     payload = {
@@ -704,7 +704,7 @@ def test_rate_limited_dispatch_becomes_rate_limited_event() -> None:
 
 
 def test_rate_limited_integer_retry_after_is_a_float_and_s_is_optional() -> None:
-    """spec §8: retry_after is float seconds; the change-log example has no s."""
+    """docs/protocol.md §8: retry_after is float seconds; the change-log example has no s."""
     hand = ready_hand()
     _, events = hand.receive(
         1, {"op": 0, "t": "RATE_LIMITED", "d": {"opcode": 8, "retry_after": 3}}, at=3.0
@@ -728,7 +728,7 @@ def test_rate_limited_integer_retry_after_is_a_float_and_s_is_optional() -> None
     ],
 )
 def test_rate_limited_with_missing_or_garbage_fields(d: Any, expected: tuple[Any, ...]) -> None:
-    """spec §8, §2 (parse tolerantly): missing or mistyped fields become None; no error."""
+    """docs/protocol.md §8, §2 (parse tolerantly): missing or mistyped fields become None; no error."""
     hand = ready_hand()
     actions, events = hand.receive(1, {"op": 0, "s": 5, "t": "RATE_LIMITED", "d": d}, at=3.0)
     opcode, retry_after, meta = expected
@@ -740,7 +740,7 @@ def test_rate_limited_with_missing_or_garbage_fields(d: Any, expected: tuple[Any
 
 @pytest.mark.parametrize("raw", ["NaN", "Infinity", "-1.5"])
 def test_rate_limited_non_finite_or_negative_retry_after_is_none(raw: str) -> None:
-    """spec §8: retry_after is a wait in seconds; NaN, infinity or a negative wait is garbage
+    """docs/protocol.md §8: retry_after is a wait in seconds; NaN, infinity or a negative wait is garbage
     (Python's json accepts NaN/Infinity literals) and must become None."""
     hand = ready_hand()
     text = '{"op":0,"s":2,"t":"RATE_LIMITED","d":{"opcode":8,"retry_after":' + raw + "}}"
@@ -748,7 +748,7 @@ def test_rate_limited_non_finite_or_negative_retry_after_is_none(raw: str) -> No
     assert events == [RateLimited(opcode=8, retry_after=None, meta=None, sequence=2)]
 
 
-# --- spec §5: SessionSnapshot and cold resume -------------------------------------------------
+# --- docs/protocol.md §5: SessionSnapshot and cold resume -------------------------------------------------
 
 
 def _snapshot(**overrides: Any) -> SessionSnapshot:
@@ -781,7 +781,7 @@ def _snapshot(**overrides: Any) -> SessionSnapshot:
     ],
 )
 def test_snapshot_json_round_trip(snapshot: SessionSnapshot) -> None:
-    """spec §5: session id, seq, resume URL, shard, encoding, compression, API version and
+    """docs/protocol.md §5: session id, seq, resume URL, shard, encoding, compression, API version and
     taken-at all survive to_json -> from_json (str and bytes)."""
     text = snapshot.to_json()
     assert SessionSnapshot.from_json(text) == snapshot
@@ -846,13 +846,13 @@ def _with(**values: Any) -> str:
     ],
 )
 def test_snapshot_from_garbage_raises_local_protocol_error(text: str | bytes) -> None:
-    """spec §5: a corrupt persisted snapshot is refused with LocalProtocolError."""
+    """docs/protocol.md §5: a corrupt persisted snapshot is refused with LocalProtocolError."""
     with pytest.raises(LocalProtocolError):
         SessionSnapshot.from_json(text)
 
 
 def test_snapshot_from_deeply_nested_garbage_raises_local_protocol_error() -> None:
-    """spec §5: garbage is garbage however deep it nests."""
+    """docs/protocol.md §5: garbage is garbage however deep it nests."""
     with pytest.raises(LocalProtocolError):
         SessionSnapshot.from_json("[" * 200_000)
 
@@ -867,7 +867,7 @@ def test_snapshot_from_deeply_nested_garbage_raises_local_protocol_error() -> No
     ],
 )
 def test_snapshot_with_invalid_values_is_refused(values: dict[str, Any]) -> None:
-    """spec §5 (RESUME needs a session id, a ws(s) resume URL and a seq >= 0): a persisted
+    """docs/protocol.md §5 (RESUME needs a session id, a ws(s) resume URL and a seq >= 0): a persisted
     snapshot with impossible values is refused, at from_json or when the connection is built."""
 
     def restore() -> None:
@@ -901,7 +901,7 @@ def test_snapshot_with_invalid_values_is_refused(values: dict[str, Any]) -> None
 def test_connection_from_snapshot_cold_resumes(
     compression: TransportCompression, resume_url: str, opened: str
 ) -> None:
-    """spec §5, §1.2 gotcha: the first transport opens the snapshot's resume URL with our query,
+    """docs/protocol.md §5, §1.2 gotcha: the first transport opens the snapshot's resume URL with our query,
     and after HELLO the connection sends RESUME with the snapshot's session id and seq, without
     asking for an identify slot."""
     snapshot = _snapshot(shard=(3, 8), compression=compression, resume_url=resume_url)
@@ -926,7 +926,7 @@ def test_connection_from_snapshot_cold_resumes(
 
 
 def test_cold_resume_with_null_sequence_sends_seq_null() -> None:
-    """spec §5: RESUME's key is seq; a session with no dispatch yet resumes with null."""
+    """docs/protocol.md §5: RESUME's key is seq; a session with no dispatch yet resumes with null."""
     conn = GatewayConnection(make_config(), snapshot=_snapshot(sequence=None))
     hand = Hand(conn)
     hand.call("connect", at=0.0)
@@ -946,13 +946,13 @@ def test_cold_resume_with_null_sequence_sends_seq_null() -> None:
     ],
 )
 def test_snapshot_that_does_not_match_the_config_is_refused(overrides: dict[str, Any]) -> None:
-    """spec §5 (RESUME must use the same shard and query parameters)."""
+    """docs/protocol.md §5 (RESUME must use the same shard and query parameters)."""
     with pytest.raises(LocalProtocolError):
         GatewayConnection(make_config(), snapshot=_snapshot(**overrides))
 
 
 def test_snapshot_taken_from_a_live_connection() -> None:
-    """spec §4.2/§5: the snapshot holds READY's session id and bare resume URL and the last s."""
+    """docs/protocol.md §4.2/§5: the snapshot holds READY's session id and bare resume URL and the last s."""
     hand = Hand()
     assert hand.conn.snapshot(taken_at=5.0) is None
     hand = ready_hand(shard=(0, 1))
@@ -990,12 +990,12 @@ def test_snapshot_taken_from_a_live_connection() -> None:
 def test_snapshot_is_fresh(
     taken_at: float | None, wall_clock: float, max_age: float, fresh: bool
 ) -> None:
-    """spec §5 (a session survives only minutes), field notes #4: stale snapshots expire."""
+    """docs/protocol.md §5 (a session survives only minutes), docs/field-bugs.md #4: stale snapshots expire."""
     assert _snapshot(taken_at=taken_at).is_fresh(wall_clock, max_age=max_age) is fresh
 
 
 def test_snapshot_is_fresh_default_max_age_is_two_minutes() -> None:
-    """spec §5: the default freshness window is 120 s."""
+    """docs/protocol.md §5: the default freshness window is 120 s."""
     assert _snapshot(taken_at=10.0).is_fresh(130.0)
     assert not _snapshot(taken_at=10.0).is_fresh(130.5)
 
@@ -1024,7 +1024,7 @@ def _texts_of(item: object) -> list[str]:
 
 
 def test_token_not_in_config_or_connection_repr() -> None:
-    """Credential hygiene (DESIGN §3): the token is never shown."""
+    """Credential hygiene (docs/architecture.md §3): the token is never shown."""
     config = make_config()
     conn = GatewayConnection(config)
     for text in (repr(config), str(config), repr(conn), str(conn)):
@@ -1139,7 +1139,7 @@ def test_other_config_errors_do_not_echo_the_token() -> None:
         assert TOKEN not in "".join(_exception_texts(info.value))
 
 
-# --- misuse raises LocalProtocolError and changes nothing (DESIGN §3) --------------------------
+# --- misuse raises LocalProtocolError and changes nothing (docs/architecture.md §3) --------------------------
 
 
 def _stage(name: str) -> GatewayConnection:
@@ -1272,7 +1272,7 @@ _MISUSE: list[Any] = [
 def test_misuse_raises_and_changes_nothing(
     stage: str, misuse: Callable[[GatewayConnection], object]
 ) -> None:
-    """DESIGN §3 "Errors": misuse raises LocalProtocolError and leaves the connection exactly as
+    """docs/architecture.md §3 "Errors": misuse raises LocalProtocolError and leaves the connection exactly as
     it was: same observable state, no output, and the same behaviour afterwards as a twin that
     never saw the misuse."""
     conn, twin = _stage(stage), _stage(stage)
@@ -1292,7 +1292,7 @@ def test_close_reason_of_exactly_123_bytes_is_accepted() -> None:
 
 
 def test_send_a_command_class_instead_of_an_instance() -> None:
-    """DESIGN §3: misuse raises LocalProtocolError, whatever shape it takes."""
+    """docs/architecture.md §3: misuse raises LocalProtocolError, whatever shape it takes."""
     conn = _stage("connected")
     before = _observable(conn)
     with pytest.raises(LocalProtocolError):
@@ -1302,7 +1302,7 @@ def test_send_a_command_class_instead_of_an_instance() -> None:
 
 @pytest.mark.parametrize("reason", [None, b"bye", 42])
 def test_close_with_non_str_reason(reason: Any) -> None:
-    """DESIGN §3: misuse raises LocalProtocolError and changes nothing."""
+    """docs/architecture.md §3: misuse raises LocalProtocolError and changes nothing."""
     conn = _stage("connected")
     before = _observable(conn)
     with pytest.raises(LocalProtocolError):
@@ -1311,7 +1311,7 @@ def test_close_with_non_str_reason(reason: Any) -> None:
 
 
 def test_send_after_close_is_refused_while_the_close_handshake_runs() -> None:
-    """DESIGN §3: close() ends the connection for good; a later send is misuse, not a command
+    """docs/architecture.md §3: close() ends the connection for good; a later send is misuse, not a command
     silently dropped when the handshake completes."""
     hand = ready_hand()
     hand.call("close", 1000, at=3.0)

@@ -8,7 +8,7 @@ session lifetime), op 7, op 9 ``true``/``false``, resumable and new-session clos
 zombie connections and session expiry. The engine and its bookkeeping are in
 ``tests/_socket_chaos.py``; only a small runner per driver differs.
 
-The claims (spec §3, §5, §6, §7, §8, §10.3), for each driver:
+The claims (docs/protocol.md §3, §5, §6, §7, §8, §10.3), for each driver:
 
 * every dispatch a server emitted on a session the client started is delivered exactly once,
   in order and unaltered — 0 lost, 0 duplicated, 0 reordered — whenever that session
@@ -109,7 +109,7 @@ def assert_proof(report: Report, required_faults: int) -> None:
 
 @pytest.mark.parametrize("driver", list(SHORT_FAULTS))
 def test_socket_chaos_short(driver: str, request: pytest.FixtureRequest) -> None:
-    """spec §3, §5, §6, §7, §8, §10.3: tens of faults over real sockets, exactly-once delivery."""
+    """docs/protocol.md §3, §5, §6, §7, §8, §10.3: tens of faults over real sockets, exactly-once delivery."""
     faults = SHORT_FAULTS[driver]
     plan = Plan(faults=faults, lanes=4, tls_lanes=1, seed=0, time_limit=120.0, driver=driver)
     report = run_socket_chaos(plan)
@@ -120,7 +120,7 @@ def test_socket_chaos_short(driver: str, request: pytest.FixtureRequest) -> None
 @pytest.mark.skipif(not LONG, reason="the long socket chaos run needs GATEWAY_PROTO_SOCKET_CHAOS=1")
 @pytest.mark.parametrize("driver", LONG_DRIVERS)
 def test_socket_chaos_long(driver: str, request: pytest.FixtureRequest) -> None:
-    """spec §3, §5, §6, §7, §8, §10.3: >= 1,000 faults over real sockets, every kind used."""
+    """docs/protocol.md §3, §5, §6, §7, §8, §10.3: >= 1,000 faults over real sockets, every kind used."""
     assert driver in DRIVERS, f"GATEWAY_PROTO_SOCKET_CHAOS_DRIVERS: unknown driver {driver!r}"
     report = run_socket_chaos(
         Plan(
@@ -141,7 +141,7 @@ def test_socket_chaos_long(driver: str, request: pytest.FixtureRequest) -> None:
 
 @pytest.mark.parametrize("margin", [0.0, IDENTIFY_MARGIN])
 def test_identify_margin_absorbs_uplink_jitter(margin: float) -> None:
-    """spec §8: max_concurrency IDENTIFYs per 5 s, as the gateway times them: on arrival.
+    """docs/protocol.md §8: max_concurrency IDENTIFYs per 5 s, as the gateway times them: on arrival.
 
     Why the drivers' scheduler keeps ``IDENTIFY_MARGIN``: the socket chaos without it hit
     violations such as "IDENTIFY of shard 1 4.998 s after the last one" (the first IDENTIFY
@@ -166,13 +166,13 @@ def test_identify_margin_absorbs_uplink_jitter(margin: float) -> None:
     started = [(round(t, 3), e.session_id) for t, e in sim.of_type(SessionStarted)]
     if margin == 0.0:
         # Granted 5.000 s after the first, it arrives 4.951 s after it: op 9, one more wait.
-        (violation,) = sim.gateway.violations
+        (violation,) = sim.server.violations
         assert (round(violation.time, 3), violation.transport_id) == (5.101, 2)
         assert "4.951 s after the last one of bucket 0" in violation.rule
         assert started == [(0.2, "session-1"), (10.102, "session-2")]
-        assert sim.gateway.identifies == 2
+        assert sim.server.identifies == 2
     else:
         # Granted 5.5 s after the first (0.1 + 5.5), READY comes back at 5.602.
-        assert sim.gateway.violations == []
+        assert sim.server.violations == []
         assert started == [(0.2, "session-1"), (5.602, "session-2")]
-        assert sim.gateway.identifies == 2
+        assert sim.server.identifies == 2

@@ -1,5 +1,5 @@
-"""The wire formats through GatewayConnection: zstd-stream (spec §10.4), payload compression
-(spec §10.2), and the combinations the config refuses."""
+"""The wire formats through GatewayConnection: zstd-stream (docs/protocol.md §10.4), payload compression
+(docs/protocol.md §10.2), and the combinations the config refuses."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _conn(**config: object) -> GatewayConnection:
 
 
 def test_zstd_stream_session_with_the_real_discord_hello():
-    """spec §10.4: one context per connection; the real HELLO schedules heartbeats."""
+    """docs/protocol.md §10.4: one context per connection; the real HELLO schedules heartbeats."""
     if not DATA.is_dir():
         pytest.skip("../shared/data is absent: conformance bytes are not in the project")
     hello = bytes.fromhex(
@@ -54,7 +54,7 @@ def test_zstd_stream_session_with_the_real_discord_hello():
 
 
 def test_zstd_stream_endless_frame_carries_a_whole_session():
-    """spec §10.4: the frame never ends; every websocket message is one gateway message."""
+    """docs/protocol.md §10.4: the frame never ends; every websocket message is one gateway message."""
     comp = zstandard.ZstdCompressor().compressobj()
 
     def frame(payload: dict) -> bytes:
@@ -76,7 +76,7 @@ def test_zstd_stream_endless_frame_carries_a_whole_session():
 
 
 def test_payload_compression_identify_flag_and_interleaved_messages():
-    """spec §10.2: compress=true in IDENTIFY; compressed binary and plain text interleave."""
+    """docs/protocol.md §10.2: compress=true in IDENTIFY; compressed binary and plain text interleave."""
     conn = _conn(compression=TransportCompression.NONE, payload_compression=True)
     conn.connect(now=0.0)
     conn.handle_transport_open(1, now=0.0)
@@ -106,6 +106,6 @@ def test_payload_compression_identify_flag_and_interleaved_messages():
     ],
 )
 def test_impossible_combinations_are_refused(config):
-    """spec §10.2: payload compression is JSON-only and excludes transport compression."""
+    """docs/protocol.md §10.2: payload compression is JSON-only and excludes transport compression."""
     with pytest.raises(LocalProtocolError):
         GatewayConfig(token="tok", intents=1, **config)

@@ -2,7 +2,7 @@
 core spoken over raw TCP bytes, driven by hand in virtual time.
 
 Docstrings name the RFC 6455 section of each rule and, where the gateway is involved, the
-section of the protocol digest (``spec §N`` = /work/shared/spec/gateway-protocol.md).
+section of docs/protocol.md (cited as ``docs/protocol.md §N``).
 
 Frames are built here by :func:`raw_frame`, written from RFC 6455 §5.2 independently of
 ``encode_frame``, so the reader and the writer are each checked against an oracle that does
@@ -172,7 +172,7 @@ def dispatch(name: str, seq: int, data: Any = None) -> dict[str, Any]:
 
 
 def identify_payload() -> dict[str, Any]:
-    """spec §4.1: what the IDENTIFY of :func:`make_config` must carry."""
+    """docs/protocol.md §4.1: what the IDENTIFY of :func:`make_config` must carry."""
     return {
         "op": 2,
         "d": {
@@ -659,7 +659,7 @@ def test_protocol_errors_carry_their_close_code(stream, masked, max_size, code, 
     ],
 )
 def test_bad_frames_are_refused_from_the_header_alone(header, max_size, code):
-    """RFC 6455 §10.4 (limits on frame size) and field notes #20: a frame that will be
+    """RFC 6455 §10.4 (limits on frame size) and docs/field-bugs.md #20: a frame that will be
     refused is refused as soon as its header is complete, before a single payload byte is
     read or held. Fed one byte at a time, the reader only holds the partial header."""
     with pytest.raises(WebSocketProtocolError) as info:
@@ -674,7 +674,7 @@ def test_bad_frames_are_refused_from_the_header_alone(header, max_size, code):
 
 
 def test_size_bound_is_exact_for_frames_and_fragments():
-    """RFC 6455 §7.4.1 (1009) / field notes #20: a message of exactly ``max_message_size``
+    """RFC 6455 §7.4.1 (1009) / docs/field-bugs.md #20: a message of exactly ``max_message_size``
     bytes passes, one byte more is refused; for a fragmented message the bound is on the
     total, checked at each continuation's header (before its payload is buffered)."""
     assert FrameReader(max_message_size=10).feed(raw_frame(BINARY, bytes(10))) == [
@@ -979,7 +979,7 @@ def test_check_response_refuses_an_unrequested_subprotocol():
 def test_check_response_superscript_status_is_a_handshake_error(status):
     """RFC 7230 §3.1.2: the status code is three ASCII digits. Latin-1 superscripts pass
     ``str.isdigit()`` but not ``int()``; the answer must fail as a HandshakeError, never a
-    ValueError (DESIGN §3: peer input never raises)."""
+    ValueError (docs/architecture.md §3: peer input never raises)."""
     with pytest.raises(HandshakeError):
         check_response(f"HTTP/1.1 {status} OK", {}, FIRST_KEY)
 
@@ -1004,7 +1004,7 @@ def test_parse_request_accepts_our_request_and_refuses_others():
             parse_request(bad_line, bad_headers)
 
 
-# == WebSocketConnection: the core over bytes (DESIGN §5) ====================================
+# == WebSocketConnection: the core over bytes (docs/architecture.md §5) ====================================
 
 
 @pytest.mark.parametrize(
@@ -1022,7 +1022,7 @@ def test_parse_request_accepts_our_request_and_refuses_others():
     ],
 )  # fmt: skip
 def test_connect_opens_tcp_then_sends_the_upgrade(url, open_tcp, host_header, target):
-    """spec §1.2 (URL with v=10 and encoding) and RFC 6455 §3/§4.1: wss means TLS on 443,
+    """docs/protocol.md §1.2 (URL with v=10 and encoding) and RFC 6455 §3/§4.1: wss means TLS on 443,
     ws plain TCP on 80, an explicit port wins; the Host header is the URL's authority and the
     request target its path and query. The key is 16 bytes from ``entropy``."""
     h = Harness(url=url)
@@ -1048,9 +1048,9 @@ def test_custom_user_agent():
 
 
 def test_upgrade_in_pieces_with_hello_in_the_same_read():
-    """RFC 6455 §4.1 and spec §1.3, §3: the 101 may arrive in any pieces and the first frame
+    """RFC 6455 §4.1 and docs/protocol.md §1.3, §3: the 101 may arrive in any pieces and the first frame
     (HELLO) in the same read as its end; the core then sets the hello timeout and the first
-    heartbeat (interval x jitter) and asks for an identify slot (spec §8)."""
+    heartbeat (interval x jitter) and asks for an identify slot (docs/protocol.md §8)."""
     h = Harness()
     h.connect(at=0.0)
     h.tcp_open(at=0.5)
@@ -1068,7 +1068,7 @@ def test_upgrade_in_pieces_with_hello_in_the_same_read():
 
 
 def test_identify_is_a_masked_text_frame():
-    """spec §4.1, §8 and RFC 6455 §5.1/§5.3/§5.6: after grant_identify the IDENTIFY goes out
+    """docs/protocol.md §4.1, §8 and RFC 6455 §5.1/§5.3/§5.6: after grant_identify the IDENTIFY goes out
     as one masked text frame, its key the next 4 bytes of ``entropy``."""
     h = Harness()
     h.establish()
@@ -1087,8 +1087,8 @@ def test_identify_is_a_masked_text_frame():
 
 
 def test_ready_starts_the_session_and_queued_commands_flush():
-    """spec §4.2: READY yields SessionStarted with the session id and resume URL; commands
-    queued before it go out right after, as masked text frames (spec §8)."""
+    """docs/protocol.md §4.2: READY yields SessionStarted with the session id and resume URL; commands
+    queued before it go out right after, as masked text frames (docs/protocol.md §8)."""
     h = Harness()
     h.establish()
     assert h.send(RawCommand(op=3, data={"status": "idle"}), at=1.0).actions == []
@@ -1108,7 +1108,7 @@ def test_ready_starts_the_session_and_queued_commands_flush():
 
 
 def test_dispatches_heartbeats_and_acks():
-    """spec §3: the heartbeat timer passes through as SetTimer; at its deadline the heartbeat
+    """docs/protocol.md §3: the heartbeat timer passes through as SetTimer; at its deadline the heartbeat
     (last sequence) goes out as a masked frame, and the ACK yields the latency."""
     h = Harness()
     h.start_session()
@@ -1150,7 +1150,7 @@ def test_unsolicited_pong_is_ignored():
 
 
 def test_fragmented_dispatch_with_ping_between_fragments():
-    """RFC 6455 §5.4 and spec §10.1 (JSON as text): a dispatch in three fragments with a ping
+    """RFC 6455 §5.4 and docs/protocol.md §10.1 (JSON as text): a dispatch in three fragments with a ping
     between them: the pong goes out at once, the dispatch arrives when complete."""
     h = Harness()
     h.start_session()
@@ -1168,7 +1168,7 @@ def test_fragmented_dispatch_with_ping_between_fragments():
 
 def test_server_close_4000_echoes_and_resumes_on_the_resume_url():
     """RFC 6455 §5.5.1 (answer a close frame with one carrying the same code, then close
-    TCP) and spec §5, §7 (4000 is resumable: reconnect to resume_gateway_url with the same
+    TCP) and docs/protocol.md §5, §7 (4000 is resumable: reconnect to resume_gateway_url with the same
     query, send RESUME with the last seq, RESUMED ends the replay)."""
     h = Harness()
     h.start_session()
@@ -1187,7 +1187,7 @@ def test_server_close_4000_echoes_and_resumes_on_the_resume_url():
                          error=None, will_resume=True, reconnect_at=3.0)
         )
     ]  # fmt: skip
-    # The resume connection: same query string (spec §1.2 gotcha, §15 item 2).
+    # The resume connection: same query string (docs/protocol.md §1.2 gotcha, §15 item 2).
     h.tcp_open(at=3.5)
     target, headers = h.requests[2]
     assert (target, headers["host"]) == ("/?v=10&encoding=json", "resume.gateway.test")
@@ -1206,7 +1206,7 @@ def test_server_close_4000_echoes_and_resumes_on_the_resume_url():
 
 
 def test_server_close_4004_terminates():
-    """spec §7: 4004 (authentication failed) is fatal: the close frame is echoed (RFC 6455
+    """docs/protocol.md §7: 4004 (authentication failed) is fatal: the close frame is echoed (RFC 6455
     §5.5.1), TCP closed, and the connection ends with AuthenticationFailed; no reconnect."""
     h = Harness()
     h.establish()
@@ -1229,7 +1229,7 @@ def test_server_close_4004_terminates():
 
 def test_server_close_without_code_reports_1005_and_echoes_an_empty_body():
     """RFC 6455 §5.5.1 and §7.1.5: a close frame with no body has no status code; the echo
-    has no body either and the core is told 1005 (spec §7: resumable)."""
+    has no body either and the core is told 1005 (docs/protocol.md §7: resumable)."""
     h = Harness()
     h.start_session()
     mask = h.entropy.peek(4)
@@ -1268,7 +1268,7 @@ def test_server_close_with_invalid_code_is_a_protocol_error():
 
 
 def test_eof_after_ready_is_1006_and_resumes_at_once():
-    """RFC 6455 §7.1.5 (closed without a close frame: 1006) and spec §5 (resume after a
+    """RFC 6455 §7.1.5 (closed without a close frame: 1006) and docs/protocol.md §5 (resume after a
     drop): a live session reconnects at once to the resume URL."""
     h = Harness()
     h.start_session()
@@ -1293,7 +1293,7 @@ def test_eof_after_ready_is_1006_and_resumes_at_once():
 
 
 def test_eof_before_hello_backs_off():
-    """RFC 6455 §7.1.5 and DESIGN §4 (backoff for failed connects): EOF on an open websocket
+    """RFC 6455 §7.1.5 and docs/architecture.md §4 (backoff for failed connects): EOF on an open websocket
     before HELLO is 1006; the generation never went live, so the reconnect waits
     ``uniform(0, backoff_base)`` (0.5 s here) and opens at handle_timer."""
     h = Harness()
@@ -1309,7 +1309,7 @@ def test_eof_before_hello_backs_off():
 
 
 def test_tcp_failure_reconnects_after_backoff():
-    """DESIGN §4 (capped exponential backoff with full jitter) and spec §15 item 6: a refused
+    """docs/architecture.md §4 (capped exponential backoff with full jitter) and docs/protocol.md §15 item 6: a refused
     TCP connection ends the attempt (CloseTcp abort), Disconnected names the reason, and the
     next OpenTcp comes at the reconnect deadline via handle_timer."""
     h = Harness()
@@ -1348,7 +1348,7 @@ def test_tcp_failure_reconnects_after_backoff():
     ],
 )
 def test_refused_upgrade_aborts_and_reconnects_later(status, reason):
-    """RFC 6455 §4.1 (anything but 101 fails the connection) and DESIGN §3 (peer input never
+    """RFC 6455 §4.1 (anything but 101 fails the connection) and docs/architecture.md §3 (peer input never
     raises): the socket is aborted, Disconnected carries the HTTP status in its error, and
     the reconnect comes after backoff."""
     h = Harness()
@@ -1386,7 +1386,7 @@ def test_refused_upgrade_aborts_and_reconnects_later(status, reason):
     ],
 )  # fmt: skip
 def test_bad_upgrade_answers_fail_the_attempt(answer, reason):
-    """RFC 6455 §4.1 (the accept key must match), §10.4 (bounded head) and DESIGN §3: a bad
+    """RFC 6455 §4.1 (the accept key must match), §10.4 (bounded head) and docs/architecture.md §3: a bad
     answer or garbage aborts the socket and ends the attempt with a reconnect."""
     h = Harness()
     h.connect(at=0.0)
@@ -1397,7 +1397,7 @@ def test_bad_upgrade_answers_fail_the_attempt(answer, reason):
 
 
 def test_superscript_status_line_does_not_raise():
-    """DESIGN §3 (peer input never raises) and RFC 7230 §3.1.2: a status line with Latin-1
+    """docs/architecture.md §3 (peer input never raises) and RFC 7230 §3.1.2: a status line with Latin-1
     superscript digits is garbage; the attempt fails like any bad answer."""
     h = Harness()
     h.connect(at=0.0)
@@ -1426,7 +1426,7 @@ def test_eof_during_upgrade():
 
 
 def test_connect_timeout_during_upgrade_aborts():
-    """DESIGN §3 (connect timeout) and RFC 6455 §4.1: a server that accepts TCP but never
+    """docs/architecture.md §3 (connect timeout) and RFC 6455 §4.1: a server that accepts TCP but never
     answers the upgrade is dropped at connect_timeout; its late answer is ignored."""
     h = Harness()
     h.connect(at=0.0)
@@ -1444,7 +1444,7 @@ def test_connect_timeout_during_upgrade_aborts():
 
 
 def test_data_before_tcp_open_and_for_unknown_transports_is_ignored():
-    """DESIGN §3 (generations): bytes, EOF, opens and failures naming a transport that does
+    """docs/architecture.md §3 (generations): bytes, EOF, opens and failures naming a transport that does
     not exist, or a socket not reported open yet, change nothing."""
     h = Harness()
     h.connect(at=0.0)
@@ -1466,7 +1466,7 @@ def test_data_before_tcp_open_and_for_unknown_transports_is_ignored():
 
 def test_framing_error_sends_1002_and_closes():
     """RFC 6455 §7.1.7 (fail the connection: a close frame with the code, then close TCP),
-    §5.2 (RSV bits): the core reconnects and resumes (spec §5)."""
+    §5.2 (RSV bits): the core reconnects and resumes (docs/protocol.md §5)."""
     h = Harness()
     h.start_session()
     mask = h.entropy.peek(4)
@@ -1522,7 +1522,7 @@ def test_invalid_utf8_text_closes_with_1007():
 
 
 def test_oversize_message_closes_with_1009():
-    """RFC 6455 §7.4.1 (1009) and spec §9 / field notes #20: config.max_message_size bounds
+    """RFC 6455 §7.4.1 (1009) and docs/protocol.md §9 / docs/field-bugs.md #20: config.max_message_size bounds
     a websocket message too; an oversize one is refused from its header."""
     h = Harness(max_message_size=1000)
     h.start_session()
@@ -1533,7 +1533,7 @@ def test_oversize_message_closes_with_1009():
 
 
 def test_op7_reconnect_closes_with_4000_and_resumes_without_backoff():
-    """spec §6 (op 7: close with a non-1000/1001 code, reconnect and resume at once) and
+    """docs/protocol.md §6 (op 7: close with a non-1000/1001 code, reconnect and resume at once) and
     RFC 6455 §5.5.1/§7.1.2: the client's close frame carries 4000 and the reason; the
     server's echo closes TCP and the resume connection opens in the same step."""
     h = Harness()
@@ -1560,8 +1560,8 @@ def test_op7_reconnect_closes_with_4000_and_resumes_without_backoff():
 
 
 def test_zombie_connection_closes_4000_then_aborts_at_close_timeout():
-    """spec §3 (zombie: no ACK before the next beat; close with a code other than 1000/1001)
-    and field notes #9 (the close handshake has a deadline): the heartbeat and the close
+    """docs/protocol.md §3 (zombie: no ACK before the next beat; close with a code other than 1000/1001)
+    and docs/field-bugs.md #9 (the close handshake has a deadline): the heartbeat and the close
     frame go out masked; a peer that never answers is aborted after close_timeout and the
     session resumes."""
     h = Harness()
@@ -1589,7 +1589,7 @@ def test_zombie_connection_closes_4000_then_aborts_at_close_timeout():
 
 
 def test_hello_timeout_closes_the_websocket():
-    """spec §1.3/§3 (HELLO is the first message) and DESIGN §3 (hello timeout): an upgraded
+    """docs/protocol.md §1.3/§3 (HELLO is the first message) and docs/architecture.md §3 (hello timeout): an upgraded
     socket without HELLO is closed with a close frame 4000 after hello_timeout (20 s)."""
     h = Harness()
     h.connect(at=0.0)
@@ -1606,7 +1606,7 @@ def test_hello_timeout_closes_the_websocket():
 
 def test_client_close_1000_handshake():
     """RFC 6455 §5.5.1, §7.1.2 (start the closing handshake, wait for the echo, then close
-    TCP) and spec §7 (1000 ends the session): frames between our close and the echo are
+    TCP) and docs/protocol.md §7 (1000 ends the session): frames between our close and the echo are
     dropped, pings unanswered; the echo ends everything with Terminated."""
     h = Harness()
     h.start_session()
@@ -1626,7 +1626,7 @@ def test_client_close_1000_handshake():
 
 
 def test_client_close_4000_keeps_the_session_and_sends_the_reason():
-    """spec §7 (client-initiated close rule: non-1000 keeps the session) and RFC 6455 §5.5.1
+    """docs/protocol.md §7 (client-initiated close rule: non-1000 keeps the session) and RFC 6455 §5.5.1
     (the reason follows the code); EOF instead of an echo also completes the close."""
     h = Harness()
     h.start_session()
@@ -1639,7 +1639,7 @@ def test_client_close_4000_keeps_the_session_and_sends_the_reason():
 
 
 def test_close_timeout_aborts():
-    """RFC 6455 §7.1.1 and field notes #9 (a close handshake never holds the connection
+    """RFC 6455 §7.1.1 and docs/field-bugs.md #9 (a close handshake never holds the connection
     hostage): no echo within close_timeout (5 s) aborts the socket and terminates."""
     h = Harness()
     h.start_session()
@@ -1673,7 +1673,7 @@ def test_framing_error_after_our_close_sends_no_second_close_frame():
 
 
 def test_framing_error_after_our_close_still_terminates():
-    """RFC 6455 §7.1.7 and DESIGN §3: after our close frame a framing error from the peer
+    """RFC 6455 §7.1.7 and docs/architecture.md §3: after our close frame a framing error from the peer
     ends the handshake at once (TCP closed) and the connection terminates as asked."""
     h = Harness()
     h.start_session()
@@ -1697,7 +1697,7 @@ def test_framing_error_after_our_close_still_terminates():
     ],
 )
 def test_unusable_resume_url_is_ignored_and_main_url_used(bad_url):
-    """spec §4.2/§5 and field notes #3/#4: resume_gateway_url is the peer's data. One a
+    """docs/protocol.md §4.2/§5 and docs/field-bugs.md #3/#4: resume_gateway_url is the peer's data. One a
     websocket cannot be opened to (not ws(s), no host, a bad port, unparsable, or anything
     but printable ASCII, which would break or inject into the request line) is not kept:
     the event shows None and the resume goes to the main URL at once."""
@@ -1715,7 +1715,7 @@ def test_unusable_resume_url_is_ignored_and_main_url_used(bad_url):
 
 @pytest.mark.parametrize("url", ["ws://:80", "wss://:443/", "ws://host:0", "ws://host:99999"])
 def test_unusable_main_url_is_refused_up_front(url):
-    """DESIGN §3 (misuse raises at once): a main URL the TCP layer cannot use (no host, port
+    """docs/architecture.md §3 (misuse raises at once): a main URL the TCP layer cannot use (no host, port
     0 or out of range) is refused when the config is built, so ``connect`` can never fail
     synchronously and loop (with a zero backoff draw) or retry forever."""
     with pytest.raises(LocalProtocolError, match="URL with a host"):
@@ -1723,7 +1723,7 @@ def test_unusable_main_url_is_refused_up_front(url):
 
 
 def test_zlib_stream_binary_frames():
-    """spec §10.3: with compress=zlib-stream every server message is a binary frame of one
+    """docs/protocol.md §10.3: with compress=zlib-stream every server message is a binary frame of one
     shared deflate stream ending in 00 00 ff ff; a gateway message may span several websocket
     messages, and a websocket message may be fragmented (RFC 6455 §5.4)."""
     h = Harness(compression=TransportCompression.ZLIB_STREAM)
@@ -1760,7 +1760,7 @@ def test_zlib_stream_binary_frames():
 
 
 def test_token_never_appears_in_action_reprs():
-    """Credential hygiene (spec §4.1: IDENTIFY and RESUME carry the token): SendBytes shows
+    """Credential hygiene (docs/protocol.md §4.1: IDENTIFY and RESUME carry the token): SendBytes shows
     its size and transport only; no action of a whole session shows the token, though the
     frames on the wire do carry it."""
     h = Harness()
@@ -1830,7 +1830,7 @@ def _run_session(chunks: list[bytes]) -> tuple[Any, ...]:
     cuts=st.lists(st.integers(min_value=0, max_value=6000), max_size=25),
 )
 def test_whole_session_split_anywhere(sizes, fragment, cuts):
-    """RFC 6455 §5.2/§5.4 and DESIGN §6 (split invariance): the server's bytes of a whole
+    """RFC 6455 §5.2/§5.4 and docs/architecture.md §6 (split invariance): the server's bytes of a whole
     session (101 head, HELLO, READY, N dispatches some fragmented around pings, close 4000)
     cut at any points, the head included, give exactly the events, TCP actions, bytes
     written and final timer of a single read."""
@@ -1847,14 +1847,14 @@ def test_whole_session_split_anywhere(sizes, fragment, cuts):
 
 
 def test_whole_session_in_one_byte_reads():
-    """RFC 6455 §5.2 and DESIGN §6: the extreme split, every byte its own read."""
+    """RFC 6455 §5.2 and docs/architecture.md §6: the extreme split, every byte its own read."""
     stream = _session_stream(FIRST_KEY, [0, 5, 200, 130], [True, False])
     whole = _run_session([stream])
     assert _run_session([stream[i : i + 1] for i in range(len(stream))]) == whole
     assert len(whole[0]) == 1 + 4 + 1  # SessionStarted, 4 dispatches, Disconnected
 
 
-# == Issue 10 item 17: strictness (the Autobahn client suite's cases, built here) ===========
+# == Strictness (the Autobahn client suite's cases, built here) ===========
 
 #: Autobahn's small text message ("Hello, world!") and its parts for the 6.4.x cases: PART1
 #: and PART3 are valid UTF-8 on their own, PART2 makes the sequence invalid.
@@ -2106,7 +2106,7 @@ def test_message_before_a_bad_frame_is_delivered_then_the_connection_fails(
     good, bad, message, error
 ):
     """RFC 6455 §7.1.7 and Autobahn 3.2-3.4, 4.1.3-4.1.5, 4.2.3, 4.2.4, 5.15 over the whole
-    layer: the gateway message before the bad frame reaches the core (spec §10.1: a
+    layer: the gateway message before the bad frame reaches the core (docs/protocol.md §10.1: a
     dispatch in a text frame), then the connection fails with 1002; the ping after the bad
     frame is not answered."""
     h = Harness()
@@ -2127,7 +2127,7 @@ def test_message_before_a_bad_frame_is_delivered_then_the_connection_fails(
 
 
 def test_ping_and_reply_before_a_bad_frame_go_out_before_the_close_frame():
-    """RFC 6455 §5.5.2, §7.1.7 and spec §6.3 (op 1: heartbeat at once): a heartbeat request
+    """RFC 6455 §5.5.2, §7.1.7 and docs/protocol.md §3 (op 1: heartbeat at once): a heartbeat request
     and a ping before a bad frame in one read are answered, in order, then the 1002 close."""
     h = Harness()
     h.start_session()
@@ -2141,7 +2141,7 @@ def test_ping_and_reply_before_a_bad_frame_go_out_before_the_close_frame():
 
 def test_close_frame_before_a_bad_frame_is_honoured():
     """RFC 6455 §5.5.1/§7.1.7: a close frame completed before a bad frame in the same read
-    is echoed with its code and reported (spec §7: 4000 resumes); the bad frame after it is
+    is echoed with its code and reported (docs/protocol.md §7: 4000 resumes); the bad frame after it is
     never looked at (no 1002)."""
     h = Harness()
     h.start_session()
@@ -2152,7 +2152,7 @@ def test_close_frame_before_a_bad_frame_is_honoured():
 
 def test_close_frame_before_a_bad_frame_after_our_close_completes_the_handshake():
     """RFC 6455 §5.5.1: after our close frame, the peer's close frame followed by garbage in
-    the same read still completes the closing handshake (spec §7: 1000 terminates)."""
+    the same read still completes the closing handshake (docs/protocol.md §7: 1000 terminates)."""
     h = Harness()
     h.start_session()
     h.close(1000, at=2.0)
@@ -2183,7 +2183,7 @@ def test_invalid_utf8_fragment_closes_with_1007_at_once(case):
 
 
 def test_replies_before_a_close_frame_go_out_before_its_echo():
-    """RFC 6455 §5.5.1 (answer the close frame last: nothing may follow it) and spec §6.3
+    """RFC 6455 §5.5.1 (answer the close frame last: nothing may follow it) and docs/protocol.md §3
     (op 1 is answered at once): a heartbeat request, a ping and a close frame in one read
     give the heartbeat, the pong and the close echo, in that order."""
     h = Harness()
@@ -2204,8 +2204,8 @@ def test_replies_before_a_close_frame_go_out_before_its_echo():
 
 
 def test_core_close_in_answer_to_a_message_stops_replies_in_the_same_read():
-    """RFC 6455 §5.5.1 (after our close frame only the peer's close frame matters) and spec
-    §8 (op 7: close 4000 and resume): a ping after an op 7 in the same read is not answered
+    """RFC 6455 §5.5.1 (after our close frame only the peer's close frame matters) and docs/protocol.md
+    §6 (op 7: close 4000 and resume): a ping after an op 7 in the same read is not answered
     after our close frame; the peer's close frame that follows completes the close."""
     h = Harness()
     h.start_session()
@@ -2220,7 +2220,7 @@ def test_core_close_in_answer_to_a_message_stops_replies_in_the_same_read():
 
 
 def test_ping_flood_while_writes_are_paused_gets_one_pong_on_resume():
-    """RFC 6455 §5.5.3 (a pong may answer only the most recent ping) and issue 10 item 6:
+    """RFC 6455 §5.5.3 (a pong may answer only the most recent ping):
     10,000 pings while the driver's write buffer is over its high-water mark produce no
     pong; resuming sends exactly one, with the latest ping's payload."""
     h = Harness()
@@ -2246,7 +2246,7 @@ def test_ping_flood_while_writes_are_paused_gets_one_pong_on_resume():
 
 
 def test_gateway_payloads_and_close_frames_go_out_while_writes_are_paused():
-    """Issue 10 item 6 and spec §6.3/§7: while writes are paused, heartbeat replies, the
+    """docs/protocol.md §3/§7: while writes are paused, heartbeat replies, the
     application's commands and the close frame still go out (the core's send limiter bounds
     them); the pending pong is dropped once our close frame is out (RFC 6455 §5.5.1)."""
     h = Harness()
@@ -2263,7 +2263,7 @@ def test_gateway_payloads_and_close_frames_go_out_while_writes_are_paused():
 
 
 def test_set_writing_paused_ignores_unknown_transports_and_refuses_non_bools():
-    """DESIGN §3: an unknown, old or non-int transport id is ignored; a ``paused`` that is
+    """docs/architecture.md §3: an unknown, old or non-int transport id is ignored; a ``paused`` that is
     not a bool is the caller's misuse: LocalProtocolError, and nothing changes."""
     h = Harness()
     h.start_session()
@@ -2278,7 +2278,7 @@ def test_set_writing_paused_ignores_unknown_transports_and_refuses_non_bools():
 
 
 def test_ping_flood_while_writes_are_paused_holds_no_memory_per_ping():
-    """Issue 10 item 6: with writes paused, a ping flood grows nothing in the ws layer (one
+    """With writes paused, a ping flood grows nothing in the ws layer (one
     pending payload of at most 125 bytes) nor in what it hands the driver."""
     import tracemalloc
 
@@ -2303,7 +2303,7 @@ def test_ping_flood_while_writes_are_paused_holds_no_memory_per_ping():
 
 
 def test_set_reading_paused_is_forwarded_to_the_core():
-    """Issue 10 item 8 (back-pressure): the driver's read pause reaches the core, which
+    """Back-pressure: the driver's read pause reaches the core, which
     validates it (LocalProtocolError for a non-bool)."""
     h = Harness()
     h.start_session()
@@ -2317,7 +2317,7 @@ def test_set_reading_paused_is_forwarded_to_the_core():
 
 
 def test_handle_tcp_failed_forwards_the_drivers_error():
-    """Issue 10 item 6: a driver that aborted a peer that stopped reading reports a
+    """A driver that aborted a peer that stopped reading reports a
     WriteBufferOverflow, and that is the Disconnected's error; a non-GatewayError error is
     the caller's misuse and changes nothing."""
     from gateway_proto import WriteBufferOverflow

@@ -1,4 +1,4 @@
-"""zstd-stream (spec §10.4) and payload compression (spec §10.2) decompressors.
+"""zstd-stream (docs/protocol.md §10.4) and payload compression (docs/protocol.md §10.2) decompressors.
 
 zstd-stream runs on two backends: the ``zstandard`` package and the ``compression.zstd``
 API (Python 3.14+; here exercised through ``backports.zstd`` when it is installed). Every
@@ -154,7 +154,7 @@ def peak_memory(call: Callable[[], object]) -> tuple[int, BaseException | None]:
     return peak, error
 
 
-# --- the real Discord HELLO (spec §10.4) ------------------------------------------------------
+# --- the real Discord HELLO (docs/protocol.md §10.4) ------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +170,14 @@ def discord_hello() -> tuple[bytes, str]:
 def test_real_discord_zstd_hello_decodes_exactly(
     backend: str, discord_hello: tuple[bytes, str]
 ) -> None:
-    """spec §10.4: Discord's first zstd-stream message decodes to exactly the recorded text."""
+    """docs/protocol.md §10.4: Discord's first zstd-stream message decodes to exactly the recorded text."""
     raw, text = discord_hello
     assert make_feed(backend, MIB)(raw) == text.encode()
 
 
 @needs_zstandard
 def test_real_discord_zstd_hello_is_an_endless_frame(discord_hello: tuple[bytes, str]) -> None:
-    """spec §10.4: Discord's frame has no content size and does not end with the message."""
+    """docs/protocol.md §10.4: Discord's frame has no content size and does not end with the message."""
     raw, _ = discord_hello
     frame = zstd().get_frame_parameters(raw)
     assert frame.content_size == zstd().CONTENTSIZE_UNKNOWN
@@ -192,7 +192,7 @@ def test_real_discord_zstd_hello_is_an_endless_frame(discord_hello: tuple[bytes,
 def test_real_discord_hello_then_the_stream_goes_on(
     backend: str, discord_hello: tuple[bytes, str]
 ) -> None:
-    """spec §10.4: after Discord's HELLO, blocks of the same frame keep decoding message by
+    """docs/protocol.md §10.4: after Discord's HELLO, blocks of the same frame keep decoding message by
     message (the continuation is built by hand: raw and RLE blocks need no compressor)."""
     raw, text = discord_hello
     feed = make_feed(backend, MIB)
@@ -210,7 +210,7 @@ def test_real_discord_hello_then_the_stream_goes_on(
 @needs_zstandard
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_endless_frame_decodes_message_by_message(backend: str) -> None:
-    """spec §10.4: one frame for the whole connection; each message is whole on arrival,
+    """docs/protocol.md §10.4: one frame for the whole connection; each message is whole on arrival,
     including messages of several blocks (a 3 MiB GUILD_CREATE) and empty flushes."""
     payloads = [payload(1), noisy(3 * MIB), payload(2), b"", padded(BLOCK), payload(3)]
     feed = make_feed(backend, 64 * MIB)
@@ -227,7 +227,7 @@ def test_endless_frame_decodes_message_by_message(backend: str) -> None:
     ids=["default", "checksum", "no-content-size", "level-19"],
 )
 def test_one_frame_per_message_decodes(backend: str, params: dict[str, Any]) -> None:
-    """spec §10.4 (other servers): every message is a complete frame; the next message
+    """docs/protocol.md §10.4 (other servers): every message is a complete frame; the next message
     starts a new one on the same connection's decompressor."""
     payloads = [payload(1), noisy(300_000), payload(2), b"", payload(3)]
     feed = make_feed(backend, 64 * MIB)
@@ -237,7 +237,7 @@ def test_one_frame_per_message_decodes(backend: str, params: dict[str, Any]) -> 
 @needs_zstandard
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_several_frames_and_a_skippable_frame_in_one_message(backend: str) -> None:
-    """spec §10.4: a message holding several complete frames (and a skippable frame, which
+    """docs/protocol.md §10.4: a message holding several complete frames (and a skippable frame, which
     yields nothing) gives their payloads concatenated."""
     a, b, c = per_message([b'{"op":11,', b'"d":null', b"}"])
     skippable = b"\x5a\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"hello"
@@ -250,7 +250,7 @@ def test_several_frames_and_a_skippable_frame_in_one_message(backend: str) -> No
 @needs_zstandard
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_mixed_framings_on_one_connection(backend: str) -> None:
-    """spec §10.4: frames per message, then an endless frame, on one decompressor; and a
+    """docs/protocol.md §10.4: frames per message, then an endless frame, on one decompressor; and a
     message that ends one frame and starts the next."""
     first = per_message([payload(1), payload(2)])
     second = endless([payload(3), noisy(400_000), payload(4)])
@@ -264,7 +264,7 @@ def test_mixed_framings_on_one_connection(backend: str) -> None:
 @needs_zstandard
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_fresh_decompressor_per_generation(backend: str) -> None:
-    """spec §10.4: a new connection starts a new stream; it decodes on a fresh decompressor
+    """docs/protocol.md §10.4: a new connection starts a new stream; it decodes on a fresh decompressor
     and is corrupt for the old one (whose frame is still open)."""
     first = endless([payload(1), payload(2)])
     second = endless([payload(1), payload(3)])
@@ -279,7 +279,7 @@ def test_a_fresh_decompressor_per_generation(backend: str) -> None:
 @needs_zstandard
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_messages_cut_off_block_boundaries_still_decode_as_a_byte_stream(backend: str) -> None:
-    """spec §10.4: zstd is a byte stream; cutting it anywhere (which makes the block walk
+    """docs/protocol.md §10.4: zstd is a byte stream; cutting it anywhere (which makes the block walk
     give up) still yields every byte once, in order — the stepping path is exact too."""
     payloads = [payload(1), noisy(600_000, seed=1), payload(2), noisy(300_000, seed=2)]
     stream = b"".join(endless(payloads))
@@ -292,7 +292,7 @@ def test_messages_cut_off_block_boundaries_still_decode_as_a_byte_stream(backend
 @needs_zstandard
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_many_frames_in_one_message_under_the_bound(backend: str) -> None:
-    """spec §10.4, field notes #20: 40 one-block frames in one message bound it at 40 blocks
+    """docs/protocol.md §10.4, docs/field-bugs.md #20: 40 one-block frames in one message bound it at 40 blocks
     (5 MiB) > the 64 KiB bound, so the message is stepped — and still decodes exactly."""
     parts = [payload(n) for n in range(40)]
     message = b"".join(per_message(parts))
@@ -300,7 +300,7 @@ def test_many_frames_in_one_message_under_the_bound(backend: str) -> None:
     assert make_feed(backend, 64 * 1024)(message) == b"".join(parts)
 
 
-# --- the bound holds while decompressing (field notes #20) ------------------------------------
+# --- the bound holds while decompressing (docs/field-bugs.md #20) ------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +322,7 @@ def zero_bombs() -> dict[str, bytes]:
 def test_zstd_zero_bomb_costs_about_the_bound(
     backend: str, kind: str, zero_bombs: dict[str, bytes]
 ) -> None:
-    """field notes #20: a 1 GiB zero bomb (~32 kB on the wire) → MessageTooLarge, peak
+    """docs/field-bugs.md #20: a 1 GiB zero bomb (~32 kB on the wire) → MessageTooLarge, peak
     memory under 4x the 4 MiB bound (never 1 GiB)."""
     bound = 4 * MIB
     feed = make_feed(backend, bound)
@@ -336,7 +336,7 @@ def test_zstd_zero_bomb_costs_about_the_bound(
 @needs_zstandard
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_zstd_bomb_in_the_middle_of_a_connection(backend: str) -> None:
-    """field notes #20: after ordinary messages, a bomb of hand-made RLE blocks (4 bytes per
+    """docs/field-bugs.md #20: after ordinary messages, a bomb of hand-made RLE blocks (4 bytes per
     128 KiB) in the same endless frame is refused within the bound."""
     messages = endless([payload(1), payload(2)])
     rle = (BLOCK << 3 | 0b010).to_bytes(3, "little") + b"\x00"
@@ -351,7 +351,7 @@ def test_zstd_bomb_in_the_middle_of_a_connection(backend: str) -> None:
 @needs_zstandard
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_zstd_bomb_after_the_walk_lost_track(backend: str) -> None:
-    """field notes #20: with the frame header cut across two messages (the block walk gives
+    """docs/field-bugs.md #20: with the frame header cut across two messages (the block walk gives
     up), a bomb is still refused within the bound, by stepping."""
     header = b"\x28\xb5\x2f\xfd\x00\x38"  # no content size, 128 KiB window
     rle = (BLOCK << 3 | 0b010).to_bytes(3, "little") + b"\x00"
@@ -367,7 +367,7 @@ def test_zstd_bomb_after_the_walk_lost_track(backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("framing", [endless, per_message])
 def test_zstd_exact_bound(backend: str, framing: Callable[[list[bytes]], list[bytes]]) -> None:
-    """field notes #20: a message of exactly max_size bytes passes; one byte more does not."""
+    """docs/field-bugs.md #20: a message of exactly max_size bytes passes; one byte more does not."""
     bound = 300_000
     fits, over = framing([padded(bound), padded(bound + 1)])
     feed = make_feed(backend, bound)
@@ -394,7 +394,7 @@ def test_zstd_exact_bound(backend: str, framing: Callable[[list[bytes]], list[by
     ids=["not-zstd", "reserved-bit", "reserved-block", "window-too-big", "bad-block"],
 )
 def test_zstd_corrupt_input_is_a_decode_error(backend: str, message: bytes) -> None:
-    """spec §10.4: bytes the decoder rejects → DecodeError (the connection cannot go on)."""
+    """docs/protocol.md §10.4: bytes the decoder rejects → DecodeError (the connection cannot go on)."""
     with pytest.raises(DecodeError):
         make_feed(backend, MIB)(message)
 
@@ -402,7 +402,7 @@ def test_zstd_corrupt_input_is_a_decode_error(backend: str, message: bytes) -> N
 @needs_zstandard
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_zstd_checksum_mismatch_is_a_decode_error(backend: str) -> None:
-    """spec §10.4: a frame whose content checksum does not match → DecodeError."""
+    """docs/protocol.md §10.4: a frame whose content checksum does not match → DecodeError."""
     (frame,) = per_message([payload(1)], write_checksum=True)
     broken = frame[:-1] + bytes([frame[-1] ^ 1])
     with pytest.raises(DecodeError):
@@ -411,7 +411,7 @@ def test_zstd_checksum_mismatch_is_a_decode_error(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_window_cap_allows_the_largest_accepted_window(backend: str) -> None:
-    """spec §10.4: a frame asking for exactly 2**MAX_WINDOW_LOG (8 MiB) of window decodes;
+    """docs/protocol.md §10.4: a frame asking for exactly 2**MAX_WINDOW_LOG (8 MiB) of window decodes;
     one asking for 16 MiB is refused above (the window is allocated outside the bound)."""
     descriptor = (MAX_WINDOW_LOG - 10) << 3
     frame = b"\x28\xb5\x2f\xfd\x00" + bytes([descriptor]) + b"\x19\x00\x00" + b"abc"
@@ -450,7 +450,7 @@ def json_payloads(pads: list[int]) -> st.SearchStrategy[bytes]:
 def test_any_payloads_round_trip_in_both_framings(
     backend: str, payloads: list[bytes], level: int, framing: str
 ) -> None:
-    """spec §10.4: any sequence of JSON payloads decodes back, message by message, in both
+    """docs/protocol.md §10.4: any sequence of JSON payloads decodes back, message by message, in both
     framings. (zlib-stream's split invariance does not apply: one message is one frame.)"""
     if framing == "endless":
         messages = endless(payloads, level=level)
@@ -473,7 +473,7 @@ def test_any_payloads_round_trip_in_both_framings(
 def test_block_walk_never_bounds_below_the_output(
     payloads: list[bytes], level: int, framing: str, cuts: list[int]
 ) -> None:
-    """field notes #20: the walk that lets a message skip stepping never bounds a message
+    """docs/field-bugs.md #20: the walk that lets a message skip stepping never bounds a message
     below what the decoder yields from it, whatever the framing and wherever the stream is
     cut (when it cannot tell, it gives up: -1, and the caller steps)."""
     if framing == "endless":
@@ -527,7 +527,7 @@ def test_block_walk_never_bounds_below_the_output(
     ids=["skippable-cut", "skippable-spans", "raw-spans", "rle-spans", "dict-size-checksum"],
 )
 def test_block_walk_follows_the_format(messages: list[bytes], bounds: list[int]) -> None:
-    """spec §10.4: the walk's bound per message for hand-made streams (RFC 8878 layouts)."""
+    """docs/protocol.md §10.4: the walk's bound per message for hand-made streams (RFC 8878 layouts)."""
     walker = _zstd._BlockWalker()
     assert [walker.bound(m) for m in messages] == bounds
 
@@ -536,7 +536,7 @@ def test_block_walk_follows_the_format(messages: list[bytes], bounds: list[int])
 
 
 def test_zstd_available_and_no_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    """spec §10.4: zstd_available() tells whether zstd-stream can be decoded; without any
+    """docs/protocol.md §10.4: zstd_available() tells whether zstd-stream can be decoded; without any
     backend the decompressor refuses to be built (a LocalProtocolError, not a crash)."""
     assert zstd_available() is (zstandard is not None or _zstd._stdlib_zstd is not None)
     monkeypatch.setattr(_zstd, "_zstandard", None)
@@ -547,7 +547,7 @@ def test_zstd_available_and_no_backend(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_standard_library_is_preferred(monkeypatch: pytest.MonkeyPatch) -> None:
-    """spec §10.4: where compression.zstd exists (3.14+) the adapter uses it."""
+    """docs/protocol.md §10.4: where compression.zstd exists (3.14+) the adapter uses it."""
     if STDLIB_ZSTD is None:
         pytest.skip("neither compression.zstd (Python 3.14+) nor backports.zstd is installed")
     monkeypatch.setattr(_zstd, "_stdlib_zstd", STDLIB_ZSTD)
@@ -557,7 +557,7 @@ def test_the_standard_library_is_preferred(monkeypatch: pytest.MonkeyPatch) -> N
         assert "_zstandard_feeds" in name_of(ZstdStreamDecompressor(MIB).feed)
 
 
-# --- zstd-stream + JSON decoded in one call (spec §10.4, §10.1) -------------------------------
+# --- zstd-stream + JSON decoded in one call (docs/protocol.md §10.4, §10.1) -------------------------------
 
 
 def zstd_json_decoder(max_size: int = MIB) -> Callable[[str | bytes | bytearray], Any]:
@@ -577,7 +577,7 @@ needs_fused = pytest.mark.skipif(
 @settings(max_examples=40, deadline=None)
 @given(st.lists(json_payloads([0, 0, 300, 200_000]), min_size=1, max_size=12))
 def test_fused_zstd_json_decodes_as_decompress_then_parse(texts: list[bytes]) -> None:
-    """spec §10.4: the fused path gives what the decompressor then the JSON codec give."""
+    """docs/protocol.md §10.4: the fused path gives what the decompressor then the JSON codec give."""
     for framing in (endless, per_message):
         decode = zstd_json_decoder()
         # JsonCodec, not json: orjson reads an integer past 64 bits as a float (see _json).
@@ -586,7 +586,7 @@ def test_fused_zstd_json_decodes_as_decompress_then_parse(texts: list[bytes]) ->
 
 @needs_fused
 def test_fused_zstd_json_leaves_what_orjson_refuses_to_the_codec() -> None:
-    """spec §10.1: a document orjson refuses is the JSON codec's to decide, as unfused."""
+    """docs/protocol.md §10.1: a document orjson refuses is the JSON codec's to decide, as unfused."""
     decode = zstd_json_decoder()
     first, nan, broken = endless([payload(1), b'{"op":0,"d":NaN}', b'{"op":'])
     assert decode(first) == json.loads(payload(1))
@@ -597,7 +597,7 @@ def test_fused_zstd_json_leaves_what_orjson_refuses_to_the_codec() -> None:
 
 @needs_fused
 def test_fused_zstd_json_corrupt_block_and_bomb() -> None:
-    """spec §10.4: a corrupt whole block is a DecodeError, a block past the bound is refused."""
+    """docs/protocol.md §10.4: a corrupt whole block is a DecodeError, a block past the bound is refused."""
     first, second = endless([payload(1), noisy(4000)])
     corrupt = second[:3] + bytes(b ^ 0x5A for b in second[3:])
     decode = zstd_json_decoder()
@@ -644,7 +644,7 @@ def test_fused_zstd_json_hands_other_messages_to_the_general_path() -> None:
         decode(b"\0" * 1001)
 
 
-# --- payload compression (spec §10.2) --------------------------------------------------------
+# --- payload compression (docs/protocol.md §10.2) --------------------------------------------------------
 
 
 def deliver(messages: list[str | bytes], max_size: int = MIB) -> list[Any]:
@@ -655,7 +655,7 @@ def deliver(messages: list[str | bytes], max_size: int = MIB) -> list[Any]:
 
 
 def test_payload_compressed_messages_are_independent() -> None:
-    """spec §10.2: no shared context: each compressed message inflates on its own, in any
+    """docs/protocol.md §10.2: no shared context: each compressed message inflates on its own, in any
     order, on one decompressor."""
     ready = {"op": 0, "t": "READY", "s": 1, "d": {"session_id": "abc", "guilds": []}}
     guild = {"op": 0, "t": "GUILD_CREATE", "s": 2, "d": {"id": "1", "members": [{}] * 500}}
@@ -666,7 +666,7 @@ def test_payload_compressed_messages_are_independent() -> None:
 
 
 def test_payload_plain_and_compressed_interleave() -> None:
-    """spec §10.2: some payloads are compressed (binary, 0x78…), others stay plain (text)."""
+    """docs/protocol.md §10.2: some payloads are compressed (binary, 0x78…), others stay plain (text)."""
     payloads = [{"op": 10, "d": {"heartbeat_interval": 41250}}, {"op": 11, "d": None}]
     payloads += [{"op": 0, "t": "READY", "s": 1, "d": {"v": 10, "x": "y" * 5000}}]
     payloads += [{"op": 0, "t": "TYPING_START", "s": 2, "d": {}}]
@@ -681,7 +681,7 @@ def test_payload_plain_and_compressed_interleave() -> None:
 
 @pytest.mark.parametrize("level", [0, 1, 6, 9])
 def test_payload_every_zlib_header_decodes(level: int) -> None:
-    """spec §10.2: the zlib header differs by level (78 01 / 78 5e / 78 9c / 78 da)."""
+    """docs/protocol.md §10.2: the zlib header differs by level (78 01 / 78 5e / 78 9c / 78 da)."""
     data = json.dumps({"op": 0, "d": list(range(100))}).encode()
     message = zlib.compress(data, level)
     assert message[0] == 0x78
@@ -689,7 +689,7 @@ def test_payload_every_zlib_header_decodes(level: int) -> None:
 
 
 def test_payload_truncated_stream_is_a_decode_error() -> None:
-    """spec §10.2: each compressed message is one complete stream; every cut is refused."""
+    """docs/protocol.md §10.2: each compressed message is one complete stream; every cut is refused."""
     message = zlib.compress(json.dumps({"op": 0, "d": "x" * 300}).encode())
     inflate = PayloadZlibDecompressor(MIB).feed
     for end in range(len(message)):
@@ -700,7 +700,7 @@ def test_payload_truncated_stream_is_a_decode_error() -> None:
 
 @pytest.mark.parametrize("extra", [b"\x00", b"garbage", zlib.compress(b"{}")])
 def test_payload_trailing_bytes_are_a_decode_error(extra: bytes) -> None:
-    """spec §10.2: one stream per message: bytes after its end (even a second stream) are
+    """docs/protocol.md §10.2: one stream per message: bytes after its end (even a second stream) are
     refused, not silently dropped."""
     message = zlib.compress(b'{"op":11}')
     with pytest.raises(DecodeError, match="follow"):
@@ -719,7 +719,7 @@ def test_payload_trailing_bytes_are_a_decode_error(extra: bytes) -> None:
     ids=["empty", "plain-json", "raw-deflate", "gzip", "corrupt"],
 )
 def test_payload_not_a_zlib_stream_is_a_decode_error(message: bytes) -> None:
-    """spec §10.2: compressed payloads are RFC 1950 zlib; anything else → DecodeError."""
+    """docs/protocol.md §10.2: compressed payloads are RFC 1950 zlib; anything else → DecodeError."""
     with pytest.raises(DecodeError):
         PayloadZlibDecompressor(MIB).feed(message)
 
@@ -745,7 +745,7 @@ def test_payload_zlib_bomb_builder_is_a_real_stream() -> None:
 
 
 def test_payload_zlib_zero_bomb_costs_about_the_bound() -> None:
-    """field notes #20: a 1 GiB zlib bomb (~1 MB) → MessageTooLarge, peak < 4x the bound."""
+    """docs/field-bugs.md #20: a 1 GiB zlib bomb (~1 MB) → MessageTooLarge, peak < 4x the bound."""
     bomb = zlib_zero_bomb(GIB)
     assert len(bomb) < 2 * MIB
     bound = 4 * MIB
@@ -757,7 +757,7 @@ def test_payload_zlib_zero_bomb_costs_about_the_bound() -> None:
 
 
 def test_payload_exact_bound() -> None:
-    """field notes #20: exactly max_size bytes pass; one byte more does not."""
+    """docs/field-bugs.md #20: exactly max_size bytes pass; one byte more does not."""
     inflate = PayloadZlibDecompressor(1000).feed
     assert inflate(zlib.compress(padded(1000))) == padded(1000)
     with pytest.raises(MessageTooLarge):
@@ -771,7 +771,7 @@ def test_payload_exact_bound() -> None:
     )
 )
 def test_payload_any_interleaving_round_trips(payloads: list[tuple[bytes, bool, int]]) -> None:
-    """spec §10.2: any mix of plain (text) and compressed (binary, any level) payloads
+    """docs/protocol.md §10.2: any mix of plain (text) and compressed (binary, any level) payloads
     decodes to the payloads, in order."""
     messages: list[str | bytes] = [
         zlib.compress(p, level) if compressed else p.decode() for p, compressed, level in payloads
@@ -798,14 +798,14 @@ HARNESS = _load_harness()
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=600))
 def test_fuzz_harness_zstd(data: bytes) -> None:
-    """spec §10.4, field notes #20: any program → only documented outcomes (fuzz harness)."""
+    """docs/protocol.md §10.4, docs/field-bugs.md #20: any program → only documented outcomes (fuzz harness)."""
     HARNESS.run_one_zstd(data)
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=600))
 def test_fuzz_harness_payload_zlib(data: bytes) -> None:
-    """spec §10.2, field notes #20: any program → only documented outcomes (fuzz harness)."""
+    """docs/protocol.md §10.2, docs/field-bugs.md #20: any program → only documented outcomes (fuzz harness)."""
     HARNESS.run_one_payload_zlib(data)
 
 

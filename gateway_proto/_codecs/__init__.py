@@ -1,7 +1,7 @@
 """Wire formats: how a websocket message becomes a payload and a payload becomes a message.
 
 Two seams, chosen from the config once per connection and built fresh per transport
-generation (spec §10.3: "a fresh context for every new connection"):
+generation (docs/protocol.md §10.3: "a fresh context for every new connection"):
 
 * a :class:`Codec` turns payload objects into message data and back (JSON or ETF);
 * a :class:`Decompressor` turns compressed message bytes into codec input (zlib-stream,
@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .._errors import DecodeError, LocalProtocolError, MessageTooLarge
+from .._errors import DecodeError, LocalProtocolError, MessageTooLarge, install_hint
 from ._etf import EtfCodec
 from ._json import JsonCodec, fast_loads
 from ._payload_zlib import PayloadZlibDecompressor
@@ -26,14 +26,14 @@ from ._zstd import ZstdStreamDecompressor, zstd_available
 
 
 class Encoding(enum.Enum):
-    """The ``encoding`` query parameter (spec §1.2, §10.1)."""
+    """The ``encoding`` query parameter (docs/protocol.md §1.2, §10.1)."""
 
     JSON = "json"
     ETF = "etf"
 
 
 class TransportCompression(enum.Enum):
-    """The ``compress`` query parameter (spec §1.2, §10.3, §10.4)."""
+    """The ``compress`` query parameter (docs/protocol.md §1.2, §10.3, §10.4)."""
 
     NONE = "none"
     ZLIB_STREAM = "zlib-stream"
@@ -77,10 +77,10 @@ def check_supported(
     """Raise :class:`LocalProtocolError` for a combination that cannot work."""
     if compression is TransportCompression.ZSTD_STREAM and not zstd_available():
         raise LocalProtocolError(
-            "compression 'zstd-stream' needs the zstandard package: "
-            "pip install 'gateway-proto[zstd]'"
+            "compression 'zstd-stream' needs the zstandard package (or Python 3.14's "
+            f"compression.zstd): {install_hint('zstd')}"
         )
-    # spec §10.2: payload compression is JSON-only and excludes transport compression.
+    # docs/protocol.md §10.2: payload compression is JSON-only and excludes transport compression.
     if payload_compression and encoding is not Encoding.JSON:
         raise LocalProtocolError("payload compression works with encoding=json only")
     if payload_compression and compression is not TransportCompression.NONE:
@@ -154,7 +154,7 @@ class InboundDecoder:
         def compressed(message: str | bytes | bytearray | memoryview) -> Any:
             if isinstance(message, str):
                 # A text frame carries no compressed data, whatever the compression: with
-                # payload compression plain and compressed messages interleave (spec §10.2).
+                # payload compression plain and compressed messages interleave (docs/protocol.md §10.2).
                 return plain(message)
             if len(message) > max_size:
                 raise MessageTooLarge(max_size)

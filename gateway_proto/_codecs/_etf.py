@@ -1,4 +1,4 @@
-"""ETF, the Erlang External Term Format (spec §10.1), written for Discord's payloads.
+"""ETF, the Erlang External Term Format (docs/protocol.md §10.1), written for Discord's payloads.
 
 Decoding follows Discord's own erlpack where the format leaves a choice:
 
@@ -202,7 +202,7 @@ _TermDecoder = Callable[[bytes, int, int], tuple[Any, int]]
 def _make_term_decoder(keys: dict[bytes, str]) -> _TermDecoder:
     """Build ``term(data, pos, depth) -> (value, next_pos)`` around the key cache ``keys``.
 
-    Speed (spec §10.1 payloads are mostly maps with binary keys): map keys repeat, so
+    Speed (docs/protocol.md §10.1 payloads are mostly maps with binary keys): map keys repeat, so
     ``keys`` maps the whole key term (tag, 4-byte length, UTF-8 bytes) of every short binary
     key seen so far to its ``str``. A key is looked up by slicing ``data[pos : pos + 5 +
     data[pos + 4]]``: if that slice is a cached key term, it *is* that term (the cached term
@@ -398,7 +398,6 @@ _ATOM_FALSE: Final = bytes((SMALL_ATOM_EXT, 5)) + b"false"
 _ATOM_NIL: Final = bytes((SMALL_ATOM_EXT, 3)) + b"nil"
 #: The widest integer written (magnitude): erlpack decodes SMALL_BIG_EXT of up to 8 bytes.
 MAX_ENCODED_INT: Final = (1 << 64) - 1
-_NIL: Final = bytes((NIL_EXT,))
 
 
 def _put_int(value: int, out: bytearray) -> None:

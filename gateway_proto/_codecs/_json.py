@@ -1,4 +1,4 @@
-r"""JSON (spec §10.1): stdlib ``json``, with ``orjson`` as an accelerator when it is installed.
+r"""JSON (docs/protocol.md §10.1): stdlib ``json``, with ``orjson`` as an accelerator when it is installed.
 
 orjson is tried first and the standard library decides whenever orjson refuses, so results
 are the same with and without it, with one documented exception: orjson decodes an integer

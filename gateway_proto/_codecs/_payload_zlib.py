@@ -1,4 +1,4 @@
-"""Payload compression (spec §10.2: ``compress: true`` in IDENTIFY; JSON only).
+"""Payload compression (docs/protocol.md §10.2: ``compress: true`` in IDENTIFY; JSON only).
 
 The gateway compresses some payloads (typically big ones such as READY) and leaves the rest
 plain. A compressed payload arrives as a binary message holding one complete, independent

@@ -1,6 +1,6 @@
-"""zlib-stream transport compression (spec §10.3), and the bounded inflate of both zlib forms.
+"""zlib-stream transport compression (docs/protocol.md §10.3), and the bounded inflate of both zlib forms.
 
-:func:`inflate` is shared with payload compression (spec §10.2).
+:func:`inflate` is shared with payload compression (docs/protocol.md §10.2).
 
 One inflate context per transport generation; websocket messages are appended to a buffer
 until it ends with the Z_SYNC_FLUSH marker ``00 00 ff ff``, and the buffer is then inflated

@@ -1,4 +1,4 @@
-"""zstd-stream transport compression (spec §10.4).
+"""zstd-stream transport compression (docs/protocol.md §10.4).
 
 One decompression context per transport generation, fed message by message; every websocket
 message is exactly one gateway message. Both framings found in the wild decode:
@@ -355,7 +355,7 @@ class ZstdStreamDecompressor:
     """Decompresses the messages of one zstd-stream connection (one transport generation).
 
     ``feed(data)`` consumes one websocket message and returns the whole gateway message it
-    carries (each websocket message is exactly one gateway message, spec §10.4).
+    carries (each websocket message is exactly one gateway message, docs/protocol.md §10.4).
 
     Raises (from ``feed``):
         DecodeError: the stream is corrupt (the connection cannot continue).

@@ -19,7 +19,8 @@ compression after an IDENTIFY with ``compress: true``. Configure the client as y
 
 Hypothesis strategies for payloads, dispatch streams and fault schedules live in
 :mod:`gateway_proto.testing.strategies`, which needs the ``[testing]`` extra
-(``pip install 'gateway-proto[testing]'``); this package itself does not import hypothesis.
+(``pip install 'gateway-proto[testing]'`` from PyPI, ``pip install '.[testing]'`` from a
+checkout); this package itself does not import hypothesis.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ It speaks enough of the protocol to exercise every client path and it enforces t
 real gateway enforces, recording each breach in :attr:`FakeGateway.violations` so a test can
 assert there were none.
 
-What it does (spec sections in brackets):
+What it does (sections of docs/protocol.md in brackets):
 
 * HELLO with a scriptable interval (:attr:`FakeGateway.heartbeat_interval_ms`, read at each
   connect; :attr:`FakeGateway.send_hello` withholds it) [§1.3, §3].
@@ -63,7 +63,7 @@ a message on a transport after the client closed it            (recorded only)
 =============================================================  ================================
 
 A RESUME of an expired session is answered (op 9 or 4009) but is not a violation: the client
-cannot know the session's lifetime. The spec names a close code for a bad ``v`` only (4012);
+cannot know the session's lifetime. Discord's docs name a close code for a bad ``v`` only (4012);
 an unknown ``encoding`` or ``compress`` is closed with 4002 (decode error), the code the
 gateway gives when it cannot read or write a connection's payloads, so a client that keeps
 asking for a format the gateway does not speak shows up as one violation per attempt. These
@@ -93,34 +93,34 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 
 from .._codecs._etf import COMPRESSED, VERSION, EtfCodec
-from .._errors import DecodeError
+from .._errors import DecodeError, install_hint
 
 SEND_LIMIT = 120
 SEND_WINDOW = 60.0
 MAX_PAYLOAD = 4096
-#: spec §8: ``max_concurrency`` identifies per 5 s.
+#: docs/protocol.md §8: ``max_concurrency`` identifies per 5 s.
 IDENTIFY_WINDOW = 5.0
-#: spec §8: one "all members" request per guild per 30 s.
+#: docs/protocol.md §8: one "all members" request per guild per 30 s.
 ALL_MEMBERS_WINDOW = 30.0
-#: spec §12: chunks hold at most 1000 members.
+#: docs/protocol.md §12: chunks hold at most 1000 members.
 MAX_CHUNK = 1000
-#: spec §7: close codes that mean the session is gone (the client must identify).
+#: docs/protocol.md §7: close codes that mean the session is gone (the client must identify).
 NEW_SESSION_CODES = frozenset({4003, 4007, 4009})
-#: spec §2: the opcodes a client may send.
+#: docs/protocol.md §2: the opcodes a client may send.
 CLIENT_OPCODES = frozenset({1, 2, 3, 4, 6, 8, 31, 43})
-#: spec §1.2: the only API version served; any other ``v`` is closed with 4012.
+#: docs/protocol.md §1.2: the only API version served; any other ``v`` is closed with 4012.
 API_VERSION = 10
-#: spec §1.2, §10.1: the ``encoding`` values served.
+#: docs/protocol.md §1.2, §10.1: the ``encoding`` values served.
 ENCODINGS = frozenset({"json", "etf"})
-#: spec §1.2, §10.3, §10.4: the ``compress`` values served (absent: no transport compression).
+#: docs/protocol.md §1.2, §10.3, §10.4: the ``compress`` values served (absent: no transport compression).
 TRANSPORT_COMPRESSIONS = frozenset({"zlib-stream", "zstd-stream"})
-#: spec §13: every intent bit Discord defines (bits 0-16, 20, 21, 24, 25); others are 4013.
+#: docs/protocol.md §13: every intent bit Discord defines (bits 0-16, 20, 21, 24, 25); others are 4013.
 DEFINED_INTENTS = 53608447
-#: spec §13: GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT; one not enabled is 4014.
+#: docs/protocol.md §13: GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT; one not enabled is 4014.
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)
-#: spec §10.2: JSON payloads at least this long (bytes) are compressed once IDENTIFY asked.
+#: docs/protocol.md §10.2: JSON payloads at least this long (bytes) are compressed once IDENTIFY asked.
 PAYLOAD_COMPRESSION_THRESHOLD = 1024
-#: spec §10.4: the window of the fake's zstd frames, 256 KiB as in Discord's.
+#: docs/protocol.md §10.4: the window of the fake's zstd frames, 256 KiB as in Discord's.
 ZSTD_WINDOW_LOG = 18
 #: How zstd-stream messages are framed: one endless frame per connection (Discord's) or one
 #: complete frame per message (other servers').
@@ -145,7 +145,7 @@ except ImportError:  # pragma: no cover - exercised only where zstandard is abse
 def zstd_encoder(framing: ZstdFraming) -> Callable[[bytes], bytes]:
     """Build the zstd-stream encoder of one connection: one message in, its bytes out.
 
-    ``"stream"`` continues one frame for the whole connection, as Discord does (spec §10.4):
+    ``"stream"`` continues one frame for the whole connection, as Discord does (docs/protocol.md §10.4):
     the first message starts with the frame header (no content size), every message is
     flushed as whole blocks, and the frame never ends. ``"message"`` makes every message one
     complete frame.
@@ -176,7 +176,7 @@ def zstd_encoder(framing: ZstdFraming) -> Callable[[bytes], bytes]:
         return block
     raise RuntimeError(
         "FakeGateway cannot serve compress=zstd-stream: it needs Python 3.14's "
-        "compression.zstd or the zstandard package (pip install zstandard)"
+        f"compression.zstd or the zstandard package: {install_hint('zstd')}"
     )
 
 
@@ -195,7 +195,7 @@ def _json_loads(data: str | bytes) -> Any:
 
 @attrs.define(slots=True, eq=False)
 class _Wire:
-    """One connection's wire format: how payloads become messages and back (spec §10)."""
+    """One connection's wire format: how payloads become messages and back (docs/protocol.md §10)."""
 
     encoding: str
     compress: str | None
@@ -205,13 +205,13 @@ class _Wire:
     loads: Callable[[str | bytes], Any]
     #: Transport compression of every message, or ``None``.
     squeeze: Callable[[bytes], bytes] | None
-    #: spec §10.2: IDENTIFY asked for payload compression (JSON, no transport compression).
+    #: docs/protocol.md §10.2: IDENTIFY asked for payload compression (JSON, no transport compression).
     payload_compression: bool = False
     threshold: int = PAYLOAD_COMPRESSION_THRESHOLD
 
     @property
     def allows_payload_compression(self) -> bool:
-        """Whether IDENTIFY may turn payload compression on (spec §10.2: JSON, no transport)."""
+        """Whether IDENTIFY may turn payload compression on (docs/protocol.md §10.2: JSON, no transport)."""
         return self.encoding == "json" and self.compress is None
 
     def encode(self, payload: Any) -> str | bytes:
@@ -222,7 +222,7 @@ class _Wire:
             return squeeze(data.encode() if isinstance(data, str) else data)
         if self.payload_compression and isinstance(data, str):
             raw = data.encode()
-            # spec §10.2: big payloads such as READY, each one complete zlib stream.
+            # docs/protocol.md §10.2: big payloads such as READY, each one complete zlib stream.
             if len(raw) >= self.threshold or payload.get("t") == "READY":
                 return zlib.compress(raw)
         return data
@@ -230,7 +230,7 @@ class _Wire:
     def decode(self, data: str | bytes) -> Any:
         """The client's payload, or ``None`` when the message is not one this encoding reads."""
         if self.encoding == "etf" and isinstance(data, bytes) and data[:2] == _COMPRESSED_ETF:
-            return None  # spec §10.1: a client must not send a compressed ETF term
+            return None  # docs/protocol.md §10.1: a client must not send a compressed ETF term
         try:
             return self.loads(data)
         except (ValueError, RecursionError, DecodeError):
@@ -241,13 +241,13 @@ _COMPRESSED_ETF = bytes((VERSION, COMPRESSED))
 
 
 def _wire_for(encoding: str, compress: str | None, framing: ZstdFraming, threshold: int) -> _Wire:
-    """Build the encoder and decoder of one connection (fresh contexts: spec §10.3, §10.4)."""
+    """Build the encoder and decoder of one connection (fresh contexts: docs/protocol.md §10.3, §10.4)."""
     squeeze: Callable[[bytes], bytes] | None = None
     if compress == "zlib-stream":
         compressor = zlib.compressobj()
 
         def squeeze(data: bytes) -> bytes:
-            # spec §10.3: one deflate context per connection; every message ends with a sync
+            # docs/protocol.md §10.3: one deflate context per connection; every message ends with a sync
             # flush (00 00 ff ff).
             return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
@@ -318,12 +318,12 @@ class _Session:
     #: When its last connection went away (``None`` while one is bound to it).
     detached_at: float | None = None
     links: set[int] = attrs.Factory(set)
-    #: spec §10.2: its IDENTIFY asked for payload compression (kept by a RESUME).
+    #: docs/protocol.md §10.2: its IDENTIFY asked for payload compression (kept by a RESUME).
     payload_compression: bool = False
 
 
 @attrs.define(slots=True, eq=False)
-class _Link:
+class _ClientLink:
     transport_id: int
     wire: _Wire
     sent: deque[float] = attrs.Factory(deque)
@@ -372,7 +372,7 @@ class FakeGateway:
                 connections to script another one.
             resume_url: the ``resume_gateway_url`` READY carries.
             max_concurrency: identifies allowed per 5 s, in buckets ``shard_id %
-                max_concurrency`` shared by every connection to this gateway (spec §8).
+                max_concurrency`` shared by every connection to this gateway (docs/protocol.md §8).
             session_ttl: seconds a session survives without a connection; ``None``: forever.
             expired_resume: how a RESUME of an expired session is answered: op 9 ``false``
                 (``"invalid_session"``) or close 4009 (``"close"``).
@@ -382,11 +382,11 @@ class FakeGateway:
             chunk_size: members per GUILD_MEMBERS_CHUNK (at most 1000).
             zstd_framing: how ``compress=zstd-stream`` connections are framed: ``"stream"``,
                 one endless frame per connection as Discord sends it, or ``"message"``, one
-                complete frame per message as other servers do (spec §10.4).
-            privileged_intents: the privileged intents (spec §13: GUILD_MEMBERS,
+                complete frame per message as other servers do (docs/protocol.md §10.4).
+            privileged_intents: the privileged intents (docs/protocol.md §13: GUILD_MEMBERS,
                 GUILD_PRESENCES, MESSAGE_CONTENT) enabled for the fake application; an
                 IDENTIFY asking for another one is closed with 4014. Default: all three.
-            payload_compression_threshold: with payload compression (spec §10.2), payloads
+            payload_compression_threshold: with payload compression (docs/protocol.md §10.2), payloads
                 of at least this many bytes of JSON are compressed (READY always is).
 
         Raises:
@@ -418,9 +418,9 @@ class FakeGateway:
         self.max_concurrency = max_concurrency
         self.session_ttl = session_ttl
         self.expired_resume = expired_resume
-        #: When true, heartbeats get no ACK (a zombie connection, spec §3).
+        #: When true, heartbeats get no ACK (a zombie connection, docs/protocol.md §3).
         self.withhold_acks = False
-        #: Seconds between a heartbeat's arrival and its ACK (late ACKs, spec §3).
+        #: Seconds between a heartbeat's arrival and its ACK (late ACKs, docs/protocol.md §3).
         self.ack_delay = ack_delay
         #: When false, HELLO is not sent on connect (the client's hello timeout fires).
         self.send_hello = True
@@ -454,7 +454,7 @@ class FakeGateway:
         self._detached: dict[str, _Session] = {}
         self._newest: _Session | None = None
         self._newest_by_shard: dict[int, _Session] = {}
-        self._links: dict[int, _Link] = {}
+        self._links: dict[int, _ClientLink] = {}
         self._closed_by_client: set[int] = set()
         self._ended_by_client: dict[str, int] = {}
         self._bucket_last: dict[int, float] = {}
@@ -468,9 +468,9 @@ class FakeGateway:
     # -- what the simulator feeds in ---------------------------------------------------
 
     def open(self, transport_id: int, url: str, *, now: float) -> None:
-        """A client connected to ``url``; the server greets it with HELLO (spec §1.3).
+        """A client connected to ``url``; the server greets it with HELLO (docs/protocol.md §1.3).
 
-        The query chooses the wire format (spec §1.2): ``v`` (10 only), ``encoding``
+        The query chooses the wire format (docs/protocol.md §1.2): ``v`` (10 only), ``encoding``
         (``json``, the default, or ``etf``) and ``compress`` (absent, ``zlib-stream`` or
         ``zstd-stream``). A value the gateway does not serve closes the connection at once
         (4012 for ``v``, 4002 for the others) and is recorded as a violation.
@@ -502,15 +502,17 @@ class FakeGateway:
             self.zstd_framing,
             self.payload_compression_threshold,
         )
-        self._links[transport_id] = _Link(transport_id=transport_id, wire=wire)
+        self._links[transport_id] = _ClientLink(transport_id=transport_id, wire=wire)
         if refusal is not None:
             code, rule, reason = refusal
-            self._violate(transport_id, f"query with {rule} (spec §1.2)")
+            self._violate(transport_id, f"query with {rule} (docs/protocol.md §1.2)")
             self.close(transport_id, code, reason)
             return
         if version is None:
-            # spec §1.2, §15: without v Discord serves its default, v6 (deprecated).
-            self._violate(transport_id, "query without v (Discord would serve v6; spec §1.2)")
+            # docs/protocol.md §1.2, §15: without v Discord serves its default, v6 (deprecated).
+            self._violate(
+                transport_id, "query without v (Discord would serve v6; docs/protocol.md §1.2)"
+            )
         if self.send_hello:
             self.send(
                 transport_id, {"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}}
@@ -582,7 +584,7 @@ class FakeGateway:
         self._closed_by_client.add(transport_id)
         session = link.session
         if code in (1000, 1001) and session is not None and session.alive:
-            # spec §7: a 1000/1001 close from the client ends its session.
+            # docs/protocol.md §7: a 1000/1001 close from the client ends its session.
             self._ended_by_client[session.session_id] = code
             self._end(session, f"the client closed with {code}")
         self._unbind(link)
@@ -609,7 +611,7 @@ class FakeGateway:
         """Emit a dispatch on the newest session (of ``shard``); returns its sequence number.
 
         The dispatch joins the session's log, so a client that is disconnected now gets it
-        replayed on RESUME (spec §5). When that session has ended (op 9 ``false``, 4007,
+        replayed on RESUME (docs/protocol.md §5). When that session has ended (op 9 ``false``, 4007,
         expiry, ...) or none was started, the event reaches nobody, as on the real gateway:
         it is counted in :attr:`undelivered` and ``None`` is returned.
         """
@@ -629,15 +631,15 @@ class FakeGateway:
             self.send(tid, payload)
 
     def request_heartbeat(self, transport_id: int | None = None) -> None:
-        """Send op 1: the client must heartbeat at once (spec §3)."""
+        """Send op 1: the client must heartbeat at once (docs/protocol.md §3)."""
         self.send_raw({"op": 1, "d": None}, transport_id)
 
     def request_reconnect(self, transport_id: int | None = None) -> None:
-        """Send op 7: the client must reconnect and resume (spec §6)."""
+        """Send op 7: the client must reconnect and resume (docs/protocol.md §6)."""
         self.send_raw({"op": 7, "d": None}, transport_id)
 
     def invalidate_session(self, transport_id: int | None = None, *, resumable: bool) -> None:
-        """Send op 9 (spec §6); with ``resumable=False`` the session really ends here.
+        """Send op 9 (docs/protocol.md §6); with ``resumable=False`` the session really ends here.
 
         Either way the transport gets no more dispatches: the client is expected to reconnect.
         """
@@ -653,7 +655,7 @@ class FakeGateway:
     def close(self, transport_id: int | None, code: int | None, reason: str = "") -> None:
         """Close one (or every) transport with ``code``; ``None`` drops TCP without a frame.
 
-        4003, 4007 and 4009 also end the transport's session (spec §7: start a new session).
+        4003, 4007 and 4009 also end the transport's session (docs/protocol.md §7: start a new session).
         """
         for tid in self._targets(transport_id):
             link = self._links.pop(tid, None)
@@ -761,13 +763,13 @@ class FakeGateway:
             if link is not None:
                 link.live = False
 
-    def _bind(self, link: _Link, session: _Session) -> None:
+    def _bind(self, link: _ClientLink, session: _Session) -> None:
         link.session, link.identified, link.live = session, True, True
         session.links.add(link.transport_id)
         session.detached_at = None
         self._detached.pop(session.session_id, None)
 
-    def _unbind(self, link: _Link) -> None:
+    def _unbind(self, link: _ClientLink) -> None:
         link.live = False
         session = link.session
         if session is None:
@@ -786,7 +788,7 @@ class FakeGateway:
                 self.send(tid, {"op": 0, "s": seq, "t": name, "d": data})
         return seq
 
-    def _heartbeat(self, link: _Link, d: Any) -> None:
+    def _heartbeat(self, link: _ClientLink, d: Any) -> None:
         session = link.session
         if (
             session is not None
@@ -805,7 +807,7 @@ class FakeGateway:
         else:
             self.send(link.transport_id, {"op": 11})
 
-    def _identify(self, link: _Link, d: dict[str, Any]) -> None:
+    def _identify(self, link: _ClientLink, d: dict[str, Any]) -> None:
         tid = link.transport_id
         intents = d.get("intents")
         if (
@@ -814,7 +816,7 @@ class FakeGateway:
             or intents < 0
             or intents & ~DEFINED_INTENTS
         ):
-            # spec §13: bits Discord does not define (or no bitfield at all) are 4013.
+            # docs/protocol.md §13: bits Discord does not define (or no bitfield at all) are 4013.
             unknown = intents & ~DEFINED_INTENTS if isinstance(intents, int) else None
             detail = f"undefined bits {unknown:#x}" if unknown else "not a bitfield"
             self._violate(tid, f"IDENTIFY with invalid intents {intents!r} ({detail})")
@@ -822,7 +824,7 @@ class FakeGateway:
             return
         disallowed = intents & PRIVILEGED_INTENTS & ~self.privileged_intents
         if disallowed:
-            # spec §13: a privileged intent not enabled for the application is 4014.
+            # docs/protocol.md §13: a privileged intent not enabled for the application is 4014.
             self._violate(
                 tid, f"IDENTIFY with privileged intents {disallowed} not enabled for the app"
             )
@@ -832,7 +834,7 @@ class FakeGateway:
         shard_id = 0 if shard is None else shard[0]
         bucket = shard_id % self.max_concurrency
         last = self._bucket_last.get(bucket)
-        # spec §8: one IDENTIFY per bucket per 5 s, measured at microsecond resolution.
+        # docs/protocol.md §8: one IDENTIFY per bucket per 5 s, measured at microsecond resolution.
         if last is not None and round(self._now - last, 6) < IDENTIFY_WINDOW:
             self._violate(
                 link.transport_id,
@@ -845,7 +847,7 @@ class FakeGateway:
         self.identifies += 1
         self._session_counter += 1
         session = _Session(session_id=f"session-{self._session_counter}", shard=shard)
-        # spec §10.2: ``compress: true`` asks for payload compression, which only a JSON
+        # docs/protocol.md §10.2: ``compress: true`` asks for payload compression, which only a JSON
         # connection without transport compression gets (elsewhere it is a no-op).
         session.payload_compression = d.get("compress") is True
         link.wire.payload_compression = (
@@ -866,7 +868,7 @@ class FakeGateway:
         ready.update(self.ready_extra)
         self._dispatch(session, "READY", ready)
 
-    def _resume(self, link: _Link, d: dict[str, Any]) -> None:
+    def _resume(self, link: _ClientLink, d: dict[str, Any]) -> None:
         tid = link.transport_id
         session_id = d.get("session_id")
         session = self._sessions.get(session_id) if isinstance(session_id, str) else None
@@ -876,7 +878,7 @@ class FakeGateway:
                 self._violate(
                     tid,
                     f"RESUME of {session_id}, which the client ended by closing with "
-                    f"{ended_with} (spec §7: meant to resume, closed with 1000/1001)",
+                    f"{ended_with} (docs/protocol.md §7: meant to resume, closed with 1000/1001)",
                 )
             elif (
                 session is not None
@@ -906,19 +908,19 @@ class FakeGateway:
         link.wire.payload_compression = (
             session.payload_compression and link.wire.allows_payload_compression
         )
-        # spec §5: every dispatch after seq is replayed in order, then RESUMED.
+        # docs/protocol.md §5: every dispatch after seq is replayed in order, then RESUMED.
         for s, t, data in session.log[max(seq or 0, 1) :]:
             self.send(tid, {"op": 0, "s": s, "t": t, "d": data})
         self.send(tid, {"op": 0, "s": None, "t": "RESUMED", "d": {}})
 
-    def _request_members(self, link: _Link, d: Any) -> None:
+    def _request_members(self, link: _ClientLink, d: Any) -> None:
         d = d if isinstance(d, dict) else {}
         guild = str(d.get("guild_id"))
         nonce = d.get("nonce")
         if d.get("query") == "" and d.get("limit") == 0:
             last = self._all_members_at.get(guild)
             if last is not None and self._now - last < ALL_MEMBERS_WINDOW:
-                # spec §8: the full list once per guild per 30 s; a RATE_LIMITED dispatch
+                # docs/protocol.md §8: the full list once per guild per 30 s; a RATE_LIMITED dispatch
                 # (without a sequence number) answers the rest.
                 meta: dict[str, Any] = {"guild_id": guild}
                 if isinstance(nonce, str):

@@ -1,11 +1,11 @@
 """Faults the fake gateway can inflict, as values: schedule them with ``Simulator.inject``.
 
 Each fault is a frozen value with a ``kind`` (for counting) and ``apply(sim, shard)``, which
-acts on the simulator's gateway now and returns whether it had an effect (a drop with no open
-transport does nothing and is not counted). Faults with a duration schedule their own end.
+acts on the simulator's fake gateway (``sim.server``) now and returns whether it had an effect
+(a drop with no open transport does nothing and is not counted). Faults with a duration schedule their own end.
 
 ================================  ==============================================  ============
-fault                             what the server does                            spec
+fault                             what the server does                            protocol.md
 ================================  ==============================================  ============
 :class:`DropConnection`           resets TCP (no close frame)                     §5
 :class:`CloseConnection`          closes with a code (4003/4007/4009 end the      §7
@@ -31,12 +31,12 @@ import attrs
 if TYPE_CHECKING:
     from ._simulator import Simulator
 
-#: spec §7: codes after which the session can be resumed (a server-sent 1000/1001 included,
-#: spec §7 [PRACTICE]; the client resumes and the server answers).
+#: docs/protocol.md §7: codes after which the session can be resumed (a server-sent 1000/1001 included,
+#: docs/protocol.md §7 [PRACTICE]; the client resumes and the server answers).
 RESUMABLE_CLOSE_CODES = (1000, 1001, 1011, 4000, 4001, 4002, 4005, 4008)
-#: spec §7: codes that end the session (the client must identify).
+#: docs/protocol.md §7: codes that end the session (the client must identify).
 NEW_SESSION_CLOSE_CODES = (4003, 4007, 4009)
-#: spec §7: codes after which reconnecting cannot help.
+#: docs/protocol.md §7: codes after which reconnecting cannot help.
 FATAL_CLOSE_CODES = (4004, 4010, 4011, 4012, 4013, 4014)
 
 
@@ -60,9 +60,9 @@ class DropConnection:
 
     def apply(self, sim: Simulator, shard: int | None) -> bool:
         """Drop the shard's open transports."""
-        targets = sim.gateway_transports(shard)
+        targets = sim.server_transports(shard)
         for tid in targets:
-            sim.gateway.close(tid, None, "connection reset")
+            sim.server.close(tid, None, "connection reset")
         return bool(targets)
 
 
@@ -84,9 +84,9 @@ class CloseConnection:
 
     def apply(self, sim: Simulator, shard: int | None) -> bool:
         """Close the shard's open transports with the code."""
-        targets = sim.gateway_transports(shard)
+        targets = sim.server_transports(shard)
         for tid in targets:
-            sim.gateway.close(tid, self.code, "injected fault")
+            sim.server.close(tid, self.code, "injected fault")
         return bool(targets)
 
 
@@ -99,9 +99,9 @@ class RequestReconnect:
 
     def apply(self, sim: Simulator, shard: int | None) -> bool:
         """Send op 7 on the shard's open transports."""
-        targets = sim.gateway_transports(shard)
+        targets = sim.server_transports(shard)
         for tid in targets:
-            sim.gateway.request_reconnect(tid)
+            sim.server.request_reconnect(tid)
         return bool(targets)
 
 
@@ -119,9 +119,9 @@ class InvalidateSession:
 
     def apply(self, sim: Simulator, shard: int | None) -> bool:
         """Send op 9 on the shard's open transports."""
-        targets = sim.gateway_transports(shard)
+        targets = sim.server_transports(shard)
         for tid in targets:
-            sim.gateway.invalidate_session(tid, resumable=self.resumable)
+            sim.server.invalidate_session(tid, resumable=self.resumable)
         return bool(targets)
 
 
@@ -134,9 +134,9 @@ class RequestHeartbeat:
 
     def apply(self, sim: Simulator, shard: int | None) -> bool:
         """Send op 1 on the shard's open transports."""
-        targets = sim.gateway_transports(shard)
+        targets = sim.server_transports(shard)
         for tid in targets:
-            sim.gateway.request_heartbeat(tid)
+            sim.server.request_heartbeat(tid)
         return bool(targets)
 
 
@@ -151,9 +151,9 @@ class WithholdAcks:
 
     def apply(self, sim: Simulator, shard: int | None) -> bool:
         """Withhold now; ACK again after the duration."""
-        gateway = sim.gateway
-        gateway.withhold_acks = True
-        sim.at(sim.now + self.duration, lambda: setattr(gateway, "withhold_acks", False))
+        server = sim.server
+        server.withhold_acks = True
+        sim.at(sim.now + self.duration, lambda: setattr(server, "withhold_acks", False))
         return True
 
 
@@ -169,9 +169,9 @@ class DelayAcks:
 
     def apply(self, sim: Simulator, shard: int | None) -> bool:
         """Delay now; ACK at once again after the duration."""
-        gateway = sim.gateway
-        gateway.ack_delay = self.delay
-        sim.at(sim.now + self.duration, lambda: setattr(gateway, "ack_delay", 0.0))
+        server = sim.server
+        server.ack_delay = self.delay
+        sim.at(sim.now + self.duration, lambda: setattr(server, "ack_delay", 0.0))
         return True
 
 
@@ -190,11 +190,11 @@ class Outage:
 
     def apply(self, sim: Simulator, shard: int | None) -> bool:
         """Refuse connections now and drop the open ones; accept again after the duration."""
-        gateway = sim.gateway
-        gateway.accepting = False
-        for tid in sim.gateway_transports(None):
-            gateway.close(tid, None, "outage")
-        sim.at(sim.now + self.duration, lambda: setattr(gateway, "accepting", True))
+        server = sim.server
+        server.accepting = False
+        for tid in sim.server_transports(None):
+            server.close(tid, None, "outage")
+        sim.at(sim.now + self.duration, lambda: setattr(server, "accepting", True))
         return True
 
 
@@ -207,14 +207,14 @@ class ExpireSession:
 
     def apply(self, sim: Simulator, shard: int | None) -> bool:
         """Expire, then drop."""
-        before = sim.gateway.expired_sessions
+        before = sim.server.expired_sessions
         if shard is None:
-            sim.gateway.expire_sessions()
+            sim.server.expire_sessions()
         else:
-            sim.gateway.expire_sessions(sim.connections[shard].config.shard_id)
-        for tid in sim.gateway_transports(shard):
-            sim.gateway.close(tid, None, "session expired")
-        return sim.gateway.expired_sessions > before
+            sim.server.expire_sessions(sim.connections[shard].config.shard_id)
+        for tid in sim.server_transports(shard):
+            sim.server.close(tid, None, "session expired")
+        return sim.server.expired_sessions > before
 
 
 AnyFault = (

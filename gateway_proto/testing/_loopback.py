@@ -17,13 +17,13 @@ can all use it without sharing a loop with the code under test::
 
 Each accepted TCP connection is one of:
 
-* ``GET /api/v10/gateway/bot`` — the discovery answer (spec §1.1), 401 without
+* ``GET /api/v10/gateway/bot`` — the discovery answer (docs/protocol.md §1.1), 401 without
   ``Authorization: Bot <token>``; any other ``/api/`` path is 404. The connection then closes.
 * a websocket upgrade (RFC 6455 §4.2) on any other path; anything else gets 400. After the
   upgrade the connection is a FakeGateway transport: :meth:`FakeGateway.open` gets the URL,
   client messages go to :meth:`FakeGateway.receive`, and the gateway's outputs become frames
   (text for JSON, binary for ETF and every compressed message), close frames or TCP resets.
-  The wire format is the one the URL's query asks for, as on Discord (spec §1.2, §10):
+  The wire format is the one the URL's query asks for, as on Discord (docs/protocol.md §1.2, §10):
   ``encoding=json|etf``, ``compress=zlib-stream|zstd-stream`` (zstd in the gateway's
   ``zstd_framing``, which the ``zstd_framing`` option sets), payload compression after an
   IDENTIFY with ``compress: true``; ``v`` other than 10 is closed with 4012.
@@ -57,10 +57,10 @@ __all__ = ["LoopbackGateway"]
 
 _T = TypeVar("_T")
 
-#: The only HTTP API route served (spec §1.1).
+#: The only HTTP API route served (docs/protocol.md §1.1).
 DISCOVERY_PATH: Final = "/api/v10/gateway/bot"
 #: Client messages the frame reader accepts; larger ones fail the connection with 1009.
-#: FakeGateway itself enforces the gateway's 4096-byte limit (spec §9) on smaller ones.
+#: FakeGateway itself enforces the gateway's 4096-byte limit (docs/protocol.md §9) on smaller ones.
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
 #: Seconds :meth:`LoopbackGateway.call` waits for the server thread.
 _CALL_TIMEOUT: Final = 30.0
@@ -79,7 +79,7 @@ class LoopbackGateway:
     """A :class:`FakeGateway` served over websocket (and TLS) on a loopback socket.
 
     Args:
-        gateway: the scripted server; a default :class:`FakeGateway` when ``None``. Once the
+        server: the scripted server; a default :class:`FakeGateway` when ``None``. Once the
             server has started, touch it only through :meth:`call`.
         ssl_context: a server-side context (certificate loaded) to serve ``wss://`` and
             ``https://``; ``None`` serves plain ``ws://``.
@@ -115,7 +115,7 @@ class LoopbackGateway:
 
     def __init__(
         self,
-        gateway: FakeGateway | None = None,
+        server: FakeGateway | None = None,
         *,
         ssl_context: ssl.SSLContext | None = None,
         host: str = "127.0.0.1",
@@ -133,9 +133,9 @@ class LoopbackGateway:
             raise ValueError("write_delay and close_timeout must be >= 0")
         if zstd_framing not in (None, "stream", "message"):
             raise ValueError("zstd_framing must be 'stream', 'message' or None")
-        self._gateway = FakeGateway() if gateway is None else gateway
+        self._server = FakeGateway() if server is None else server
         if zstd_framing is not None:
-            self._gateway.zstd_framing = zstd_framing
+            self._server.zstd_framing = zstd_framing
         self._ssl_context = ssl_context
         self._host = host
         self._port = port
@@ -209,9 +209,9 @@ class LoopbackGateway:
     # -- properties ------------------------------------------------------------------
 
     @property
-    def gateway(self) -> FakeGateway:
+    def server(self) -> FakeGateway:
         """The FakeGateway served; while running, use it only inside :meth:`call`."""
-        return self._gateway
+        return self._server
 
     @property
     def port(self) -> int:
@@ -320,13 +320,13 @@ class LoopbackGateway:
     def _api_answer(
         self, method: str, target: str, headers: dict[str, str]
     ) -> tuple[int, dict[str, Any]]:
-        """The answer to an HTTP API request (spec §1.1: Get Gateway Bot)."""
+        """The answer to an HTTP API request (docs/protocol.md §1.1: Get Gateway Bot)."""
         path = target.partition("?")[0].rstrip("/")
         if method != "GET" or path != DISCOVERY_PATH:
             return 404, error_body(404)
         if self.discovery_status is not None:
             return self.discovery_status, error_body(self.discovery_status)
-        gateway = self._gateway
+        gateway = self._server
         if headers.get("authorization") != f"Bot {gateway.token}":
             return 401, error_body(401)
         return 200, {
@@ -348,16 +348,16 @@ class LoopbackGateway:
     def _apply(self, fn: Callable[[FakeGateway], _T]) -> _T:
         """Feed the gateway, then send its outputs and reschedule its timer."""
         try:
-            return fn(self._gateway)
+            return fn(self._server)
         finally:
             self._flush()
 
     def _flush(self) -> None:
-        outputs = self._gateway.next_outputs()
+        outputs = self._server.next_outputs()
         while outputs:
             for output in outputs:
                 self._route(output)
-            outputs = self._gateway.next_outputs()
+            outputs = self._server.next_outputs()
         self._schedule_timer()
 
     def _route(self, output: ServerOutput) -> None:
@@ -382,7 +382,7 @@ class LoopbackGateway:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        deadline = self._gateway.next_deadline()
+        deadline = self._server.next_deadline()
         if deadline is not None:
             self._timer = self._running_loop.call_at(deadline, self._on_timer)
 

@@ -4,13 +4,13 @@ Everything happens on one virtual clock. Messages between the two sides take ``l
 seconds (plus, server → client, a seeded random ``jitter``); the simulator jumps straight to
 the next thing that can happen — a delivery, a scripted step, the server's timer, the identify
 scheduler or a client's timer — so an hour of gateway life runs in milliseconds. Deliveries
-due at the same instant as a client's timer go first (field notes #14). Each transport is a
+due at the same instant as a client's timer go first (docs/field-bugs.md #14). Each transport is a
 FIFO channel in both directions, as a websocket over TCP is: jitter delays messages but never
 reorders them, and a close or reset arrives after the messages sent before it.
 
 Many connections (shards) can share one gateway: each is a ``shard`` index into
 :attr:`Simulator.connections`. With an :class:`~gateway_proto.IdentifyScheduler`, every
-``RequestIdentify`` goes through it (spec §8 identify concurrency); without one, identifies
+``RequestIdentify`` goes through it (docs/protocol.md §8 identify concurrency); without one, identifies
 are granted ``grant_identify_after`` seconds after they are requested.
 
 Every wire format works as over a socket: the client's URL carries ``encoding`` and
@@ -18,7 +18,7 @@ Every wire format works as over a socket: the client's URL carries ``encoding`` 
 zstd-stream in either framing; payload compression after an IDENTIFY with ``compress: true``),
 so a bot is tested in the format it deploys with. ``partial`` splits zlib-stream messages only:
 zstd-stream and payload compression carry exactly one gateway message per websocket message
-(spec §10.2, §10.4).
+(docs/protocol.md §10.2, §10.4).
 
 Every action and event is logged as ``(time, item)``; :meth:`Simulator.timeline` renders
 the log as text, and the same seed gives the same text.
@@ -87,7 +87,7 @@ class Simulator:
     def __init__(
         self,
         connection: GatewayConnection | Sequence[GatewayConnection],
-        gateway: FakeGateway,
+        server: FakeGateway,
         *,
         latency: float = 0.05,
         start: float = 0.0,
@@ -103,16 +103,16 @@ class Simulator:
         Args:
             connection: the client under test (not yet connected), or a sequence of them
                 (shards; each needs its own ``config.shard`` id when a scheduler is used).
-            gateway: the server they talk to.
+            server: the fake gateway they talk to (:attr:`server`).
             latency: one-way delay of every message, open and close.
             start: the virtual time to start at.
             grant_identify_after: how long after ``RequestIdentify`` the identify slot is
                 granted; ``None`` to leave granting to the test. Unused with ``scheduler``.
-            scheduler: grants identify slots instead (spec §8 ``max_concurrency``).
+            scheduler: grants identify slots instead (docs/protocol.md §8 ``max_concurrency``).
             jitter: extra server → client delay per message, uniform in ``[0, jitter)``
                 (slow delivery; messages on one transport are never reordered).
             partial: probability that a zlib-stream message is delivered in 2–3 pieces
-                (partial writes, spec §10.3).
+                (partial writes, docs/protocol.md §10.3).
             rng: the source of jitter and splits (default ``random.Random(0)``).
             on_event: called as ``on_event(shard, event)`` for every event as it happens
                 (your bot's handler; it may call the connection, e.g. ``send``).
@@ -124,7 +124,7 @@ class Simulator:
             self.connections = list(connection)
         if not self.connections:
             raise ValueError("at least one connection is needed")
-        self.gateway = gateway
+        self.server = server
         self.latency = latency
         self.now = start
         self.grant_identify_after = grant_identify_after
@@ -170,22 +170,22 @@ class Simulator:
         """Call ``connect`` on one client (``shard``) or on every client, now."""
         for index in self._shards(shard):
             self.connections[index].connect(now=self.now)
-        self._pump()
+        self._drain_connections()
 
     def run_until(self, end: float) -> None:
         """Advance virtual time to ``end``, handling everything that happens before it."""
-        gateway, scheduler, queue, timers = self.gateway, self.scheduler, self._queue, self._timers
+        server, scheduler, queue, timers = self.server, self.scheduler, self._queue, self._timers
         single = len(timers) == 1
         while True:
             queue_at = queue[0][0] if queue else None
-            gateway_at = gateway.next_deadline()
+            server_at = server.next_deadline()
             scheduler_at = None if scheduler is None else scheduler.next_deadline()
             if single:
                 timer_at = timers[0]
             else:
                 timer_at = min((t for t in timers if t is not None), default=None)
             nxt = queue_at
-            for candidate in (gateway_at, scheduler_at, timer_at):
+            for candidate in (server_at, scheduler_at, timer_at):
                 if candidate is not None and (nxt is None or candidate < nxt):
                     nxt = candidate
             if nxt is None or nxt > end:
@@ -194,8 +194,8 @@ class Simulator:
             if queue_at is not None and queue_at <= now:
                 _, _, step = heapq.heappop(queue)
                 step()
-            elif gateway_at is not None and gateway_at <= now:
-                gateway.handle_timer(now=now)
+            elif server_at is not None and server_at <= now:
+                server.handle_timer(now=now)
             elif scheduler is not None and scheduler_at is not None and scheduler_at <= now:
                 granted = scheduler.poll(now=now)
                 for shard_id in granted:
@@ -205,21 +205,21 @@ class Simulator:
             else:
                 index = next(i for i, t in enumerate(timers) if t is not None and t <= now)
                 self.connections[index].handle_timer(now=now)
-            self._pump()
+            self._drain_connections()
         self.now = max(self.now, end)
 
     def drop_transport(self, shard: int | None = None) -> None:
         """Cut every open transport (of ``shard``) without a close frame (a TCP reset)."""
-        for tid in self.gateway_transports(shard):
-            self.gateway.close(tid, None, "connection reset")
-        self._pump()
+        for tid in self.server_transports(shard):
+            self.server.close(tid, None, "connection reset")
+        self._drain_connections()
 
-    def gateway_transports(self, shard: int | None = None) -> list[int]:
-        """The gateway-side ids of the transports the server has open (for ``shard``).
+    def server_transports(self, shard: int | None = None) -> list[int]:
+        """The server-side ids of the transports :attr:`server` has open (for ``shard``).
 
         With one connection they equal the client's ``transport_id``s.
         """
-        open_ids = self.gateway.open_transports
+        open_ids = self.server.open_transports
         if shard is None:
             return open_ids
         return [tid for tid in open_ids if self._to_client.get(tid, (-1, 0))[0] == shard]
@@ -276,7 +276,7 @@ class Simulator:
 
     def assert_no_violations(self) -> None:
         """Raise ``AssertionError`` listing the rules the client broke, if any."""
-        violations = self.gateway.violations
+        violations = self.server.violations
         if violations:
             listing = "\n".join(f"  t={v.time:.3f} #{v.transport_id}: {v.rule}" for v in violations)
             raise AssertionError(f"{len(violations)} gateway rule violation(s):\n{listing}")
@@ -287,7 +287,7 @@ class Simulator:
         For every session the client started (in order), the dispatches it delivered must be
         exactly the server's log after READY, from the first one on, with no gap, duplicate
         or reordering; a session that was left before all of them were delivered must have
-        been announced lost by ``SessionInvalidated(events_may_be_lost=True)`` (spec §5, §6),
+        been announced lost by ``SessionInvalidated(events_may_be_lost=True)`` (docs/protocol.md §5, §6),
         and no dispatch may be delivered for it after that. Every session after the first
         must be preceded by such an announcement. With ``final``, the last session must be
         complete unless its loss was announced.
@@ -327,7 +327,7 @@ class Simulator:
                 announced[current] = True
         total = lost = lost_sessions = 0
         for position, session_id in enumerate(order):
-            record = None if session_id is None else self.gateway.session(session_id)
+            record = None if session_id is None else self.server.session(session_id)
             if record is None:
                 raise AssertionError(f"shard {shard}: the server never started {session_id}")
             expected = list(record.log[1:])
@@ -356,7 +356,7 @@ class Simulator:
         seen = set(order)
         unseen = [
             s
-            for s in self.gateway.sessions
+            for s in self.server.sessions
             if s.session_id not in seen and self._owner(s.shard) == shard
         ]
         return DeliveryReport(
@@ -399,8 +399,8 @@ class Simulator:
         self._channel_end[key] = when
         self.at(when, step)
 
-    def _pump(self) -> None:
-        gateway, connections = self.gateway, self.connections
+    def _drain_connections(self) -> None:
+        server, connections = self.server, self.connections
         while True:
             busy = False
             for index, conn in enumerate(connections):
@@ -426,7 +426,7 @@ class Simulator:
                     shards.append(index)
                     log.append(entry)
                     self._perform(index, action)
-            outputs = gateway.next_outputs()
+            outputs = server.next_outputs()
             for output in outputs:
                 self._route(output)
             if not (busy or outputs):
@@ -445,16 +445,16 @@ class Simulator:
             def opened() -> None:
                 if gid in self._dropped:
                     return
-                if not self.gateway.accepting:
+                if not self.server.accepting:
                     conn.handle_transport_closed(tid, None, "connection refused", now=self.now)
                     return
-                self.gateway.open(gid, url, now=self.now)
+                self.server.open(gid, url, now=self.now)
                 conn.handle_transport_open(tid, now=self.now)
 
             self._send(False, gid, opened)
         elif isinstance(action, SendMessage):
             gid, data = self._to_gateway[(index, action.transport_id)], action.data
-            self._send(False, gid, lambda: self.gateway.receive(gid, data, now=self.now))
+            self._send(False, gid, lambda: self.server.receive(gid, data, now=self.now))
         elif isinstance(action, CloseTransport):
             tid, code = action.transport_id, action.code
             gid = self._to_gateway[(index, tid)]
@@ -465,7 +465,7 @@ class Simulator:
             echo_at = now + 2 * self.latency
 
             def arrived() -> None:
-                self.gateway.client_closed(gid, code, now=self.now)
+                self.server.client_closed(gid, code, now=self.now)
                 # The server answers the close frame with its own (RFC 6455 §5.5.1).
                 self._send(True, gid, echoed, when=echo_at)
 
@@ -473,7 +473,7 @@ class Simulator:
         elif isinstance(action, AbortTransport):
             gid = self._to_gateway[(index, action.transport_id)]
             self._dropped.add(gid)
-            self._send(False, gid, lambda: self.gateway.client_closed(gid, None, now=self.now))
+            self._send(False, gid, lambda: self.server.client_closed(gid, None, now=self.now))
         elif isinstance(action, SetTimer):
             self._timers[index] = action.deadline
         elif isinstance(action, RequestIdentify):

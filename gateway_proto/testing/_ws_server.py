@@ -69,7 +69,7 @@ class ConnectionHost(Protocol):
         """The client broke RFC 6455 framing."""
 
 
-class _Phase(enum.Enum):
+class _ServerPhase(enum.Enum):
     HEAD = "reading the HTTP head"
     OPEN = "websocket open (a FakeGateway transport)"
     CLOSING = "close frame sent, waiting for the client's"
@@ -110,20 +110,20 @@ class ServerConnection(asyncio.Protocol):
         self._loop = loop
         self.tid = 0
         self._transport: asyncio.Transport | None = None
-        self._phase = _Phase.HEAD
+        self._phase = _ServerPhase.HEAD
         self._head = b""
         self._reader: FrameReader | None = None
         self._reader_failed = False
         #: Chunks waiting for their turn when ``write_chunk`` is set.
         self._chunks: deque[bytes] = deque()
-        self._pumping = False
+        self._writing_chunks = False
         self._close_when_written = False
         self._close_timer: asyncio.TimerHandle | None = None
 
     @property
     def is_open(self) -> bool:
         """Whether the FakeGateway considers this connection one of its transports."""
-        return self._phase is _Phase.OPEN
+        return self._phase is _ServerPhase.OPEN
 
     # -- asyncio callbacks ------------------------------------------------------------
 
@@ -133,9 +133,9 @@ class ServerConnection(asyncio.Protocol):
         self.tid = self._server._register(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._phase is _Phase.HEAD:
+        if self._phase is _ServerPhase.HEAD:
             self._read_head(data)
-        elif self._phase is _Phase.OPEN or self._phase is _Phase.CLOSING:
+        elif self._phase is _ServerPhase.OPEN or self._phase is _ServerPhase.CLOSING:
             self._read_frames(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -169,13 +169,13 @@ class ServerConnection(asyncio.Protocol):
             self._answer_http(400, error_body(400))
             return
         self._write(build_response(key))
-        self._phase = _Phase.OPEN
+        self._phase = _ServerPhase.OPEN
         # RFC 6455 §5.1: a client masks every frame; the server refuses unmasked ones.
         self._reader = FrameReader(
             max_message_size=self._server.max_message_size, expect_masked=True
         )
         self._server._websocket_opened(self.tid, target)
-        if rest and self._phase is _Phase.OPEN:
+        if rest and self._phase is _ServerPhase.OPEN:
             self._read_frames(rest)
 
     def _read_frames(self, data: bytes) -> None:
@@ -188,9 +188,9 @@ class ServerConnection(asyncio.Protocol):
             self._fail(exc)
             return
         for opcode, payload in frames:
-            if self._phase is _Phase.OPEN:
+            if self._phase is _ServerPhase.OPEN:
                 self._on_frame(opcode, payload)
-            elif self._phase is _Phase.CLOSING and opcode == WsOpcode.CLOSE:
+            elif self._phase is _ServerPhase.CLOSING and opcode == WsOpcode.CLOSE:
                 # RFC 6455 §5.5.1: the client answered our close frame; the server closes TCP.
                 self._finish()
 
@@ -217,7 +217,7 @@ class ServerConnection(asyncio.Protocol):
         except WebSocketProtocolError as exc:
             self._fail(exc)
             return
-        self._phase = _Phase.DONE
+        self._phase = _ServerPhase.DONE
         # RFC 6455 §7.1.5: a close frame without a code is reported as 1005.
         self._server._client_gone(self.tid, 1005 if code is None else code)
         # RFC 6455 §5.5.1: echo the close frame, then the server closes TCP first (§7.1.1).
@@ -227,7 +227,7 @@ class ServerConnection(asyncio.Protocol):
     def _fail(self, error: WebSocketProtocolError) -> None:
         """RFC 6455 §7.1.7: the client broke framing; close with ``error.code`` at once."""
         self._reader_failed = True
-        if self._phase is _Phase.OPEN:
+        if self._phase is _ServerPhase.OPEN:
             self._server._protocol_error(self.tid, error)
         else:
             self._finish()
@@ -240,7 +240,7 @@ class ServerConnection(asyncio.Protocol):
 
     def send_close(self, code: int, reason: str) -> None:
         """Start the closing handshake: the TCP connection ends at the echo or the timeout."""
-        self._phase = _Phase.CLOSING
+        self._phase = _ServerPhase.CLOSING
         self._write(encode_frame(WsOpcode.CLOSE, close_payload(code, reason)))
         if self._reader_failed:
             self._finish()
@@ -269,28 +269,28 @@ class ServerConnection(asyncio.Protocol):
 
     def server_dropped(self) -> None:
         """The FakeGateway dropped this transport (``ServerClose`` with code ``None``)."""
-        self._phase = _Phase.DONE
+        self._phase = _ServerPhase.DONE
         self.reset()
 
     # -- internals --------------------------------------------------------------------
 
     def _forget_websocket(self) -> None:
         """Stop serving the websocket; the FakeGateway hears of it if it still had it."""
-        was_open = self._phase is _Phase.OPEN
-        self._phase = _Phase.DONE
+        was_open = self._phase is _ServerPhase.OPEN
+        self._phase = _ServerPhase.DONE
         if was_open:
             self._server._client_gone(self.tid, None)
 
     def _answer_http(self, status: int, body: dict[str, Any]) -> None:
-        self._phase = _Phase.DONE
+        self._phase = _ServerPhase.DONE
         self._write(_http_answer(status, body))
         self._finish()
 
     def _finish(self) -> None:
         """Close TCP gracefully once every queued byte is written."""
-        self._phase = _Phase.DONE
+        self._phase = _ServerPhase.DONE
         self._cancel_close_timer()
-        if self._pumping:
+        if self._writing_chunks:
             self._close_when_written = True
         elif self._transport is not None:
             self._transport.close()
@@ -308,22 +308,22 @@ class ServerConnection(asyncio.Protocol):
                 self._transport.write(data)
             return
         self._chunks.extend(data[i : i + chunk] for i in range(0, len(data), chunk))
-        if not self._pumping:
-            self._pump()
+        if not self._writing_chunks:
+            self._write_next_chunk()
 
-    def _pump(self) -> None:
+    def _write_next_chunk(self) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
-            self._pumping = False
+            self._writing_chunks = False
             return
         if not self._chunks:
-            self._pumping = False
+            self._writing_chunks = False
             if self._close_when_written:
                 transport.close()
             return
-        self._pumping = True
+        self._writing_chunks = True
         transport.write(self._chunks.popleft())
-        self._loop.call_later(self._server.write_delay, self._pump)
+        self._loop.call_later(self._server.write_delay, self._write_next_chunk)
 
     def _reset_when_written(self, give_up_at: float) -> None:
         """Reset once the cut bytes left the buffers (an RST discards unsent data).

@@ -2,7 +2,8 @@
 
 This module needs hypothesis, the ``[testing]`` extra::
 
-    pip install 'gateway-proto[testing]'
+    pip install 'gateway-proto[testing]'    # from PyPI
+    pip install '.[testing]'                # from a checkout
 
 (:mod:`gateway_proto.testing` itself does not import it.) Every strategy draws values a real
 gateway could send, so a client must handle them without raising:
@@ -43,11 +44,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from .._errors import install_hint
+
 try:
     from hypothesis import strategies as st
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "gateway_proto.testing.strategies needs hypothesis: pip install 'gateway-proto[testing]'"
+        f"gateway_proto.testing.strategies needs hypothesis: {install_hint('testing')}"
     ) from exc
 
 from ._faults import (
@@ -68,7 +71,15 @@ from ._faults import (
 
 __all__ = [
     "DISPATCH_NAMES",
+    "EXTREME_FLOATS",
+    "EXTREME_INTS",
+    "EXTREME_STRINGS",
+    "HOSTILE_URLS",
+    "HUGE_INT_DIGITS",
+    "LONG_STRING_SHAPES",
+    "CloseKind",
     "HostileKind",
+    "Payload",
     "close_codes",
     "dispatch_data",
     "dispatch_payloads",
@@ -95,7 +106,7 @@ __all__ = [
     "snowflakes",
 ]
 
-#: spec §14: the documented dispatch names, except READY, RESUMED and RATE_LIMITED (the
+#: docs/protocol.md §14: the documented dispatch names, except READY, RESUMED and RATE_LIMITED (the
 #: session dispatches have their own strategies).
 DISPATCH_NAMES: tuple[str, ...] = (
     "APPLICATION_COMMAND_PERMISSIONS_UPDATE",
@@ -181,7 +192,7 @@ CloseKind = Literal["any", "resumable", "new_session", "fatal"]
 
 
 def snowflakes() -> st.SearchStrategy[str]:
-    """Snowflakes as JSON carries them: decimal strings of unsigned 64-bit ints (spec §10.1)."""
+    """Snowflakes as JSON carries them: decimal strings of unsigned 64-bit ints (docs/protocol.md §10.1)."""
     return st.integers(min_value=0, max_value=2**64 - 1).map(str)
 
 
@@ -234,28 +245,28 @@ def hello_payloads(
 
 
 def heartbeat_request_payloads() -> st.SearchStrategy[Payload]:
-    """Op 1: the server asks for an immediate heartbeat (spec §3)."""
+    """Op 1: the server asks for an immediate heartbeat (docs/protocol.md §3)."""
     return st.sampled_from([{"op": 1, "d": None}, {"op": 1, "d": None, "s": None, "t": None}])
 
 
 def heartbeat_ack_payloads() -> st.SearchStrategy[Payload]:
-    """Op 11, with or without ``d`` (spec §15 item 14)."""
+    """Op 11, with or without ``d`` (docs/protocol.md §15 item 14)."""
     return st.sampled_from([{"op": 11}, {"op": 11, "d": None}, {"op": 11, "s": None, "t": None}])
 
 
 def reconnect_payloads() -> st.SearchStrategy[Payload]:
-    """Op 7 Reconnect (spec §6)."""
+    """Op 7 Reconnect (docs/protocol.md §6)."""
     return st.sampled_from([{"op": 7, "d": None}, {"op": 7, "d": None, "s": None, "t": None}])
 
 
 def invalid_session_payloads(resumable: bool | None = None) -> st.SearchStrategy[Payload]:
-    """Op 9 with ``d`` ``true``/``false`` (any when ``resumable`` is ``None``) (spec §6)."""
+    """Op 9 with ``d`` ``true``/``false`` (any when ``resumable`` is ``None``) (docs/protocol.md §6)."""
     values = st.booleans() if resumable is None else st.just(resumable)
     return values.map(lambda d: {"op": 9, "d": d})
 
 
 def ready_payloads(seq: st.SearchStrategy[int] | None = None) -> st.SearchStrategy[Payload]:
-    """A READY dispatch (spec §4.2) with a session id and a ``wss://`` resume URL."""
+    """A READY dispatch (docs/protocol.md §4.2) with a session id and a ``wss://`` resume URL."""
     return st.builds(
         lambda s, session_id, host, user_id, guilds, shard: {
             "op": 0,
@@ -282,7 +293,7 @@ def ready_payloads(seq: st.SearchStrategy[int] | None = None) -> st.SearchStrate
 
 
 def resumed_payloads() -> st.SearchStrategy[Payload]:
-    """The RESUMED dispatch (spec §5): no documented fields; ``s`` null or absent."""
+    """The RESUMED dispatch (docs/protocol.md §5): no documented fields; ``s`` null or absent."""
     return st.sampled_from(
         [{"op": 0, "s": None, "t": "RESUMED", "d": {}}, {"op": 0, "t": "RESUMED", "d": None}]
     )
@@ -291,7 +302,7 @@ def resumed_payloads() -> st.SearchStrategy[Payload]:
 def dispatch_payloads(
     *, names: st.SearchStrategy[str] | None = None, seq: st.SearchStrategy[int] | None = None
 ) -> st.SearchStrategy[Payload]:
-    """An op 0 dispatch of an ordinary event (spec §14)."""
+    """An op 0 dispatch of an ordinary event (docs/protocol.md §14)."""
     return st.builds(
         lambda s, t, d: {"op": 0, "s": s, "t": t, "d": d},
         seq if seq is not None else sequences(),
@@ -303,7 +314,7 @@ def dispatch_payloads(
 def guild_members_chunk_payloads(
     seq: st.SearchStrategy[int] | None = None,
 ) -> st.SearchStrategy[Payload]:
-    """A GUILD_MEMBERS_CHUNK dispatch (spec §12): ``0 <= chunk_index < chunk_count``."""
+    """A GUILD_MEMBERS_CHUNK dispatch (docs/protocol.md §12): ``0 <= chunk_index < chunk_count``."""
 
     def build(  # noqa: PLR0917 - st.builds passes the drawn values positionally
         s: int, guild: str, count: int, index: int, users: list[str], nonce: Any
@@ -330,7 +341,7 @@ def guild_members_chunk_payloads(
 
 
 def rate_limited_payloads() -> st.SearchStrategy[Payload]:
-    """A RATE_LIMITED dispatch for op 8 (spec §8): ``retry_after`` in seconds, no ``s``."""
+    """A RATE_LIMITED dispatch for op 8 (docs/protocol.md §8): ``retry_after`` in seconds, no ``s``."""
     return st.builds(
         lambda retry, guild, nonce: {
             "op": 0,
@@ -379,7 +390,7 @@ def dispatch_streams(
 
 
 def close_codes(kind: CloseKind = "any") -> st.SearchStrategy[int]:
-    """Close codes a server sends (spec §7): ``resumable``, ``new_session``, ``fatal`` or any."""
+    """Close codes a server sends (docs/protocol.md §7): ``resumable``, ``new_session``, ``fatal`` or any."""
     pools = {
         "resumable": RESUMABLE_CLOSE_CODES,
         "new_session": NEW_SESSION_CLOSE_CODES,
@@ -550,7 +561,7 @@ def extreme_strings() -> st.SearchStrategy[str]:
     )
 
 
-#: URLs no websocket can be opened to, or only by trusting the peer too much (spec §4.2: the
+#: URLs no websocket can be opened to, or only by trusting the peer too much (docs/protocol.md §4.2: the
 #: resume URL comes from the peer): a host label IDNA refuses (over 63 characters, or empty),
 #: no host, a port out of range, non-ASCII, spaces and control characters, other schemes, an
 #: unclosed IPv6 bracket, a URL longer than a request line should be.

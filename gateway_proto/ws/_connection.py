@@ -50,6 +50,7 @@ from .._config import usable_ws_url
 from .._connection import GatewayConnection
 from .._errors import GatewayError, LocalProtocolError
 from .._events import Event
+from .._version import __version__
 from ._actions import CloseTcp, OpenTcp, SendBytes, WsAction
 from ._errors import HandshakeError, WebSocketProtocolError
 from ._frames import FrameReader, WsOpcode, close_payload, encode_frame, parse_close_payload
@@ -57,7 +58,7 @@ from ._handshake import build_request, check_response, split_head
 
 __all__ = ["DEFAULT_USER_AGENT", "WebSocketConnection"]
 
-DEFAULT_USER_AGENT: Final = "gateway_proto (https://github.com/gateway-proto, 0.1.0)"
+DEFAULT_USER_AGENT: Final = f"gateway_proto (https://github.com/gateway-proto, {__version__})"
 _TEXT: Final = int(WsOpcode.TEXT)
 _BINARY: Final = int(WsOpcode.BINARY)
 _PING: Final = int(WsOpcode.PING)
@@ -65,7 +66,7 @@ _CLOSE: Final = int(WsOpcode.CLOSE)
 _DEFAULT_PORTS: Final = {"ws": 80, "wss": 443}
 
 
-class _Phase(enum.Enum):
+class _WsPhase(enum.Enum):
     TCP = "opening TCP"
     UPGRADE = "upgrading to websocket"
     OPEN = "open"
@@ -73,13 +74,13 @@ class _Phase(enum.Enum):
 
 
 @final
-class _Link:
+class _WsLink:
     """One TCP connection, one per core transport generation."""
 
     __slots__ = ("head", "host", "key", "pending_ping", "phase", "reader", "target", "write_paused")
 
     def __init__(self, host: str, target: str, max_size: int) -> None:
-        self.phase = _Phase.TCP
+        self.phase = _WsPhase.TCP
         self.host = host
         self.target = target
         self.key = ""
@@ -92,7 +93,7 @@ class _Link:
 
 @final
 class WebSocketConnection:
-    """A :class:`GatewayConnection` spoken over raw TCP bytes (DESIGN §5).
+    """A :class:`GatewayConnection` spoken over raw TCP bytes (docs/architecture.md §5).
 
     Args:
         gateway: the core; it must be fresh (not yet connected) and is driven only
@@ -117,7 +118,7 @@ class WebSocketConnection:
         self._gateway = gateway
         self._entropy = entropy
         self._user_agent = user_agent
-        self._links: dict[int, _Link] = {}
+        self._links: dict[int, _WsLink] = {}
         self._actions: list[WsAction] = []
 
     @property
@@ -139,27 +140,27 @@ class WebSocketConnection:
     def connect(self, *, now: float) -> None:
         """Start connecting (see :meth:`GatewayConnection.connect`)."""
         self._gateway.connect(now=now)
-        self._pump(now)
+        self._drain_core(now)
 
     def send(self, command: Command, *, now: float) -> None:
         """Queue a command (see :meth:`GatewayConnection.send`)."""
         self._gateway.send(command, now=now)
-        self._pump(now)
+        self._drain_core(now)
 
     def close(self, code: int = 1000, *, now: float, reason: str = "") -> None:
         """End the connection (see :meth:`GatewayConnection.close`)."""
         self._gateway.close(code, now=now, reason=reason)
-        self._pump(now)
+        self._drain_core(now)
 
     def grant_identify(self, *, now: float) -> None:
         """The identify scheduler allows one IDENTIFY now."""
         self._gateway.grant_identify(now=now)
-        self._pump(now)
+        self._drain_core(now)
 
     def handle_timer(self, *, now: float) -> None:
         """Handle every deadline at or before ``now``."""
         self._gateway.handle_timer(now=now)
-        self._pump(now)
+        self._drain_core(now)
 
     def set_reading_paused(self, paused: bool, *, now: float) -> None:
         """The driver stopped (``True``) or resumed (``False``) reading the socket.
@@ -173,7 +174,7 @@ class WebSocketConnection:
 
         """
         self._gateway.set_reading_paused(paused, now=now)
-        self._pump(now)
+        self._drain_core(now)
 
     def set_writing_paused(self, transport_id: int, paused: bool, *, now: float) -> None:
         """The write buffer of ``transport_id`` passed its high-water mark, or drained.
@@ -197,7 +198,7 @@ class WebSocketConnection:
         link.write_paused = paused
         if not paused:
             ping, link.pending_ping = link.pending_ping, None
-            if ping is not None and link.phase is _Phase.OPEN:
+            if ping is not None and link.phase is _WsPhase.OPEN:
                 self._send_frame(transport_id, WsOpcode.PONG, ping)
 
     # -- inputs from the socket ---------------------------------------------------------
@@ -205,9 +206,9 @@ class WebSocketConnection:
     def handle_tcp_open(self, transport_id: int, *, now: float) -> None:
         """The connection of ``OpenTcp(transport_id)`` is up (and TLS done): send the upgrade."""
         link = self._links.get(transport_id)
-        if link is None or link.phase is not _Phase.TCP:
+        if link is None or link.phase is not _WsPhase.TCP:
             return
-        link.phase = _Phase.UPGRADE
+        link.phase = _WsPhase.UPGRADE
         link.key = base64.b64encode(self._entropy(16)).decode("ascii")
         request = build_request(link.host, link.target, link.key, self._user_agent)
         self._actions.append(SendBytes(request, transport_id))
@@ -231,7 +232,7 @@ class WebSocketConnection:
             return
         self._actions.append(CloseTcp(transport_id, abort=True))
         self._gateway.handle_transport_closed(transport_id, None, reason, now=now, error=error)
-        self._pump(now)
+        self._drain_core(now)
 
     def receive_data(self, transport_id: int, data: bytes | None, *, now: float) -> None:
         """Bytes read from ``transport_id``, any amount; ``None`` at EOF (reported as 1006)."""
@@ -240,14 +241,14 @@ class WebSocketConnection:
             return
         if data is None:
             self._end_link(transport_id, CloseTcp(transport_id, abort=False))
-            if link.phase is _Phase.OPEN or link.phase is _Phase.CLOSE_SENT:
+            if link.phase is _WsPhase.OPEN or link.phase is _WsPhase.CLOSE_SENT:
                 # RFC 6455 §7.1.5: a connection closed without a close frame is 1006.
                 reason = "connection closed without a close frame"
                 self._gateway.handle_transport_closed(transport_id, 1006, reason, now=now)
             else:
                 reason = f"connection closed while {link.phase.value}"
                 self._gateway.handle_transport_closed(transport_id, None, reason, now=now)
-        elif link.phase is _Phase.OPEN:
+        elif link.phase is _WsPhase.OPEN:
             try:
                 frames = link.reader.feed(data)
             except WebSocketProtocolError as exc:
@@ -258,9 +259,9 @@ class WebSocketConnection:
                 self._fail_after(transport_id, link, exc, now)
             else:
                 self._deliver(transport_id, link, frames, now)
-        elif link.phase is _Phase.UPGRADE:
+        elif link.phase is _WsPhase.UPGRADE:
             self._upgrade(transport_id, link, data, now)
-        elif link.phase is _Phase.CLOSE_SENT:
+        elif link.phase is _WsPhase.CLOSE_SENT:
             try:
                 frames = link.reader.feed(data)
             except WebSocketProtocolError as exc:
@@ -268,12 +269,12 @@ class WebSocketConnection:
                 self._fail_after(transport_id, link, exc, now)
             else:
                 self._await_close(transport_id, frames, now)
-        self._pump(now)
+        self._drain_core(now)
 
     # -- internals ----------------------------------------------------------------------
 
     def _deliver(
-        self, transport_id: int, link: _Link, frames: list[tuple[int, bytes]], now: float
+        self, transport_id: int, link: _WsLink, frames: list[tuple[int, bytes]], now: float
     ) -> None:
         # Data messages go to the core in batches (one call per read, not per message).
         # Before a control frame (or a text message that is not UTF-8) the messages before
@@ -297,10 +298,10 @@ class WebSocketConnection:
             if batch:
                 receive(transport_id, batch, now=now)
                 batch = []
-                self._pump(now)
+                self._drain_core(now)
                 if self._links.get(transport_id) is not link:
                     return  # the core aborted the transport in answer to a message
-                if link.phase is not _Phase.OPEN:
+                if link.phase is not _WsPhase.OPEN:
                     # The core closed it in answer: now only the peer's close frame matters.
                     rest = itertools.chain(((opcode, payload),), remaining)
                     self._await_close(transport_id, rest, now)
@@ -333,7 +334,7 @@ class WebSocketConnection:
                 return
 
     def _fail_after(
-        self, transport_id: int, link: _Link, error: WebSocketProtocolError, now: float
+        self, transport_id: int, link: _WsLink, error: WebSocketProtocolError, now: float
     ) -> None:
         """Fail the connection for ``error`` once the frames before it were acted on.
 
@@ -341,11 +342,11 @@ class WebSocketConnection:
         frame; a close frame among them already ended the link, and then nothing is left
         to fail.
         """
-        self._pump(now)
+        self._drain_core(now)
         if self._links.get(transport_id) is link:
             self._protocol_error(transport_id, error, now)
 
-    def _upgrade(self, transport_id: int, link: _Link, data: bytes, now: float) -> None:
+    def _upgrade(self, transport_id: int, link: _WsLink, data: bytes, now: float) -> None:
         link.head += data
         try:
             parsed = split_head(link.head)
@@ -358,10 +359,10 @@ class WebSocketConnection:
             self._gateway.handle_transport_closed(transport_id, None, str(exc), now=now)
             return
         link.head = b""
-        link.phase = _Phase.OPEN
+        link.phase = _WsPhase.OPEN
         self._gateway.handle_transport_open(transport_id, now=now)
         if rest:
-            self._pump(now)
+            self._drain_core(now)
             self.receive_data(transport_id, rest, now=now)
 
     def _peer_closed(self, transport_id: int, payload: bytes, *, echo: bool, now: float) -> None:
@@ -384,7 +385,7 @@ class WebSocketConnection:
         After our own close frame no second one is sent (RFC 6455 §5.5.1).
         """
         link = self._links.get(transport_id)
-        if link is not None and link.phase is not _Phase.CLOSE_SENT:
+        if link is not None and link.phase is not _WsPhase.CLOSE_SENT:
             self._send_frame(transport_id, WsOpcode.CLOSE, close_payload(error.code, str(error)))
         self._end_link(transport_id, CloseTcp(transport_id, abort=False))
         self._gateway.handle_transport_closed(
@@ -399,7 +400,7 @@ class WebSocketConnection:
         frame = encode_frame(opcode, payload, self._entropy(4))
         self._actions.append(SendBytes(frame, transport_id))
 
-    def _pump(self, now: float) -> None:
+    def _drain_core(self, now: float) -> None:
         """Translate the core's actions into TCP work, until it has none left."""
         gateway = self._gateway
         actions = gateway.next_actions()
@@ -407,7 +408,7 @@ class WebSocketConnection:
             for action in actions:
                 if isinstance(action, SendMessage):
                     link = self._links.get(action.transport_id)
-                    if link is not None and link.phase is _Phase.OPEN:
+                    if link is not None and link.phase is _WsPhase.OPEN:
                         data = action.data
                         if isinstance(data, str):
                             self._send_frame(action.transport_id, _TEXT, data.encode("utf-8"))
@@ -429,7 +430,7 @@ class WebSocketConnection:
         tid = action.transport_id
         if not usable_ws_url(action.url):  # pragma: no cover - the core checks its URLs
             # The core only opens URLs it checked; this guards the request line regardless
-            # (a resume URL is the peer's data, spec §4.2): a bad one fails this attempt.
+            # (a resume URL is the peer's data, docs/protocol.md §4.2): a bad one fails this attempt.
             reason = f"cannot open a websocket to {action.url[:100]!r}"
             self._gateway.handle_transport_closed(tid, None, reason, now=now)
             return
@@ -439,15 +440,15 @@ class WebSocketConnection:
         port = parts.port if parts.port is not None else _DEFAULT_PORTS[parts.scheme]
         netloc = parts.netloc.rpartition("@")[2]
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._links[tid] = _Link(netloc, target, self._gateway.config.max_message_size)
+        self._links[tid] = _WsLink(netloc, target, self._gateway.config.max_message_size)
         self._actions.append(OpenTcp(host, port, parts.scheme == "wss", tid))
 
     def _close(self, action: CloseTransport, now: float) -> None:
         link = self._links.get(action.transport_id)
         if link is None:
             return
-        if link.phase is _Phase.OPEN:
-            link.phase = _Phase.CLOSE_SENT
+        if link.phase is _WsPhase.OPEN:
+            link.phase = _WsPhase.CLOSE_SENT
             payload = close_payload(action.code, action.reason)
             self._send_frame(action.transport_id, WsOpcode.CLOSE, payload)
         else:  # pragma: no cover - the core aborts transports that are not open
