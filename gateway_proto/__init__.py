@@ -30,6 +30,18 @@ from ._commands import (
 )
 from ._config import GatewayConfig, SessionSnapshot
 from ._connection import MAX_PAYLOAD_SIZE, GatewayConnection
+from ._coordination import (
+    CoordinationError,
+    MemoryStore,
+    ShardLeaseError,
+    ShardRange,
+    SharedIdentifyScheduler,
+    StoreProtocolError,
+    StoreUnavailable,
+    parse_shard_range,
+    shard_for_guild,
+    split_shards,
+)
 from ._errors import (
     AuthenticationFailed,
     ConnectTimeout,
@@ -82,6 +94,7 @@ __all__ = [
     "Command",
     "ConnectTimeout",
     "ConnectionState",
+    "CoordinationError",
     "DecodeError",
     "DisallowedIntents",
     "Disconnected",
@@ -103,6 +116,7 @@ __all__ = [
     "InvalidPayload",
     "InvalidShard",
     "LocalProtocolError",
+    "MemoryStore",
     "MessageTooLarge",
     "Opcode",
     "OpenTransport",
@@ -122,8 +136,13 @@ __all__ = [
     "SessionStartLimit",
     "SessionStarted",
     "SetTimer",
+    "ShardLeaseError",
+    "ShardRange",
     "ShardingRequired",
+    "SharedIdentifyScheduler",
     "Status",
+    "StoreProtocolError",
+    "StoreUnavailable",
     "Terminated",
     "TransportClosed",
     "TransportCompression",
@@ -131,4 +150,7 @@ __all__ = [
     "UpdateVoiceState",
     "WriteBufferOverflow",
     "__version__",
+    "parse_shard_range",
+    "shard_for_guild",
+    "split_shards",
 ]
