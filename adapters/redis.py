@@ -95,7 +95,7 @@ if b[1] then
   tracked = true
 elseif ARGV[6] ~= '' then
   total, remaining = tonumber(ARGV[6]), tonumber(ARGV[7])
-  reset_at = now + tonumber(ARGV[8])
+  reset_at = now + tonumber(ARGV[8]) + 1
   redis.call('HSET', KEYS[1], 'total', int(total), 'remaining', int(remaining),
              'reset_at', int(reset_at))
   tracked = true
@@ -141,7 +141,7 @@ if tracked then
   remaining = remaining - 1
   redis.call('HSET', KEYS[1], 'remaining', int(remaining))
 end
-redis.call('SET', KEYS[2], int(now + window), 'PX', int(window))
+redis.call('SET', KEYS[2], int(now + window + 1), 'PX', int(window + 1))
 redis.call('ZREM', KEYS[3], ticket)
 redis.call('HDEL', KEYS[4], ticket)
 if tracked then return {'granted', remaining} end
@@ -167,7 +167,7 @@ local b = redis.call('HMGET', KEYS[1], 'remaining', 'reset_at')
 local stored, reset_at = tonumber(b[1]), tonumber(b[2])
 if stored == nil or reset_at == nil or now >= reset_at then
   redis.call('HSET', KEYS[1], 'total', int(total), 'remaining', int(remaining),
-             'reset_at', int(now + tonumber(ARGV[3])))
+             'reset_at', int(now + tonumber(ARGV[3]) + 1))
 else
   redis.call('HSET', KEYS[1], 'total', int(total))
   if remaining < stored then redis.call('HSET', KEYS[1], 'remaining', int(remaining)) end

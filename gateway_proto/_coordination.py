@@ -485,7 +485,7 @@ def duration_ms(seconds: float) -> int:
     """A duration as whole milliseconds, at least 1 (rounded up: never shorter)."""
     if not math.isfinite(seconds) or seconds < 0:
         raise LocalProtocolError("a duration must be finite and >= 0")
-    return max(1, math.ceil(seconds * 1000.0 - 1e-6))
+    return max(1, math.ceil(seconds * 1000.0))
 
 
 @attrs.define(kw_only=True)
@@ -544,11 +544,13 @@ def acquire_identify(
     3. Expired tickets at the head of the queue leave it (a crashed process's shards).
     4. Only the head ticket may take the slot (FIFO: no shard starves); only when the slot
        is free (one IDENTIFY per bucket per window, §8); only while the budget holds more
-       than ``reserve`` starts. Taking it spends one start and holds the slot ``window`` ms.
+       than ``reserve`` starts. Taking it spends one start and holds the slot ``window`` + 1
+       ms (the clock is floored to whole ms).
     """
     if seed is not None and state.budget is None:
         total, remaining, reset_after = seed
-        state.budget = _Budget(total=total, remaining=remaining, reset_at=now + reset_after)
+        # + 1: ``now`` is floored to whole ms, so the reset is never early.
+        state.budget = _Budget(total=total, remaining=remaining, reset_at=now + reset_after + 1)
     _refill(state, now)
     queue = state.queues.setdefault(bucket, {})
     expiries = state.tickets.setdefault(bucket, {})
@@ -574,7 +576,9 @@ def acquire_identify(
         return ("budget", max(budget.reset_at - now, 1))
     if budget is not None:
         budget.remaining -= 1
-    state.slots[bucket] = now + window
+    # The store's clock is whole ms, floored: one more ms makes every two grants of the
+    # bucket at least a whole window apart in real time, not 0.999 ms short of it.
+    state.slots[bucket] = now + window + 1
     del queue[ticket]
     del expiries[ticket]
     return ("granted", budget.remaining if budget is not None else -1)
@@ -597,7 +601,7 @@ def sync_budget(
     """
     budget = state.budget
     if budget is None or now >= budget.reset_at:
-        state.budget = _Budget(total=total, remaining=remaining, reset_at=now + reset_after)
+        state.budget = _Budget(total=total, remaining=remaining, reset_at=now + reset_after + 1)
         return
     budget.total = total
     budget.remaining = min(budget.remaining, remaining)
@@ -826,7 +830,8 @@ class SharedIdentifyScheduler:
         self._now = now
         self._waiting: OrderedDict[int, _Request] = OrderedDict()
         self._ready: list[int] = []
-        self._cancels: list[CancelSlot] = []
+        #: Tickets to withdraw, each with when to try (after a failure: after the backoff).
+        self._cancels: list[tuple[float, CancelSlot]] = []
         self._requests = 0
         self._retry = _RETRY_FIRST
         #: Monotonic time of the first failure of the current store outage (``None``: up).
@@ -868,7 +873,7 @@ class SharedIdentifyScheduler:
         if shard_id in self._ready:
             self._ready.remove(shard_id)
         if self._waiting.pop(shard_id, None) is not None:
-            self._cancels.append(self._cancel_call(shard_id))
+            self._cancels.append((self._now, self._cancel_call(shard_id)))
 
     def poll(self, *, now: float) -> list[int]:
         """The shards the store granted since the last poll: ``grant_identify`` them."""
@@ -878,9 +883,10 @@ class SharedIdentifyScheduler:
 
     def next_deadline(self) -> float | None:
         """When :meth:`poll` or :meth:`next_calls` has something to do (``None``: nothing)."""
-        if self._ready or self._cancels:
+        if self._ready:
             return self._now
         due = [r.due for r in self._waiting.values() if not r.inflight]
+        due.extend(when for when, _ in self._cancels)
         return max(min(due), self._now) if due else None
 
     # -- the store side --------------------------------------------------------------------
@@ -888,8 +894,8 @@ class SharedIdentifyScheduler:
     def next_calls(self, *, now: float) -> list[StoreCall]:
         """The store calls due at ``now``; perform each and feed back its outcome."""
         self._now = max(self._now, now)
-        calls: list[StoreCall] = list(self._cancels)
-        self._cancels.clear()
+        calls: list[StoreCall] = [call for when, call in self._cancels if when <= now]
+        self._cancels = [(when, call) for when, call in self._cancels if when > now]
         for shard_id, pending in self._waiting.items():
             if pending.inflight or pending.due > now:
                 continue
@@ -918,7 +924,7 @@ class SharedIdentifyScheduler:
         if pending is None or pending.request != call.request:
             # Cancelled meanwhile: a ticket the call queued again must not block the bucket.
             if isinstance(answer, Wait):
-                self._cancels.append(CancelSlot(bucket=call.bucket, ticket=call.ticket))
+                self._cancels.append((now, CancelSlot(bucket=call.bucket, ticket=call.ticket)))
             return
         match answer:
             case Granted(remaining=remaining):
@@ -943,7 +949,7 @@ class SharedIdentifyScheduler:
         delay = self._retry
         self._retry = min(self._retry * 2.0, _RETRY_CAP)
         if isinstance(call, CancelSlot):
-            self._cancels.append(call)  # goes out with the next calls
+            self._cancels.append((now + delay, call))
             return
         pending = self._waiting.get(call.shard_id)
         if pending is not None and pending.request == call.request:

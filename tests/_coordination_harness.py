@@ -84,7 +84,11 @@ class Harness:
         heapq.heappush(self._scheduled, (when, next(self._order), action))
 
     def request(self, name: str, shard: int, *, at: float) -> None:
-        self.at(at, lambda: self.clients[name].request(shard, now=at))
+        def go() -> None:
+            if name in self.clients:  # a crashed process requests nothing
+                self.clients[name].request(shard, now=at)
+
+        self.at(at, go)
 
     def cancel(self, name: str, shard: int, *, at: float) -> None:
         self.at(at, lambda: self.clients[name].cancel(shard))
