@@ -60,6 +60,7 @@ __all__ = [
     "DriverAction",
     "FlowLimits",
     "GatewayInfo",
+    "GrantGate",
     "IdentifyGate",
     "LoopWatch",
     "MessageTransport",
@@ -246,6 +247,23 @@ def discover(
         )
     except (ValueError, KeyError, TypeError, GatewayError) as exc:
         raise DiscoveryError(f"GET /gateway/bot gave an unexpected answer: {exc}") from exc
+
+
+class GrantGate(Protocol):
+    """What a shard needs from its identify gate.
+
+    :class:`IdentifyGate` (one process), or a ``Coordinator`` (``gateway_proto.adapters.cluster``)
+    that shares the limits with other processes through a store.
+    """
+
+    def register(self, shard_id: int, grant: Callable[[], None]) -> None:
+        """Deliver future grants for ``shard_id`` through ``grant``."""
+
+    def unregister(self, shard_id: int) -> None:
+        """The shard is gone: withdraw its request and forget it."""
+
+    def request(self, shard_id: int, *, now: float) -> None:
+        """A shard emitted ``RequestIdentify``."""
 
 
 @final

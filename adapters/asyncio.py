@@ -70,6 +70,7 @@ from ._common import (
     DriverAction,
     FlowLimits,
     GatewayInfo,
+    GrantGate,
     IdentifyGate,
     LoopWatch,
     MessageTransport,
@@ -80,6 +81,7 @@ from ._common import (
     discover,
     logger,
 )
+from .cluster import Coordinator, SessionStore, snapshot_source
 
 __all__ = [
     "IDENTIFY_MARGIN",
@@ -146,8 +148,9 @@ class Shard:
         config: the core's configuration (token, intents, shard, URL, encoding...).
         ssl_context: for ``wss://``; by default the system trust store with full checks.
         connector: run over another websocket library instead of the built-in transport.
-        identify: an :class:`IdentifyGate` shared with other shards (see :class:`ShardGroup`);
-            by default the shard has its own with one identify per 5 s.
+        identify: an :class:`IdentifyGate` shared with other shards (see :class:`ShardGroup`),
+            or a :class:`~gateway_proto.adapters.cluster.Coordinator` shared with other
+            processes; by default the shard has its own with one identify per 5 s.
         stall_warning: seconds a timer may fire late before a blocked-loop warning.
         snapshot: resume this session on the first connection (a cold resume).
         limits: the backlog and write bounds (see the module doc); the defaults of
@@ -161,7 +164,7 @@ class Shard:
         *,
         ssl_context: ssl.SSLContext | None = None,
         connector: Connector | None = None,
-        identify: IdentifyGate | None = None,
+        identify: GrantGate | None = None,
         stall_warning: float = 1.0,
         snapshot: SessionSnapshot | None = None,
         limits: FlowLimits | None = None,
@@ -173,7 +176,7 @@ class Shard:
         self._ws = WebSocketConnection(gateway) if connector is None else None
         self._connector = connector
         self._ssl = ssl_context
-        self._gate = identify
+        self._gate: GrantGate | None = identify
         self._owns_gate = identify is None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -677,6 +680,15 @@ class ShardGroup:
     holds for the group too.
     A ``scheduler`` passed in needs ``margin=IDENTIFY_MARGIN`` (exported here; why: its
     definition in ``_common``); the default scheduler has it.
+
+    One node of many processes (docs/protocol.md §8, §11; see
+    :mod:`gateway_proto.adapters.cluster`): with a ``coordinator`` the shards' identifies
+    share the bucket slots and the daily budget of every process through its store, and
+    entering the group takes a lease on each shard id (waiting for, or failing with
+    :class:`~gateway_proto.ShardLeaseError` on, a shard another process runs). With a
+    ``store`` each shard starts from its stored snapshot (a cold resume; it identifies only
+    if that fails), its snapshot is written as it changes, and ``close(resumable=True)``
+    stores the final ones (``close()`` deletes them: the sessions end).
     """
 
     def __init__(
@@ -687,48 +699,101 @@ class ShardGroup:
         ssl_context: ssl.SSLContext | None = None,
         connector: Connector | None = None,
         limits: FlowLimits | None = None,
+        coordinator: Coordinator | None = None,
+        store: SessionStore | None = None,
     ) -> None:
         if not configs:
             raise ValueError("a shard group needs at least one configuration")
+        if scheduler is not None and coordinator is not None:
+            raise ValueError("pass a scheduler or a coordinator, not both")
         self._configs = list(configs)
         self._scheduler = scheduler if scheduler is not None else default_scheduler()
+        self._coordinator = coordinator
+        self._store = store
         self._ssl = ssl_context
         self._connector = connector
         self._limits = limits
         self.shards: list[Shard] = []
+        #: Shard ids that started from a stored snapshot (a cold resume was attempted).
+        self.restored: list[int] = []
         buffer = (limits if limits is not None else FlowLimits()).max_backlog
         self._queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue(maxsize=buffer)
         self._pumps: list[asyncio.Task[None]] = []
+        self._closed = False
 
     async def __aenter__(self) -> ShardGroup:
         loop = asyncio.get_running_loop()
-        gate = _loop_gate(loop, self._scheduler)
+        coordinator, store = self._coordinator, self._store
+        gate: GrantGate
+        if coordinator is not None:
+            await coordinator.start()
+            await coordinator.acquire_leases(c.shard[0] for c in self._configs)
+            coordinator.on_lease_lost = self._lease_lost
+            gate = coordinator
+        else:
+            gate = _loop_gate(loop, self._scheduler)
         for config in self._configs:
+            snapshot = await store.load(config) if store is not None else None
+            if snapshot is not None:
+                self.restored.append(config.shard[0])
             shard = Shard(
                 config,
                 ssl_context=self._ssl,
                 connector=self._connector,
                 identify=gate,
                 limits=self._limits,
+                snapshot=snapshot,
             )
             self.shards.append(shard)
+            if store is not None:
+                store.track(config.shard, snapshot_source(shard))
             shard.start()
             self._pumps.append(loop.create_task(self._pump(shard)))
+        if store is not None:
+            store.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self, *, resumable: bool = False) -> list[SessionSnapshot | None]:
-        """Close every shard; with ``resumable`` return their snapshots, in shard order."""
+        """Close every shard; with ``resumable`` return their snapshots, in shard order.
+
+        With a store, the snapshots are stored (``resumable``) or deleted; with a
+        coordinator, the shard leases are released.
+        """
         snapshots = await asyncio.gather(*(s.close(resumable=resumable) for s in self.shards))
         for pump in self._pumps:
             pump.cancel()
+        if not self._closed:
+            self._closed = True
+            if self._store is not None:
+                await self._store.stop(
+                    {
+                        s.gateway.config.shard: snap
+                        for s, snap in zip(self.shards, snapshots, strict=True)
+                    }
+                )
+            if self._coordinator is not None:
+                await self._coordinator.aclose()
         return list(snapshots)
 
+    def _lease_lost(self, shard_id: int) -> None:
+        """Another process took this shard's lease: stop running it, keep its session."""
+        for shard in self.shards:
+            config = shard.gateway.config
+            if config.shard[0] == shard_id:
+                if self._store is not None:
+                    self._store.untrack(config.shard)
+                asyncio.get_running_loop().create_task(shard.close(resumable=True))
+
     async def _pump(self, shard: Shard) -> None:
+        shard_key = shard.gateway.config.shard
+        store = self._store
         async for event in shard:
-            await self._queue.put((shard.gateway.config.shard[0], event))
+            if store is not None:
+                store.observe(shard_key, event)
+            await self._queue.put((shard_key[0], event))
 
     def __aiter__(self) -> AsyncIterator[tuple[int, Event]]:
         return self._iterate()

@@ -1,5 +1,6 @@
 """The I/O half of the ``gateway-proto`` command: ``listen`` and the live ``demo``.
 
+``run`` runs a range of shards as one node of many processes, coordinated through Redis.
 ``listen`` connects a real shard (to Discord or any compatible server) through the asyncio
 driver and prints one JSON line per event. ``demo`` starts the embedded loopback gateway
 from :mod:`gateway_proto.testing`, connects the real client to it over TCP, and scripts a
@@ -13,11 +14,13 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import math
 import os
 import signal
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
@@ -26,6 +29,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from gateway_proto import (
+    CoordinationError,
     Disconnected,
     DispatchReceived,
     Encoding,
@@ -36,15 +40,20 @@ from gateway_proto import (
     LocalProtocolError,
     SessionResumed,
     SessionStarted,
+    SessionStartLimit,
     Terminated,
     TransportCompression,
+    parse_shard_range,
+    split_shards,
 )
 from gateway_proto.__main__ import describe
 from gateway_proto._config import DEFAULT_GATEWAY_URL, usable_ws_url
+from gateway_proto._coordination import DEFAULT_LEASE_TTL, KeySpace, app_key
 from gateway_proto.testing import FakeGateway, LoopbackGateway
 
 from ._common import DiscoveryError
-from .asyncio import Shard, discover_gateway
+from .asyncio import Shard, ShardGroup, discover_gateway
+from .cluster import Coordinator, SessionStore
 
 __all__ = [
     "DEMO_TOKEN",
@@ -65,6 +74,9 @@ __all__ = [
     "read_token",
     "run_demo",
     "run_listen",
+    "run_main",
+    "run_node",
+    "serve_main",
 ]
 
 #: The exit statuses of ``listen`` (``gateway-proto listen --help`` lists them).
@@ -528,4 +540,181 @@ async def run_demo(out: TextIO) -> int:
                         out.write(f"{time.monotonic() - start:7.3f}s  client: {line}\n")
         violations = server.call(lambda gw: list(gw.violations))
     out.write(f"\nfake gateway rule violations: {len(violations)}\n")
+    return 1 if violations else 0
+
+
+# -- a node of many processes ---------------------------------------------------------------
+
+
+async def run_node(
+    configs: list[GatewayConfig],
+    *,
+    redis_url: str,
+    app: str,
+    limit: SessionStartLimit | None,
+    out: TextIO,
+    err: TextIO,
+    reserve: int = 0,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+    lease_wait: float = DEFAULT_LEASE_TTL + 5.0,
+    debounce: float = 1.0,
+    ssl_context: ssl.SSLContext | None = None,
+    quiet: bool = False,
+) -> int:
+    """Run ``configs`` as one node (docs/protocol.md §8, §11) until SIGINT/SIGTERM; an exit code.
+
+    Shard leases, identify slots and the budget are shared through Redis; each shard starts
+    from its stored snapshot when there is one. Every event is a JSON line with its
+    ``shard``; a dispatch is acknowledged once its line is written (``commit_on_ack``), so a
+    stored snapshot never runs ahead of what was printed. On a signal every shard closes
+    resumably (4000) and its snapshot is stored: a replacement resumes them.
+    """
+    from .redis import AsyncRedisStore  # noqa: PLC0415 - needs the [redis] extra
+
+    store = AsyncRedisStore.from_url(redis_url, KeySpace(app))
+    coordinator = Coordinator(
+        store, limit=limit, reserve=reserve, lease_ttl=lease_ttl, lease_wait=lease_wait
+    )
+    sessions = SessionStore(store, debounce=debounce)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    group = ShardGroup(configs, coordinator=coordinator, store=sessions, ssl_context=ssl_context)
+    try:
+        await group.__aenter__()
+    except CoordinationError as exc:
+        err.write(f"error: {exc}\n")
+        await store.aclose()
+        return 1
+    first, last = configs[0].shard, configs[-1].shard
+    err.write(
+        f"node {coordinator.node}: shards {first[0]}-{last[0]}/{first[1]}, "
+        f"{len(group.restored)} from stored snapshots\n"
+    )
+    err.flush()
+    by_id = {shard.gateway.config.shard[0]: shard for shard in group.shards}
+    status = 0
+    start = time.monotonic()
+
+    async def consume() -> None:
+        nonlocal status
+        live = set(by_id)
+        async for shard_id, event in group:
+            if not quiet:
+                record = event_record(event, time.monotonic() - start)
+                record["shard"] = shard_id
+                out.write(json_line(record) + "\n")
+                out.flush()
+            if isinstance(event, DispatchReceived) and event.sequence is not None:
+                with contextlib.suppress(LocalProtocolError):  # a session that has ended
+                    by_id[shard_id].gateway.acknowledge(event.sequence)
+            elif isinstance(event, Terminated):
+                live.discard(shard_id)
+                if event.error is not None:
+                    err.write(f"error: shard {shard_id}: {event.error}\n")
+                    status = 2
+                if not live:
+                    stop.set()
+
+    consumer = loop.create_task(consume())
+    await stop.wait()
+    snapshots = await group.close(resumable=True)
+    consumer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer
+    await store.aclose()
+    kept = sum(snapshot is not None for snapshot in snapshots)
+    err.write(f"stopped: {kept} resumable session snapshots stored\n")
+    return status
+
+
+def run_main(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """``gateway-proto run``: discover, pick the shard range, run :func:`run_node`."""
+    logging.basicConfig(level=logging.WARNING, stream=err, format="%(levelname)s %(message)s")
+    try:
+        token = read_token(args.token_file, os.environ)
+        intents = parse_intents(args.intents)
+        context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
+        info = asyncio.run(discover_gateway(token, api_base=args.api_base, ssl_context=context))
+        limit = info.session_start_limit
+        if args.shards is not None:
+            shards = parse_shard_range(args.shards)
+        elif args.node is not None:
+            index, _, count = args.node.partition("/")
+            ranges = split_shards(info.shards, int(count), limit.max_concurrency)
+            if not 0 <= int(index) < len(ranges):
+                raise UsageError(f"--node {args.node}: only {len(ranges)} ranges to share")
+            shards = ranges[int(index)]
+        else:
+            raise UsageError("pass --shards FIRST-LAST/COUNT or --node INDEX/NODES")
+        configs = [
+            GatewayConfig(
+                token=token,
+                intents=intents,
+                shard=(shard_id, shards.count),
+                url=args.gateway_url or info.url,
+                encoding=Encoding(args.encoding),
+                compression=TransportCompression(args.compression),
+                commit_on_ack=True,
+            )
+            for shard_id in shards.ids
+        ]
+        app = app_key(application_id=args.app_id) if args.app_id else app_key(token=token)
+    except (UsageError, DiscoveryError, ValueError, LocalProtocolError) as exc:
+        err.write(f"error: {exc}\n")
+        return 1
+    return asyncio.run(
+        run_node(
+            configs,
+            redis_url=args.redis,
+            app=app,
+            limit=limit,
+            out=out,
+            err=err,
+            reserve=args.reserve,
+            lease_ttl=args.lease_ttl,
+            lease_wait=args.lease_wait,
+            ssl_context=context,
+            quiet=args.quiet,
+        )
+    )
+
+
+def serve_main(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """``gateway-proto serve``: the test kit's gateway on loopback, for trying a fleet.
+
+    Serves discovery (``/api/v10/gateway/bot``) and the gateway on one port, enforces the
+    identify buckets and the session start limit, and sends one ``MESSAGE_CREATE`` per
+    second to every shard with a session. Ctrl-C (or SIGTERM) prints what it saw.
+    """
+    token = os.environ.get("DISCORD_TOKEN", "").strip() or DEMO_TOKEN
+    fake = FakeGateway(token=token, max_concurrency=args.max_concurrency)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with LoopbackGateway(fake, host="127.0.0.1", port=args.port) as server:
+        server.recommended_shards = args.shards
+        out.write(
+            f"gateway on {server.url}, discovery at {server.api_url} ({args.shards} shards, "
+            f"max_concurrency {args.max_concurrency}, token from $DISCORD_TOKEN or "
+            f"{DEMO_TOKEN!r})\n"
+        )
+        out.flush()
+        count = 0
+        while not stop.wait(1.0):
+            count += 1
+
+            def tick(gw: FakeGateway, n: int = count) -> None:
+                for shard in range(args.shards):
+                    if gw.has_session(shard):
+                        gw.dispatch("MESSAGE_CREATE", {"content": f"tick {n}"}, shard=shard)
+
+            server.call(tick)
+        starts, resumes, violations = server.call(
+            lambda gw: (gw.identifies, gw.resumes, list(gw.violations))
+        )
+    out.write(f"session starts {starts}, resumes {resumes}, rule violations {len(violations)}\n")
+    for violation in violations:
+        out.write(f"  {violation.rule}\n")
     return 1 if violations else 0

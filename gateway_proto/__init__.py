@@ -30,6 +30,20 @@ from ._commands import (
 )
 from ._config import GatewayConfig, SessionSnapshot
 from ._connection import MAX_PAYLOAD_SIZE, GatewayConnection
+from ._coordination import (
+    CoordinationError,
+    KeySpace,
+    MemoryStore,
+    ShardLeaseError,
+    ShardRange,
+    SharedIdentifyScheduler,
+    StoreProtocolError,
+    StoreUnavailable,
+    app_key,
+    parse_shard_range,
+    shard_for_guild,
+    split_shards,
+)
 from ._errors import (
     AuthenticationFailed,
     ConnectTimeout,
@@ -81,6 +95,7 @@ __all__ = [
     "Command",
     "ConnectTimeout",
     "ConnectionState",
+    "CoordinationError",
     "DecodeError",
     "DisallowedIntents",
     "Disconnected",
@@ -101,7 +116,9 @@ __all__ = [
     "InvalidIntents",
     "InvalidPayload",
     "InvalidShard",
+    "KeySpace",
     "LocalProtocolError",
+    "MemoryStore",
     "MessageTooLarge",
     "Opcode",
     "OpenTransport",
@@ -121,8 +138,13 @@ __all__ = [
     "SessionStartLimit",
     "SessionStarted",
     "SetTimer",
+    "ShardLeaseError",
+    "ShardRange",
     "ShardingRequired",
+    "SharedIdentifyScheduler",
     "Status",
+    "StoreProtocolError",
+    "StoreUnavailable",
     "Terminated",
     "TransportClosed",
     "TransportCompression",
@@ -130,4 +152,8 @@ __all__ = [
     "UpdateVoiceState",
     "WriteBufferOverflow",
     "__version__",
+    "app_key",
+    "parse_shard_range",
+    "shard_for_guild",
+    "split_shards",
 ]

@@ -5,6 +5,8 @@ gateway on loopback and prints what happens: identify, dispatches, a reset conne
 resume with replay, a server-requested reconnect. ``demo --virtual`` runs a longer scripted
 session in virtual time (a zombie connection, an invalidated session too). ``listen``
 connects a shard to Discord, or any compatible server, and prints events as JSON lines.
+``run`` runs a range of shards as one node of a fleet sharing identify limits, shard leases
+and session snapshots through Redis.
 """
 
 from __future__ import annotations
@@ -183,9 +185,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     listen.add_argument(
         "--ca-file", help="trust this CA bundle instead of the system store (wss://, https://)"
     )
+    run = commands.add_parser(
+        "run", help="run a range of shards as one node of many processes (needs Redis)"
+    )
+    run.add_argument("--shards", help="FIRST-LAST/COUNT, e.g. 0-15/32")
+    run.add_argument(
+        "--node",
+        help="INDEX/NODES: this node's share of the recommended shard count (instead of --shards)",
+    )
+    run.add_argument("--redis", required=True, help="redis://host:port/db shared by the nodes")
+    run.add_argument("--token-file", help="file holding the bot token (default: $DISCORD_TOKEN)")
+    run.add_argument("--app-id", help="the bot's id to file its Redis keys under")
+    run.add_argument(
+        "--intents", default="GUILDS", help="names (GUILDS,GUILD_MESSAGES) or a number"
+    )
+    run.add_argument("--encoding", choices=["json", "etf"], default="json")
+    run.add_argument(
+        "--compression", choices=["zlib-stream", "zstd-stream", "none"], default="zlib-stream"
+    )
+    run.add_argument("--gateway-url", help="connect here instead of the discovered URL")
+    run.add_argument("--api-base", default="https://discord.com/api/v10", help="REST API base")
+    run.add_argument("--ca-file", help="trust this CA bundle instead of the system store")
+    run.add_argument("--reserve", type=int, default=0, help="session starts never spent")
+    run.add_argument("--lease-ttl", type=float, default=15.0, help="seconds a shard lease lasts")
+    run.add_argument(
+        "--lease-wait",
+        type=float,
+        default=20.0,
+        help="seconds to wait for a shard another process holds before failing",
+    )
+    run.add_argument("--quiet", action="store_true", help="print no event lines")
+    serve = commands.add_parser(
+        "serve", help="serve the test kit's gateway on loopback (to try `run` without Discord)"
+    )
+    serve.add_argument("--port", type=int, default=8080, help="loopback port (default 8080)")
+    serve.add_argument("--shards", type=int, default=4, help="the recommended shard count")
+    serve.add_argument("--max-concurrency", type=int, default=1, help="identify buckets")
     args, extras = parser.parse_known_args(argv)
     if extras:
-        (listen if args.command == "listen" else demo).error(_unrecognized(extras))
+        {"listen": listen, "run": run, "serve": serve}.get(args.command, demo).error(
+            _unrecognized(extras)
+        )
     if args.command == "demo" and args.virtual:
         return run_demo(args.seed, sys.stdout)
     import asyncio  # noqa: PLC0415 - the I/O half is only loaded when it runs
@@ -197,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "listen":
         return int(cli.listen_main(args))
+    if args.command == "run":
+        return int(cli.run_main(args))
+    if args.command == "serve":
+        return int(cli.serve_main(args))
     try:
         return int(asyncio.run(cli.run_demo(sys.stdout)))
     except KeyboardInterrupt:  # before the demo's signal handlers were installed

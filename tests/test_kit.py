@@ -460,6 +460,38 @@ def test_identify_over_max_concurrency_gets_op9_false() -> None:
     assert gw.identifies == 3
 
 
+def test_identify_past_the_session_start_limit_resets_the_token() -> None:
+    """docs/protocol.md §8: the daily budget of session starts; one more terminates and resets the token
+    (here: close 4004 and a violation). Session starts are counted and logged."""
+    gw = FakeGateway(token=TOKEN, session_start_limit=2, max_concurrency=4)
+    ready_link(gw, 1, now=0.0, shard=[0, 4])
+    ready_link(gw, 2, now=0.5, shard=[1, 4])
+    gw.open(3, URL, now=1.0)
+    gw.receive(3, identify(shard=[2, 4]), now=1.0)
+    assert drain(gw)[1:] == [("close", 3, 4004)]
+    assert rules(gw) == ["IDENTIFY of shard 2 past the session start limit (2 starts)"]
+    assert gw.identifies == 2
+    assert gw.identify_log == [(0.0, 0), (0.5, 1)]
+    gw.open(4, URL, now=2.0)
+    gw.receive(4, resume("session-1", 1), now=2.0)  # RESUMEs do not count (docs/protocol.md §5)
+    assert [o[2].get("t") for o in drain(gw)[1:]][-1] == "RESUMED"
+
+
+def test_loopback_discovery_reports_the_remaining_session_starts() -> None:
+    import urllib.request
+
+    from gateway_proto.testing import LoopbackGateway
+
+    with LoopbackGateway(FakeGateway(token=TOKEN, session_start_limit=5)) as server:
+        server.call(lambda gw: ready_link(gw, 99))
+        request = urllib.request.Request(
+            server.api_url + "/gateway/bot", headers={"Authorization": f"Bot {TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            limit = json.loads(answer.read())["session_start_limit"]
+    assert (limit["total"], limit["remaining"]) == (5, 4)
+
+
 def test_4007_resume_with_impossible_seq() -> None:
     """docs/protocol.md §5, §7: RESUME with a seq the session never reached closes 4007."""
     gw = FakeGateway(token=TOKEN)

@@ -581,7 +581,7 @@ def test_discovery_answers_with_the_token():
             "shards": 3,
             "session_start_limit": {
                 "total": 1000,
-                "remaining": 999,
+                "remaining": 1000,  # no session started yet
                 "reset_after": 14_400_000,
                 "max_concurrency": 16,
             },

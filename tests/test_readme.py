@@ -12,7 +12,13 @@ Each fenced block is one test, named after its section (``connecting-a-bot-1``):
 * ``sh`` blocks run line by line in a scratch directory: ``gateway-proto listen`` lines as
   subprocesses against the "Trying it offline" script (port 8443 replaced by a free one),
   each until it prints a MESSAGE_CREATE, then Ctrl-C; ``gateway-proto demo`` to the end;
-  ``echo ... > file`` through the shell. Any other line fails the test.
+  ``echo ... > file`` through the shell. The "Many processes" cluster runs with its ports
+  replaced by free ones: ``redis-server`` as the tests start one (skipped without it),
+  ``gateway-proto serve`` in the background, the ``gateway-proto run`` nodes side by side until
+  each prints a MESSAGE_CREATE, then Ctrl-C for all (exit 0; the server saw no rule
+  violation). Any other line fails the test.
+* A ``run_node`` coroutine (the cluster's Python API) is run against a real Redis and a
+  loopback gateway of two shards, stopped, and must leave both snapshots stored.
 * A block that cannot run offline carries ``<!-- not-run: why -->`` on the line above its
   fence: the test is skipped with that reason. Any other block fails, so a new README block
   cannot go untested without saying why.
@@ -363,6 +369,47 @@ def run_bot(main: Callable[..., Any], offline: dict[str, Any], directory: Path) 
         assert server.call(lambda gw: list(gw.violations)) == []
 
 
+def run_cluster_node(run_node: Callable[..., Any]) -> None:
+    """Run the README's ``run_node`` with a real Redis against a loopback gateway of 2 shards.
+
+    Each shard must start a session and deliver a MESSAGE_CREATE; once ``stop`` is set the
+    node must return with both sessions closed resumably (4000) and their snapshots stored.
+    """
+    import redis
+    from _redis_server import redis_server
+
+    from gateway_proto.testing import FakeGateway, LoopbackGateway
+
+    with redis_server() as (url, _), LoopbackGateway(FakeGateway(token="offline-token")) as server:
+        server.recommended_shards = 2
+
+        async def scenario() -> list[str]:
+            stop = asyncio.Event()
+            node = asyncio.create_task(
+                run_node("offline-token", [0, 1], 2, url, stop, api_base=server.api_url)
+            )
+            give_up = time.monotonic() + WAIT
+            while server.call(lambda gw: gw.identifies) < 2:
+                assert not node.done(), node.exception()
+                assert time.monotonic() < give_up, "the README node never started both shards"
+                await asyncio.sleep(0.05)
+            for shard in (0, 1):
+                server.call(lambda gw, s=shard: gw.dispatch("MESSAGE_CREATE", {}, shard=s))
+            await asyncio.sleep(0.5)
+            stop.set()
+            await asyncio.wait_for(node, WAIT)
+            client = redis.Redis.from_url(url)
+            try:
+                return sorted(key.decode() for key in client.scan_iter("gwp:*:session:*"))
+            finally:
+                client.close()
+
+        stored = asyncio.run(scenario())
+        assert len(stored) == 2, stored
+        assert server.call(lambda gw: sorted(gw.client_close_codes)) == [4000, 4000]
+        assert server.call(lambda gw: list(gw.violations)) == []
+
+
 # -- running one block -----------------------------------------------------------------------
 
 
@@ -375,6 +422,8 @@ def run_python_block(block: Block, directory: Path) -> None:
     main = namespace.get("main")
     if inspect.iscoroutinefunction(main):
         run_bot(main, exec_block(block_defining("offline_gateway")), directory)
+    if inspect.iscoroutinefunction(namespace.get("run_node")):
+        run_cluster_node(namespace["run_node"])
     for name, value in namespace.items():
         if name.startswith("test_") and callable(value):
             value()
@@ -398,17 +447,47 @@ def split_command(line: str) -> tuple[dict[str, str], list[str]]:
     return env, words
 
 
+#: The ports of the README's "Many processes" cluster (redis-server, gateway-proto serve).
+README_REDIS_PORT = "6379"
+README_SERVE_PORT = "8080"
+
+
 def run_shell_block(block: Block, directory: Path) -> None:
     """Run an ``sh`` block line by line in ``directory`` (see the module docstring)."""
     lines = [line.replace(README_PORT, "{port}") for line in shell_lines(block.code)]
     needs_server = any(split_command(line)[1][1:2] == ["listen"] for line in lines)
+    ports = {README_SERVE_PORT: str(free_port())}
     with contextlib.ExitStack() as stack:
         port = stack.enter_context(offline_script(directory))[1] if needs_server else 0
+        serve: Proc | None = None
+        nodes: list[Proc] = []
         for text in lines:
             line = text.replace("{port}", str(port))
-            assignments, argv = split_command(line)
+            for readme_port, ours in ports.items():
+                line = line.replace(f":{readme_port}", f":{ours}").replace(
+                    f"--port {readme_port}", f"--port {ours}"
+                )
+            assignments, argv = split_command(line.rstrip().removesuffix("&"))
             where = f"README.md line {block.line}: {line}"
-            if argv[:1] == ["echo"] and ">" in line:
+            if argv[:1] == ["redis-server"]:
+                from _redis_server import redis_server
+
+                url, _ = stack.enter_context(redis_server())
+                ports[README_REDIS_PORT] = url.rsplit(":", 1)[1].split("/")[0]
+            elif argv[:2] == ["gateway-proto", "serve"]:
+                env = clean_env(**assignments)
+                serve = stack.enter_context(
+                    running(command("gateway-proto") + argv[1:], cwd=directory, env=env)
+                )
+                serve.wait_for_line(lambda out: out.startswith("gateway on "))
+            elif argv[:2] == ["gateway-proto", "run"]:
+                env = clean_env(**assignments)
+                nodes.append(
+                    stack.enter_context(
+                        running(command("gateway-proto") + argv[1:], cwd=directory, env=env)
+                    )
+                )
+            elif argv[:1] == ["echo"] and ">" in line:
                 subprocess.run(["bash", "-c", line], cwd=directory, check=True, env=clean_env())
             elif argv[:2] == ["gateway-proto", "listen"]:
                 env = clean_env(**assignments)
@@ -426,6 +505,14 @@ def run_shell_block(block: Block, directory: Path) -> None:
                     f"{where}\ntest_readme cannot run this line: teach it, or mark the block "
                     "with <!-- not-run: why --> on the line above its fence"
                 )
+        for node in nodes:  # side by side, as in their own terminals
+            node.wait_for_line(is_message)
+        for node in nodes:
+            assert node.interrupt() == 0, node.describe()
+            assert "Traceback" not in node.stderr, node.describe()
+        if serve is not None:
+            assert serve.interrupt() == 0, serve.describe()
+            assert any("rule violations 0" in out for out in serve.lines), serve.describe()
 
 
 # -- the tests -------------------------------------------------------------------------------

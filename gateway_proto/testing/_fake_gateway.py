@@ -56,6 +56,7 @@ IDENTIFY or RESUME with a wrong token [§4.1]                   close 4004
 IDENTIFY with intent bits Discord does not define [§13]        close 4013
 IDENTIFY with a privileged intent the app lacks [§13]          close 4014 (``privileged_intents``)
 IDENTIFY over ``max_concurrency`` per 5 s per bucket [§8]      op 9 ``false``
+IDENTIFY past the daily ``session_start_limit`` [§8]           close 4004 (the token is reset)
 RESUME with a ``seq`` the session never reached [§5]           close 4007
 RESUME of a session the client ended with 1000/1001 [§7]       op 9 ``false``
 a heartbeat with a sequence the session never reached [§3]     (recorded only)
@@ -363,6 +364,7 @@ class FakeGateway:
         zstd_framing: ZstdFraming = "stream",
         privileged_intents: int = PRIVILEGED_INTENTS,
         payload_compression_threshold: int = PAYLOAD_COMPRESSION_THRESHOLD,
+        session_start_limit: int = 1000,
     ) -> None:
         """Build a fake gateway.
 
@@ -388,6 +390,9 @@ class FakeGateway:
                 IDENTIFY asking for another one is closed with 4014. Default: all three.
             payload_compression_threshold: with payload compression (docs/protocol.md §10.2), payloads
                 of at least this many bytes of JSON are compressed (READY always is).
+            session_start_limit: session starts (successful IDENTIFYs) allowed in all; one
+                more is a violation answered as Discord answers it, by resetting the token
+                (close 4004, docs/protocol.md §8). :attr:`identifies` counts the starts.
 
         Raises:
             ValueError: an option is out of its range.
@@ -412,6 +417,8 @@ class FakeGateway:
             )
         if payload_compression_threshold < 0:
             raise ValueError("payload_compression_threshold must be >= 0")
+        if isinstance(session_start_limit, bool) or session_start_limit < 0:
+            raise ValueError("session_start_limit must be >= 0")
         self.token = token
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.resume_url = resume_url
@@ -441,7 +448,12 @@ class FakeGateway:
         self.violations: list[Violation] = []
         #: Every close code the client sent, in order.
         self.client_close_codes: list[int] = []
+        #: Session starts: IDENTIFYs answered with READY (docs/protocol.md §8's daily budget counts these).
         self.identifies = 0
+        #: The daily budget of session starts (see ``__init__``).
+        self.session_start_limit = session_start_limit
+        #: ``(time, shard id)`` of every session start, in order.
+        self.identify_log: list[tuple[float, int]] = []
         self.resumes = 0
         #: Sessions that ended by ``session_ttl`` (or :meth:`expire_sessions`).
         self.expired_sessions = 0
@@ -843,8 +855,18 @@ class FakeGateway:
             )
             self.send(link.transport_id, {"op": 9, "d": False})
             return
+        if self.identifies >= self.session_start_limit:
+            # docs/protocol.md §8: past the daily budget Discord terminates the sessions and resets the token.
+            self._violate(
+                tid,
+                f"IDENTIFY of shard {shard_id} past the session start limit "
+                f"({self.session_start_limit} starts)",
+            )
+            self.close(tid, 4004, "session start limit reached: token reset")
+            return
         self._bucket_last[bucket] = self._now
         self.identifies += 1
+        self.identify_log.append((self._now, shard_id))
         self._session_counter += 1
         session = _Session(session_id=f"session-{self._session_counter}", shard=shard)
         # docs/protocol.md §10.2: ``compress: true`` asks for payload compression, which only a JSON

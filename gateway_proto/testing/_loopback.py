@@ -333,8 +333,8 @@ class LoopbackGateway:
             "url": self.url,
             "shards": self.recommended_shards,
             "session_start_limit": {
-                "total": 1000,
-                "remaining": 999,
+                "total": gateway.session_start_limit,
+                "remaining": max(gateway.session_start_limit - gateway.identifies, 0),
                 "reset_after": 14_400_000,
                 "max_concurrency": gateway.max_concurrency,
             },

@@ -1,0 +1,209 @@
+"""Redis failures are faults (docs/protocol.md §8): live shards live, identifies wait.
+
+* Redis goes away while two shards run: their dispatches keep arriving; one whose session is
+  invalidated waits to identify (logged, bounded retries) until Redis is back, then starts.
+* A second process for a shard that is running fails with a clear ``ShardLeaseError``.
+* A server that answers garbage is a ``StoreProtocolError``, on both clients.
+* The token is in no key and no log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+from _redis_server import redis_server, require_redis
+from gateway_proto.adapters.asyncio import ShardGroup
+from gateway_proto.adapters.cluster import Coordinator, SessionStore
+
+from gateway_proto import (
+    DispatchReceived,
+    GatewayConfig,
+    SessionStarted,
+    ShardLeaseError,
+    StoreProtocolError,
+    TransportCompression,
+)
+from gateway_proto._coordination import AcquireSlot, KeySpace, app_key
+from gateway_proto.testing import FakeGateway, LoopbackGateway
+
+TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.Gabcde.secret-part-of-the-token"
+
+
+def test_app_key_is_the_bot_id_never_the_token():
+    assert app_key(token=TOKEN) == "123456789012345678"
+    hashed = app_key(token="not-a-bot-token")
+    assert hashed.startswith("h") and "token" not in hashed
+    assert KeySpace(app_key(token=TOKEN)).budget == "gwp:{123456789012345678}:budget"
+
+
+async def _wait(predicate, timeout: float, what: str) -> None:
+    give_up = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < give_up, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def test_a_lost_redis_never_kills_live_shards_and_new_identifies_wait(caplog):
+    binary = require_redis()
+    from gateway_proto.adapters.redis import AsyncRedisStore
+
+    caplog.set_level(logging.INFO, logger="gateway_proto.adapters")
+    fake = FakeGateway(token=TOKEN, max_concurrency=2, heartbeat_interval_ms=1000)
+    with redis_server() as (url, first), LoopbackGateway(fake) as server:
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        configs = [
+            GatewayConfig(
+                token=TOKEN,
+                intents=1,
+                shard=(n, 2),
+                url=server.url,
+                compression=TransportCompression.NONE,
+            )
+            for n in range(2)
+        ]
+        second: list[subprocess.Popen[bytes]] = []
+
+        async def main() -> dict[str, object]:
+            store = AsyncRedisStore.from_url(url, KeySpace(app_key(token=TOKEN)), timeout=0.5)
+            group = ShardGroup(
+                configs,
+                coordinator=Coordinator(store, max_concurrency=2, lease_ttl=3.0),
+                store=SessionStore(store),
+            )
+            seen: list[tuple[int, object]] = []
+
+            async def consume() -> None:
+                async for shard_id, event in group:
+                    seen.append((shard_id, event))
+
+            async with group:
+                consumer = asyncio.create_task(consume())
+                started = lambda: sum(isinstance(e, SessionStarted) for _, e in seen)  # noqa: E731
+                await _wait(lambda: started() == 2, 15, "two READYs")
+                first.terminate()  # Redis goes away
+                first.wait(5)
+                await asyncio.sleep(1.0)
+                for n in range(2):
+                    server.call(lambda gw, n=n: gw.dispatch("MESSAGE_CREATE", {"n": n}, shard=n))
+                await _wait(
+                    lambda: sum(isinstance(e, DispatchReceived) for _, e in seen) >= 2,
+                    5,
+                    "dispatches while Redis is down",
+                )
+                server.call(lambda gw: gw.expire_sessions(shard=1))
+                server.call(lambda gw: gw.close(None, None))  # every socket reset
+                await asyncio.sleep(4.0)
+                waited_without_redis = started()
+                second.append(
+                    subprocess.Popen(
+                        [binary, "--port", port, "--bind", "127.0.0.1", "--save", ""],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+                back = time.monotonic()
+                await _wait(lambda: started() == 3, 20, "the identify after Redis returned")
+                identified_after = time.monotonic() - back
+                consumer.cancel()
+                return {
+                    "waited_without_redis": waited_without_redis,
+                    "identified_after": identified_after,
+                    "live_shards": [s.gateway.state.value for s in group.shards],
+                }
+
+        try:
+            result = asyncio.run(main())
+        finally:
+            for process in second:
+                process.terminate()
+                process.wait(5)
+        violations = server.call(lambda gw: list(gw.violations))
+    assert violations == []
+    assert result["waited_without_redis"] == 2  # shard 0 resumed; shard 1 waits for a slot
+    assert result["identified_after"] < 10.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("coordination store is unreachable" in w for w in warnings), warnings
+    assert any("answers again" in w for w in warnings), warnings
+    assert len(warnings) < 20  # bounded: once per outage and kind, not once per retry
+    assert "secret-part-of-the-token" not in caplog.text
+
+
+def test_a_second_process_for_a_running_shard_fails_clearly():
+    from gateway_proto.adapters.redis import AsyncRedisStore
+
+    with redis_server() as (url, _):
+
+        async def main() -> None:
+            store = AsyncRedisStore.from_url(url, KeySpace("42"))
+            first = Coordinator(store, node="node-a", lease_ttl=5.0)
+            second = Coordinator(store, node="node-b", lease_ttl=5.0, lease_wait=0.5)
+            await first.acquire_leases([0, 1])
+            with pytest.raises(ShardLeaseError, match=r"shard 1 is run by another process"):
+                await second.acquire_leases([2, 1])
+            assert second.leases == set()  # what it took (shard 2) was given back
+            assert (await store.acquire_lease(2, holder="node-c", ttl=1.0)).acquired
+            await first.aclose()
+            waiter = Coordinator(store, node="node-d", lease_ttl=5.0, lease_wait=1.0)
+            await waiter.acquire_leases([0, 1])  # released: no wait
+            await waiter.aclose()
+            await store.aclose()
+
+        asyncio.run(main())
+
+
+def _garbage_server() -> tuple[socket.socket, threading.Thread]:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            with client:
+                try:
+                    while client.recv(65536):
+                        client.sendall(b"?this is not RESP\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_a_redis_answering_garbage_is_a_typed_error():
+    pytest.importorskip("redis")
+    from gateway_proto.adapters.redis import AsyncRedisStore, RedisStore
+
+    listener, _ = _garbage_server()
+    url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    call = AcquireSlot(
+        shard_id=0,
+        request=1,
+        bucket=0,
+        ticket="a/0",
+        window=5.0,
+        reserve=0,
+        ticket_ttl=15.0,
+        seed=None,
+    )
+    try:
+        sync = RedisStore.from_url(url, KeySpace("1"), timeout=1.0)
+        with pytest.raises(StoreProtocolError):
+            sync.acquire_identify(call)
+
+        async def main() -> None:
+            store = AsyncRedisStore.from_url(url, KeySpace("1"), timeout=1.0)
+            with pytest.raises(StoreProtocolError):
+                await store.acquire_identify(call)
+
+        asyncio.run(main())
+    finally:
+        listener.close()
