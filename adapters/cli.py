@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib.util
 import json
 import logging
 import math
@@ -48,7 +49,8 @@ from gateway_proto import (
 )
 from gateway_proto.__main__ import describe
 from gateway_proto._config import DEFAULT_GATEWAY_URL, usable_ws_url
-from gateway_proto._coordination import DEFAULT_LEASE_TTL, KeySpace, app_key
+from gateway_proto._coordination import DEFAULT_LEASE_TTL, KeySpace, ShardRange, app_key
+from gateway_proto._errors import install_hint
 from gateway_proto.testing import FakeGateway, LoopbackGateway
 
 from ._common import DiscoveryError
@@ -629,41 +631,74 @@ async def run_node(
     return status
 
 
+def _node_options(args: Any) -> tuple[ShardRange | None, tuple[int, int] | None]:
+    """Check ``--shards`` / ``--node`` before any network use: a range, or (index, nodes)."""
+    if (args.shards is None) == (args.node is None):
+        raise UsageError("pass one of --shards FIRST-LAST/COUNT or --node INDEX/NODES")
+    if args.shards is not None:
+        try:
+            return parse_shard_range(args.shards), None
+        except (ValueError, LocalProtocolError) as exc:
+            raise UsageError(f"--shards {args.shards}: {exc}") from None
+    index, slash, nodes = args.node.partition("/")
+    if not (slash and index.isdigit() and nodes.isdigit() and int(index) < int(nodes)):
+        raise UsageError(f"--node {args.node}: expected INDEX/NODES with 0 <= INDEX < NODES")
+    return None, (int(index), int(nodes))
+
+
 def run_main(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """``gateway-proto run``: discover, pick the shard range, run :func:`run_node`."""
+    """``gateway-proto run``: check the options, discover, pick the shard range, run the node.
+
+    Exit status as ``listen``'s: 2 for a mistake in the options (one line on ``err``), 1 when
+    discovery fails.
+    """
     logging.basicConfig(level=logging.WARNING, stream=err, format="%(levelname)s %(message)s")
     try:
         token = read_token(args.token_file, os.environ)
         intents = parse_intents(args.intents)
-        context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
+        fixed, node = _node_options(args)
+        if urlsplit(args.redis).scheme not in ("redis", "rediss", "unix"):
+            raise UsageError("--redis must be a redis://, rediss:// or unix:// URL")
+        if importlib.util.find_spec("redis") is None:
+            raise UsageError(f"--redis needs the redis package: {install_hint('redis')}")
+        if args.gateway_url is not None and not usable_ws_url(args.gateway_url):
+            raise UsageError("--gateway-url must be a ws:// or wss:// URL with a host")
+        if not _usable_http_url(args.api_base):
+            raise UsageError("--api-base must be an http:// or https:// URL with a host")
+        context = _ssl_context(args.ca_file)
+        app = app_key(application_id=args.app_id) if args.app_id else app_key(token=token)
+    except (UsageError, ValueError) as exc:  # the messages never hold the token
+        err.write(f"gateway-proto run: error: {exc}\n")
+        return EXIT_USAGE
+    try:
         info = asyncio.run(discover_gateway(token, api_base=args.api_base, ssl_context=context))
-        limit = info.session_start_limit
-        if args.shards is not None:
-            shards = parse_shard_range(args.shards)
-        elif args.node is not None:
-            index, _, count = args.node.partition("/")
-            ranges = split_shards(info.shards, int(count), limit.max_concurrency)
-            if not 0 <= int(index) < len(ranges):
-                raise UsageError(f"--node {args.node}: only {len(ranges)} ranges to share")
-            shards = ranges[int(index)]
-        else:
-            raise UsageError("pass --shards FIRST-LAST/COUNT or --node INDEX/NODES")
+    except DiscoveryError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_NO_CONNECTION
+    limit = info.session_start_limit
+    if fixed is None:
+        index, nodes = node or (0, 1)
+        ranges = split_shards(info.shards, nodes, limit.max_concurrency)
+        if index >= len(ranges):
+            err.write(f"error: --node {args.node}: only {len(ranges)} ranges to share\n")
+            return EXIT_USAGE
+        fixed = ranges[index]
+    try:
         configs = [
             GatewayConfig(
                 token=token,
                 intents=intents,
-                shard=(shard_id, shards.count),
+                shard=(shard_id, fixed.count),
                 url=args.gateway_url or info.url,
                 encoding=Encoding(args.encoding),
                 compression=TransportCompression(args.compression),
                 commit_on_ack=True,
             )
-            for shard_id in shards.ids
+            for shard_id in fixed.ids
         ]
-        app = app_key(application_id=args.app_id) if args.app_id else app_key(token=token)
-    except (UsageError, DiscoveryError, ValueError, LocalProtocolError) as exc:
-        err.write(f"error: {exc}\n")
-        return 1
+    except (LocalProtocolError, ValueError) as exc:  # the library's messages omit the token
+        err.write(f"gateway-proto run: error: {exc}\n")
+        return EXIT_USAGE
     return asyncio.run(
         run_node(
             configs,

@@ -37,7 +37,13 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar, final
 
-import redis
+from gateway_proto._errors import install_hint
+
+try:
+    import redis
+except ImportError as exc:
+    raise ImportError(f"gateway_proto.adapters.redis needs redis: {install_hint('redis')}") from exc
+
 import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry as AsyncRetry

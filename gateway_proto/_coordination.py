@@ -150,9 +150,11 @@ class ShardRange:
     count: int
 
     def __attrs_post_init__(self) -> None:
+        if self.count < 1:
+            raise LocalProtocolError(f"a shard count must be at least 1, not {self.count}")
         if not 0 <= self.first <= self.last < self.count:
             raise LocalProtocolError(
-                f"shards {self.first}-{self.last} are not within 0-{self.count - 1}"
+                f"shards {self.first}-{self.last} are not a range within 0-{self.count - 1}"
             )
 
     @property

@@ -52,6 +52,7 @@ def _files(tmp: Path) -> dict[str, str]:
     return {"tmp": str(tmp)}
 
 
+_REDIS = "redis://127.0.0.1:1/0"  # never reached: each mistake is found before any network use
 # (argv, a piece of the one line on stderr); "{tmp}" is the test's folder.
 MISTAKES: list[tuple[list[str], str]] = [
     (["listen", "--gateway-url", "http://127.0.0.1:1"], "ws:// or wss:// URL"),
@@ -90,6 +91,22 @@ MISTAKES: list[tuple[list[str], str]] = [
     (["listen", TOKEN], "unexpected argument"),
     (["listen", "--encoding", TOKEN], "invalid choice"),
     (["listen", "--intents"], "expected one argument"),
+    (["run", "--redis", _REDIS], "pass one of --shards"),
+    (["run", "--redis", _REDIS, "--shards", "0-1/2", "--node", "0/2"], "pass one of --shards"),
+    (["run", "--redis", _REDIS, "--shards", "5-3/4"], "--shards 5-3/4"),
+    (["run", "--redis", _REDIS, "--shards", "0-1/0"], "--shards 0-1/0"),
+    (["run", "--redis", _REDIS, "--node", "2/2"], "--node 2/2"),
+    (["run", "--redis", _REDIS, "--node", "x"], "--node x"),
+    (["run", "--redis", "http://127.0.0.1:1", "--node", "0/2"], "--redis must be"),
+    (["run", "--shards", "0-1/2"], "required: --redis"),
+    (
+        ["run", "--redis", _REDIS, "--shards", "0-1/2", "--ca-file", "{tmp}/missing.pem"],
+        "cannot read --ca-file",
+    ),
+    (["run", "--redis", _REDIS, "--shards", "0-1/2", "--api-base", "nope"], "--api-base must be"),
+    (["run", "--redis", _REDIS, "--shards", "0-1/2", "--token", TOKEN], "unrecognized option"),
+    (["run", "--redis", _REDIS, "--node", "0/2", "--intents", "NOPE"], "unknown intent 'NOPE'"),
+    (["serve", "--port", "x"], "invalid int value"),
     (["demo", "--seed", "x"], "invalid int value"),
     ([], "required: command"),
 ]
@@ -125,6 +142,16 @@ def test_zstd_without_an_encoder_is_one_line(tmp_path: Path) -> None:
     _check_one_line(result, "zstd-stream")
     assert "pip install 'gateway-proto[zstd]'" in result.stderr
     assert "pip install '.[zstd]'" in result.stderr
+
+
+def test_run_without_the_redis_package_is_one_line(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['redis'] = None; "
+        "from gateway_proto.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    result = _run(["run", "--redis", _REDIS, "--shards", "0-1/2"], tmp_path, code=code)
+    _check_one_line(result, "needs the redis package")
+    assert "pip install '.[redis]'" in result.stderr
 
 
 def test_the_entry_point_reports_mistakes_the_same_way(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ def test_every_install_hint_names_pypi_and_a_checkout():
     [
         ("trio", "gateway_proto.adapters.trio", "trio"),
         ("hypothesis", "gateway_proto.testing.strategies", "testing"),
+        ("redis", "gateway_proto.adapters.redis", "redis"),
     ],
 )
 def test_an_optional_import_says_how_to_install_it(blocked: str, module: str, extra: str):
