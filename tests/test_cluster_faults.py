@@ -3,6 +3,8 @@
 * Redis goes away while two shards run: their dispatches keep arriving; one whose session is
   invalidated waits to identify (logged, bounded retries) until Redis is back, then starts.
 * A second process for a shard that is running fails with a clear ``ShardLeaseError``.
+* A lease another process took (an outage outlived it) stops that shard only (4000, logged).
+* A quiet shard's snapshot is rewritten before its TTL ends.
 * A server that answers garbage is a ``StoreProtocolError``, on both clients.
 * The token is in no key and no log line.
 """
@@ -207,3 +209,97 @@ def test_a_redis_answering_garbage_is_a_typed_error():
         asyncio.run(main())
     finally:
         listener.close()
+
+
+def test_a_lease_another_process_took_stops_that_shard_only(caplog):
+    """A renewal that finds the lease taken (after an outage outlived it): the shard is closed
+    resumably (4000) and logged; the other shard runs on."""
+    require_redis()
+    import redis
+    from gateway_proto.adapters.redis import AsyncRedisStore
+
+    caplog.set_level(logging.INFO, logger="gateway_proto.adapters")
+    fake = FakeGateway(token=TOKEN, max_concurrency=2)
+    keys = KeySpace(app_key(token=TOKEN))
+    with redis_server() as (url, _), LoopbackGateway(fake) as server:
+        configs = [
+            GatewayConfig(token=TOKEN, intents=1, shard=(n, 2), url=server.url) for n in range(2)
+        ]
+
+        async def main() -> list[tuple[int, object]]:
+            store = AsyncRedisStore.from_url(url, keys, timeout=0.5)
+            coordinator = Coordinator(store, max_concurrency=2, lease_ttl=1.5)
+            group = ShardGroup(configs, coordinator=coordinator, store=SessionStore(store))
+            seen: list[tuple[int, object]] = []
+
+            async def consume() -> None:
+                async for shard_id, event in group:
+                    seen.append((shard_id, event))
+
+            async with group:
+                consumer = asyncio.create_task(consume())
+                started = lambda: sum(isinstance(e, SessionStarted) for _, e in seen)  # noqa: E731
+                await _wait(lambda: started() == 2, 15, "two READYs")
+                client = redis.Redis.from_url(url)
+                seconds, micros = client.time()
+                expiry = seconds * 1000 + micros // 1000 + 60_000
+                client.set(keys.lease(1), f"node-z|{expiry}", px=60_000)
+                client.close()
+                await _wait(lambda: 1 not in coordinator.leases, 5, "the renewal to see it")
+                await _wait(
+                    lambda: server.call(lambda gw: list(gw.client_close_codes)) == [4000],
+                    5,
+                    "shard 1 closed resumably",
+                )
+                server.call(lambda gw: gw.dispatch("MESSAGE_CREATE", {"n": 0}, shard=0))
+                await _wait(
+                    lambda: any(isinstance(e, DispatchReceived) for n, e in seen if n == 0),
+                    5,
+                    "shard 0's dispatch",
+                )
+                consumer.cancel()
+            return seen
+
+        asyncio.run(main())
+        assert server.call(lambda gw: list(gw.violations)) == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("lease of shard 1 was taken by node-z" in e for e in errors), errors
+    assert "secret-part-of-the-token" not in caplog.text
+
+
+def test_an_idle_shards_snapshot_is_rewritten_before_its_ttl_ends():
+    """No event for longer than the TTL: the snapshot is rewritten every third of it, so a
+    quiet shard stays resumable by a replacement."""
+    require_redis()
+    import redis
+    from gateway_proto.adapters.redis import AsyncRedisStore
+
+    keys = KeySpace(app_key(token=TOKEN))
+    with redis_server() as (url, _), LoopbackGateway(FakeGateway(token=TOKEN)) as server:
+        config = GatewayConfig(token=TOKEN, intents=1, shard=(0, 1), url=server.url)
+
+        async def main() -> tuple[int, int]:
+            store = AsyncRedisStore.from_url(url, keys, timeout=0.5)
+            sessions = SessionStore(store, ttl=3.0, debounce=0.2)
+            group = ShardGroup([config], coordinator=Coordinator(store), store=sessions)
+            seen: list[object] = []
+
+            async def consume() -> None:
+                async for _, event in group:
+                    seen.append(event)
+
+            async with group:
+                consumer = asyncio.create_task(consume())
+                await _wait(lambda: any(isinstance(e, SessionStarted) for e in seen), 15, "READY")
+                quiet_since = len(seen)
+                await asyncio.sleep(5.0)  # longer than the TTL, with no event
+                client = redis.Redis.from_url(url)
+                left = int(client.pttl(keys.session((0, 1))))
+                client.close()
+                assert not any(isinstance(e, DispatchReceived) for e in seen[quiet_since:])
+                consumer.cancel()
+                return left, sessions.batches
+
+        left, batches = asyncio.run(main())
+    assert 0 < left <= 3000, left  # still there, within one TTL of its last rewrite
+    assert batches >= 3, batches  # READY's write, then at least two rewrites while quiet
