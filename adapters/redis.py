@@ -293,6 +293,11 @@ def _now_arg(now: float | None) -> str:
     return "" if now is None else str(to_ms(now))
 
 
+def _acquire_keys(keys: KeySpace, bucket: int) -> list[str]:
+    """The keys the acquire script touches, in the order it names them (KEYS[1..5])."""
+    return [keys.budget, keys.slot(bucket), keys.queue(bucket), keys.tickets(bucket), keys.seq]
+
+
 def _acquire_args(call: AcquireSlot, now: float | None) -> list[str | int]:
     seed = seed_tuple(call.seed)
     return [
@@ -368,13 +373,7 @@ class AsyncRedisStore:
         keys = self.keys
         raw: object = await self._run(
             lambda: self._acquire(
-                keys=[
-                    keys.budget,
-                    keys.slot(call.bucket),
-                    keys.queue(call.bucket),
-                    keys.tickets(call.bucket),
-                    keys.seq,
-                ],
+                keys=_acquire_keys(keys, call.bucket),
                 args=_acquire_args(call, now),
             )
         )
@@ -490,13 +489,7 @@ class RedisStore:
         keys = self.keys
         raw: object = self._run(
             lambda: self._acquire(
-                keys=[
-                    keys.budget,
-                    keys.slot(call.bucket),
-                    keys.queue(call.bucket),
-                    keys.tickets(call.bucket),
-                    keys.seq,
-                ],
+                keys=_acquire_keys(keys, call.bucket),
                 args=_acquire_args(call, now),
             )
         )
