@@ -805,7 +805,9 @@ class _Driver:
             self.ws.set_reading_paused(paused, now=self.now)
         elif sub == 5:  # the driver aborted a peer that stopped reading
             error = WriteBufferOverflow(r.u16() + (4 << 20), 4 << 20)
-            tcp.driver_error = error
+            # Once our close frame is out, a close with its own cause (a zombie, a fatal
+            # payload, the caller) is under way: the Disconnected keeps that first cause.
+            tcp.driver_error = None if tcp.close_sent else error
             self._peer(
                 lambda: self.ws.handle_tcp_failed(tid, "overflow", now=self.now, error=error)
             )
