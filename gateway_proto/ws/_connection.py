@@ -258,7 +258,12 @@ class WebSocketConnection:
                 self._deliver(transport_id, link, exc.frames, now)
                 self._fail_after(transport_id, link, exc, now)
             else:
-                self._deliver(transport_id, link, frames, now)
+                if len(frames) == 1 and frames[0][0] == _BINARY:
+                    # A live gateway's common read: one binary message, nothing else (the
+                    # batch and its control-frame ordering in _deliver have nothing to do).
+                    self._gateway.receive_message(transport_id, frames[0][1], now=now)
+                else:
+                    self._deliver(transport_id, link, frames, now)
         elif link.phase is _WsPhase.UPGRADE:
             self._upgrade(transport_id, link, data, now)
         elif link.phase is _WsPhase.CLOSE_SENT:
