@@ -75,6 +75,11 @@ from ._ratelimit import SendLimiter
 from ._state import OPEN_STATES, ConnectionState, Trigger, transition
 
 _MESSAGE_TYPES = frozenset({str, bytes})
+_CONNECTED = ConnectionState.CONNECTED
+#: ``op`` of a dispatch, compared by identity on the per-message path: the JSON and ETF
+#: decoders return CPython's cached small int for 0, so ``is`` answers for ``int`` 0 alone
+#: (not ``0.0`` nor ``False``); an ``op`` that is 0 some other way takes the general path.
+_ZERO = 0
 #: Builds a DispatchReceived from (name, sequence, data) without its Python-level __new__.
 _new_tuple = tuple.__new__
 _MAX_TIME = float(2**53)
@@ -467,23 +472,18 @@ class GatewayConnection:
         """One whole websocket message arrived on ``transport_id`` (text or binary)."""
         gen = self._gen
         if (
-            gen is None
+            self._state is not _CONNECTED
+            or gen is None
             or gen.id != transport_id
             or type(transport_id) is not int
             or type(data) not in _MESSAGE_TYPES
-            or self._state is _S.CONNECTING
         ):
-            gen = self._message_target(transport_id, data)
-            if gen is None:
-                return
+            self._receive_unusual(transport_id, data, now)
+            return
         if self._now <= now < _MAX_TIME and now is not True and now is not False:
             self._now = now  # _advance's fast path, inlined: this is the per-message path
         else:
             self._advance(now)
-        if self._state is not _S.CONNECTED:
-            if self._state is not _S.CLOSING and self._receive(gen, data, now):
-                self._sync_timer()
-            return
         # A live session: the per-message path, with _receive and _on_payload's common case
         # inlined (one call per layer is a measurable share of a small dispatch's cost).
         assert gen.decoder is not None
@@ -495,18 +495,35 @@ class GatewayConnection:
             return
         if (
             type(payload) is dict
-            and payload.get("op") == 0
+            and payload.get("op") is _ZERO
             and type(seq := payload.get("s")) is int
             and self._sequence < seq <= 0x7FFF_FFFF_FFFF_FFFF  # MAX_SEQUENCE
             and type(name := payload.get("t")) is str
             and name not in _SESSION_DISPATCHES
-            and type(payload["op"]) is int
         ):
             # An ordinary dispatch whose s moves the sequence forward (docs/protocol.md §2,
             # §15 item 10); anything else takes _on_payload.
             self._sequence = seq
             self._events.append(_new_tuple(DispatchReceived, (name, seq, payload.get("d"))))
         elif payload is not NEED_MORE and self._on_payload(gen, payload, now):
+            self._sync_timer()
+
+    def _receive_unusual(self, transport_id: int, data: object, now: float) -> None:
+        """``receive_message`` outside a live session's common case: every check, no shortcut."""
+        gen = self._gen
+        if (
+            gen is None
+            or gen.id != transport_id
+            or type(transport_id) is not int
+            or type(data) not in _MESSAGE_TYPES
+            or self._state is _S.CONNECTING
+        ):
+            gen = self._message_target(transport_id, data)
+            if gen is None:
+                return
+        self._advance(now)
+        assert isinstance(data, str | bytes | bytearray | memoryview)
+        if self._state is not _S.CLOSING and self._receive(gen, data, now):
             self._sync_timer()
 
     def receive_messages(
