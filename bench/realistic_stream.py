@@ -216,13 +216,17 @@ def _steady(rng: random.Random) -> tuple[str, dict[str, Any]]:
 
 
 def shard_session(
-    *, guilds: int = 200, dispatches: int = 50_000, seed: int = 1
+    *,
+    guilds: int = 200,
+    dispatches: int = 50_000,
+    big_guilds: tuple[int, ...] = BIG_GUILD_MEMBERS,
+    seed: int = 1,
 ) -> list[dict[str, Any]]:
     """The headline stream's payloads in arrival order: HELLO, READY, GUILD_CREATEs, dispatches.
 
-    ``guilds`` GUILD_CREATEs, the first five of them large (:data:`BIG_GUILD_MEMBERS`: 0.5 to
-    4 MB of JSON; they are spread over the startup burst, not first), the rest of 5 to 120
-    members; then ``dispatches`` steady-state events (MESSAGE_CREATE, PRESENCE_UPDATE,
+    ``guilds`` GUILD_CREATEs, one large guild per entry of ``big_guilds`` (its member count;
+    by default :data:`BIG_GUILD_MEMBERS`, 0.5 to 4 MB of JSON each, spread over the startup
+    burst), the rest of 5 to 120 members; then ``dispatches`` steady-state events (MESSAGE_CREATE, PRESENCE_UPDATE,
     TYPING_START with the fields a v10 event carries; median about 700 bytes of JSON).
     """
     rng = random.Random(seed)
@@ -239,9 +243,7 @@ def shard_session(
         {"op": 10, "d": {"heartbeat_interval": 41250}},
         {"op": 0, "s": 1, "t": "READY", "d": ready},
     ]
-    big_at = {
-        guilds * (i + 1) // (len(BIG_GUILD_MEMBERS) + 1): m for i, m in enumerate(BIG_GUILD_MEMBERS)
-    }
+    big_at = {guilds * (i + 1) // (len(big_guilds) + 1): m for i, m in enumerate(big_guilds)}
     seq = 1
     for index in range(guilds):
         seq += 1

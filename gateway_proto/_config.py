@@ -6,7 +6,7 @@ import json
 import math
 import random
 import sys
-from typing import Any, final
+from typing import Any, Final, final
 from urllib.parse import urlsplit
 
 import attrs
@@ -197,6 +197,12 @@ def gateway_url(base: str, *, encoding: Encoding, compression: TransportCompress
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/?{query}"
 
 
+#: Where a connection whose ``config.rng`` is ``None`` draws its jitter: the operating
+#: system's entropy (``os.urandom``), stateless, so one instance serves every shard, and
+#: nothing in the core can seed or replay it (tests inject their own ``random.Random``).
+SYSTEM_JITTER: Final = random.SystemRandom()
+
+
 @final
 @attrs.frozen(kw_only=True)
 class GatewayConfig:
@@ -215,7 +221,10 @@ class GatewayConfig:
     presence: UpdatePresence | None = None
     large_threshold: int = attrs.field(default=50, validator=_check_large_threshold)
     #: The only source of randomness: heartbeat jitter, backoff jitter, the op 9 pause.
-    rng: random.Random = attrs.field(factory=random.Random, eq=False, repr=False)
+    #: ``None`` (the default) draws them from :data:`SYSTEM_JITTER`, one ``os.urandom``-backed
+    #: generator shared by every connection (no per-shard state: a ``random.Random`` is
+    #: 2.5 KiB); pass a seeded ``random.Random`` to make a connection reproducible.
+    rng: random.Random | None = attrs.field(default=None, eq=False, repr=False)
     max_message_size: int = attrs.field(default=DEFAULT_MAX_MESSAGE_SIZE, validator=_positive_int)
     connect_timeout: float = attrs.field(default=30.0, validator=_positive)
     hello_timeout: float = attrs.field(default=20.0, validator=_positive)

@@ -1,7 +1,8 @@
 """GatewayConnection: the whole client side of the gateway protocol as a pure state machine.
 
 It reads no clock (every input takes ``now``), opens no socket (it emits actions), draws
-randomness only from ``config.rng``, and never raises because of what the peer sent: bad
+randomness only from ``config.rng`` (or, when it is ``None``, the shared ``os.urandom``-backed
+``SYSTEM_JITTER``), and never raises because of what the peer sent: bad
 input ends the transport generation with a typed error and a reconnect (docs/architecture.md §3).
 
 Two lifetimes hold all state:
@@ -16,7 +17,6 @@ Two lifetimes hold all state:
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Iterable
 from typing import Any, TypeGuard, final
 
@@ -38,6 +38,7 @@ from ._config import (
     API_VERSION,
     MAX_SEQUENCE,
     MAX_SESSION_ID_LENGTH,
+    SYSTEM_JITTER,
     GatewayConfig,
     SessionSnapshot,
     gateway_url,
@@ -139,7 +140,7 @@ class _Generation:
     unacked_since: float | None = None
     #: Priority payloads (IDENTIFY, RESUME, op 1 replies) waiting for the limiter; ``None``
     #: data stands for a heartbeat, built when sent so it carries the latest sequence.
-    urgent: deque[tuple[Opcode, str | bytes | None]] = attrs.Factory(deque)
+    urgent: list[tuple[Opcode, str | bytes | None]] = attrs.Factory(list)
     urgent_at: float | None = None
     command_at: float | None = None
     identify_requested: bool = False
@@ -165,6 +166,8 @@ class GatewayConnection:
         if not isinstance(config, GatewayConfig):
             raise LocalProtocolError("config must be a GatewayConfig")
         self._config = config
+        #: Jitter: the injected generator, else the shared stateless one (docs/architecture.md §3).
+        self._rng = config.rng if config.rng is not None else SYSTEM_JITTER
         self._codec: Codec = make_codec(config.encoding, config.max_message_size)
         self._identify_data = self._encode(identify(config))
         # docs/protocol.md §9: every RESUME this connection may build must fit in 4096 bytes. The session
@@ -202,7 +205,9 @@ class GatewayConnection:
         self._failures = 0
         self._resume_failures = 0
         self._latency: float | None = None
-        self._queue: deque[tuple[int, str | bytes]] = deque()
+        #: Commands waiting to be sent, oldest first. A list (an empty deque allocates a
+        #: 760-byte block per shard); at most 120 leave per minute, from the front, in one slice.
+        self._queue: list[tuple[int, str | bytes]] = []
         if snapshot is not None:
             self._restore(snapshot)
 
@@ -825,7 +830,7 @@ class GatewayConnection:
                     )
         delay = backoff_delay(
             self._failures,
-            self._config.rng,
+            self._rng,
             base=self._config.backoff_base,
             cap=self._config.backoff_cap,
         )
@@ -964,7 +969,7 @@ class GatewayConnection:
         gen.interval = interval
         gen.limiter.set_heartbeat_interval(interval)
         # docs/protocol.md §3: the first heartbeat after interval * jitter, jitter uniform in [0, 1).
-        gen.next_beat = now + interval * self._config.rng.random()
+        gen.next_beat = now + interval * self._rng.random()
         data = None
         if self._session_id is not None:
             checkpoint = self._checkpoint()
@@ -1000,7 +1005,7 @@ class GatewayConnection:
         if resumable and self._session_id is None:
             resumable = False
         self._invalidate(resumable=resumable, reason="invalid session (op 9)")
-        pause = invalid_session_pause(self._config.rng)
+        pause = invalid_session_pause(self._rng)
         self._end_generation(
             now, self._reconnect_exit(now, error=None, reason="invalid session", pause=pause)
         )
@@ -1169,7 +1174,7 @@ class GatewayConnection:
         """Send what waits on the priority lane as far as the limiter allows; schedule the rest."""
         assert gen.limiter is not None
         while gen.urgent and gen.exit is None and gen.limiter.try_acquire(now, priority=True):
-            opcode, data = gen.urgent.popleft()
+            opcode, data = gen.urgent.pop(0)  # a few at most: a list is smaller than a deque
             self._emit_send(gen, now, opcode, data)
         gen.urgent_at = gen.limiter.next_slot(now, priority=True) if gen.urgent else None
 
@@ -1178,9 +1183,12 @@ class GatewayConnection:
         # docs/protocol.md §8: commands share the window with a reserve kept for heartbeats.
         assert gen.limiter is not None
         queue = self._queue
-        while queue and gen.limiter.try_acquire(now, priority=False):
-            opcode, data = queue.popleft()
+        sent = 0
+        while sent < len(queue) and gen.limiter.try_acquire(now, priority=False):
+            opcode, data = queue[sent]
+            sent += 1
             self._actions.append(SendMessage(data=data, transport_id=gen.id, opcode=opcode))
+        del queue[:sent]
         gen.command_at = gen.limiter.next_slot(now, priority=False) if queue else None
 
     def _heartbeat_due(self, gen: _Generation, now: float) -> None:

@@ -34,10 +34,12 @@ from gateway_proto import (
     DisallowedIntents,
     Disconnected,
     DispatchReceived,
+    GatewayConfig,
     GatewayConnection,
     HeartbeatAcknowledged,
     HeartbeatTimeout,
     HelloTimeout,
+    Intents,
     InvalidApiVersion,
     InvalidIntents,
     InvalidShard,
@@ -245,6 +247,28 @@ def test_backoff_draws_from_config_rng() -> None:
         expected = d.now + twin.uniform(0.0, 2.0 ** (failures - 1))
         assert step.events[0].reconnect_at == expected
         d.advance(expected)
+
+
+def test_default_jitter_is_shared_and_stateless() -> None:
+    """docs/architecture.md §3 randomness: without an rng, no generator per connection.
+
+    The default draws from one shared ``random.SystemRandom`` (os.urandom), so an idle shard
+    holds no 2.5 KiB Mersenne Twister state; the draws still land in their documented ranges.
+    """
+    from gateway_proto._config import SYSTEM_JITTER
+
+    configs = [GatewayConfig(token="t", intents=Intents.GUILDS) for _ in range(2)]
+    assert [c.rng for c in configs] == [None, None]
+    conns = [GatewayConnection(c) for c in configs]
+    assert all(conn._rng is SYSTEM_JITTER for conn in conns)
+    assert isinstance(SYSTEM_JITTER, random.SystemRandom)
+    d = Driver(rng=None, backoff_base=1.0, backoff_cap=120.0)
+    d.connect(at=0.0)
+    for failures in range(1, 5):
+        step = d.server_close(None, "refused")
+        delay = step.events[0].reconnect_at - d.now
+        assert 0.0 <= delay <= 2.0 ** (failures - 1)
+        d.advance(step.events[0].reconnect_at)
 
 
 def test_backoff_resets_once_a_session_is_live() -> None:
