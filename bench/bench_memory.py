@@ -9,11 +9,14 @@ counted. Every shard connects (zlib-stream, JSON, no TLS) and is READY; then the
 sends each shard the same realistic traffic (``realistic_stream.shard_session``: a few
 small GUILD_CREATEs, then steady dispatches of about 700 bytes; about 110 KB of JSON per
 shard, so every shard's inflate window has been filled, as on a real shard a few seconds
-after connecting). The application consumes every event. Once every shard is idle:
+after connecting), :data:`BATCH` shards at a time. The application consumes every event.
+Once every shard is idle:
 
 * RSS growth of this process per shard, from before the shards were built to now (C
   allocations included: zlib's inflate state and window, sockets, asyncio transports, and
   whatever the traffic left behind);
+* the same after glibc's ``malloc_trim(0)``: the difference is memory the traffic used and
+  freed that the C heap had not yet returned, not memory anything still holds;
 * with ``--heap``, in a separate run, the Python heap growth per shard seen by tracemalloc
   (Python objects only: tracemalloc's own bookkeeping would inflate the RSS figure);
 * with ``--idle SECONDS``, this process's CPU time over that long an idle period, as a
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import os
 import subprocess
@@ -51,6 +55,8 @@ from gateway_proto import (
 BENCH = Path(__file__).resolve().parent
 #: The traffic each shard gets: ``realistic_stream.shard_session`` keyword arguments.
 TRAFFIC = {"guilds": 3, "dispatches": 60, "big_guilds": ()}
+#: Shards whose traffic is in flight at once.
+BATCH = 50
 
 _SERVER = """
 import sys
@@ -62,11 +68,21 @@ traffic = [(p["t"], p["d"]) for p in realistic_stream.shard_session(**{traffic!r
 fake = FakeGateway(token="bench", max_concurrency={n})
 with LoopbackGateway(fake) as server:
     print(server.url, len(traffic), flush=True)
-    for line in sys.stdin:
-        for shard in range({n}):
+    for line in sys.stdin:  # "first last": send the traffic to shards first..last-1
+        first, last = map(int, line.split())
+        for shard in range(first, last):
             server.call(lambda gw, s=shard: [gw.dispatch(t, d, shard=s) for t, d in traffic])
-        print("sent", flush=True)
 """
+
+
+def trim() -> bool:
+    """Ask glibc to hand free heap memory back to the system; False where there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def rss() -> int:
@@ -101,19 +117,27 @@ async def measure(
         if not args.no_traffic:
             started = time.perf_counter()
             assert server.stdin is not None
-            server.stdin.write("traffic\n")
-            server.stdin.flush()
-            async for _, event in group:
-                if type(event) is DispatchReceived:
-                    dispatches += 1
-                    if dispatches == shards * per_shard:
-                        break
+            # A batch of shards at a time, as shards start (identify is rate limited): the
+            # next batch's traffic is sent once the last one's events were consumed. All at
+            # once, the backlog of decoded events would peak at ~100 MB and the RSS left
+            # after it would measure that peak (heap fragmentation), not the idle shards.
+            for first in range(0, shards, BATCH):
+                last = min(first + BATCH, shards)
+                server.stdin.write(f"{first} {last}\n")
+                server.stdin.flush()
+                async for _, event in group:
+                    if type(event) is DispatchReceived:
+                        dispatches += 1
+                        if dispatches == last * per_shard:
+                            break
             figures["traffic_s"] = time.perf_counter() - started
         del event
         await asyncio.sleep(1.0)  # idle: a heartbeat round trip or two, nothing pending
         gc.collect()
         figures["heap_kib"] = (tracemalloc.get_traced_memory()[0] - heap_before) / shards / 1024
         figures["rss_kib"] = (rss() - rss_before) / shards / 1024
+        if trim():  # after the figure: what of it is freed memory the C heap kept
+            figures["trimmed_kib"] = (rss() - rss_before) / shards / 1024
         tracemalloc.stop()
         if args.idle:
             cpu = time.process_time()
@@ -155,6 +179,11 @@ def main() -> None:
         print(f"Python heap (tracemalloc) / idle shard: {figures['heap_kib']:6.1f} KiB")
     else:
         print(f"RSS growth per idle shard: {figures['rss_kib']:6.1f} KiB  (target <= 52 KiB)")
+        if "trimmed_kib" in figures:
+            print(
+                f"  the same after malloc_trim(0): {figures['trimmed_kib']:6.1f} KiB "
+                "(the rest of the difference is freed memory the C heap had kept)"
+            )
     if "idle_core_pct" in figures:
         print(
             f"idle CPU of {args.shards} shards over {args.idle:.0f} s (asyncio driver): "
