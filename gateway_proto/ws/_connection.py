@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from .._actions import (
     AbortTransport,
+    Action,
     CloseTransport,
     OpenTransport,
     RequestIdentify,
@@ -274,7 +275,10 @@ class WebSocketConnection:
                 self._fail_after(transport_id, link, exc, now)
             else:
                 self._await_close(transport_id, frames, now)
-        self._drain_core(now)
+        # _drain_core, its first step inlined: after most reads the core has nothing to do.
+        actions = self._gateway.next_actions()
+        if actions:
+            self._drain_core(now, actions)
 
     # -- internals ----------------------------------------------------------------------
 
@@ -405,10 +409,11 @@ class WebSocketConnection:
         frame = encode_frame(opcode, payload, self._entropy(4))
         self._actions.append(SendBytes(frame, transport_id))
 
-    def _drain_core(self, now: float) -> None:
-        """Translate the core's actions into TCP work, until it has none left."""
+    def _drain_core(self, now: float, actions: list[Action] | None = None) -> None:
+        """Translate the core's actions (``actions`` first) into TCP work, until none are left."""
         gateway = self._gateway
-        actions = gateway.next_actions()
+        if actions is None:
+            actions = gateway.next_actions()
         while actions:
             for action in actions:
                 if isinstance(action, SendMessage):
