@@ -9,9 +9,10 @@ command's editable install is always pure Python).
 
 * One build per run (module-scoped fixture, ~20-40 s): the package, setup.py and
   pyproject.toml are copied into pytest's tmp dir and a wheel is built there the default way
-  (``pip wheel --no-build-isolation``, no variable set: exactly what ``pip install .`` does
-  with this environment's mypy), then unpacked. Nothing is written to the checkout. Skipped,
-  saying why, without mypyc, a C compiler or the Python headers.
+  (``pip wheel --no-build-isolation``: what ``pip install .`` does with this environment's
+  mypy), with ``GATEWAY_PROTO_COMPILE=1`` only so that a compile error fails here with its
+  message instead of quietly building pure Python; then unpacked. Nothing is written to the
+  checkout. Skipped, saying why, without mypyc, a C compiler or the Python headers.
 * The codec, ETF (with its Erlang oracle where ``erl`` exists) and websocket suites then run
   in a subprocess whose ``gateway_proto`` is that unpacked wheel, and must pass. ETF's
   differential checks against the pure codec are in tests/test_etf_compiled.py. (The whole
@@ -93,11 +94,8 @@ def compiled_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             shutil.copy2(ROOT / name, source / name)
     wheels = tmp_path_factory.mktemp("wheels")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("GATEWAY_PROTO_COMPILE", "GATEWAY_PROTO_NO_COMPILE")
-    }
+    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_PROTO_NO_COMPILE"}
+    env["GATEWAY_PROTO_COMPILE"] = "1"
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     result = subprocess.run(
         [*build, "-w", str(wheels), str(source)],
