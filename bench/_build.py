@@ -1,7 +1,8 @@
 """Which build of gateway_proto a benchmark measures: pure Python, or the compiled hot path.
 
-setup.py's optional build (``GATEWAY_PROTO_COMPILE=1``) compiles the hot-path modules with
-mypyc; every benchmark prints this line so its figures say which build they are of.
+A regular install compiles the hot-path modules with mypyc where it can (setup.py); an
+editable one, or ``GATEWAY_PROTO_NO_COMPILE=1``, is pure Python. Every benchmark prints this
+line so its figures say which build they are of.
 """
 
 from __future__ import annotations
@@ -29,5 +30,5 @@ def describe() -> str:
     if not compiled:
         return "gateway_proto build: pure Python"
     if len(compiled) == len(HOT_PATH):
-        return "gateway_proto build: compiled hot path (GATEWAY_PROTO_COMPILE=1, mypyc)"
+        return "gateway_proto build: compiled hot path (mypyc)"
     return f"gateway_proto build: partly compiled ({', '.join(compiled)})"

@@ -1,4 +1,8 @@
-"""Receive paths from bytes, end to end in asyncio: ours vs hikari's and discord.py's.
+"""Receive paths from bytes, end to end in asyncio, on the PACKED stream: ours vs hikari's and discord.py's.
+
+Not the headline: ``bench/bench_realistic.py core`` compares the same peers on one shard's
+realistic traffic (one message per read, garbage collector on). Here reads are 64 KiB with
+~800 small dispatches each and the collector is paused (see bench_ws.py).
 
 Issue target: "the asyncio driver end to end must beat hikari's and discord.py's receive
 paths from bytes on the same stream". The stream is bench/_ws_stream.py's zlib-stream +

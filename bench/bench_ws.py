@@ -1,4 +1,9 @@
-"""The websocket bytes path, from TCP reads to delivered dispatches, as ratios to a floor.
+"""The websocket bytes path on the PACKED stream (the second case), as ratios to a floor.
+
+Not the headline: ``bench/bench_realistic.py bytes`` is (one message per read, as a real
+gateway delivers once the startup burst is over, the garbage collector on). Here ~800 small
+dispatches share each 64 KiB read and the collector is paused, which spreads our per-read
+costs over many messages and flatters us; kept for the framing engines and the big message.
 
 Stream: bench/_ws_stream.py — realistic_stream's session as the server→client bytes of a
 zlib-stream + JSON gateway connection (one BINARY frame per message, one compressor,

@@ -215,7 +215,10 @@ class GatewayConfig:
     presence: UpdatePresence | None = None
     large_threshold: int = attrs.field(default=50, validator=_check_large_threshold)
     #: The only source of randomness: heartbeat jitter, backoff jitter, the op 9 pause.
-    rng: random.Random = attrs.field(factory=random.Random, eq=False, repr=False)
+    #: ``None`` (the default): each connection seeds its own small generator
+    #: (:class:`~gateway_proto._backoff.Jitter`, 8 bytes of state where a ``random.Random``
+    #: holds 2.5 KiB); pass a seeded ``random.Random`` to make a connection reproducible.
+    rng: random.Random | None = attrs.field(default=None, eq=False, repr=False)
     max_message_size: int = attrs.field(default=DEFAULT_MAX_MESSAGE_SIZE, validator=_positive_int)
     connect_timeout: float = attrs.field(default=30.0, validator=_positive)
     hello_timeout: float = attrs.field(default=20.0, validator=_positive)

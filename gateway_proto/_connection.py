@@ -1,7 +1,8 @@
 """GatewayConnection: the whole client side of the gateway protocol as a pure state machine.
 
 It reads no clock (every input takes ``now``), opens no socket (it emits actions), draws
-randomness only from ``config.rng``, and never raises because of what the peer sent: bad
+randomness only from ``config.rng`` (or, when it is ``None``, its own :class:`Jitter` seeded
+once from ``os.urandom``), and never raises because of what the peer sent: bad
 input ends the transport generation with a typed error and a reconnect (docs/architecture.md §3).
 
 Two lifetimes hold all state:
@@ -16,7 +17,6 @@ Two lifetimes hold all state:
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Iterable
 from typing import Any, TypeGuard, final
 
@@ -31,7 +31,7 @@ from ._actions import (
     SendMessage,
     SetTimer,
 )
-from ._backoff import backoff_delay, invalid_session_pause
+from ._backoff import Jitter, RandomSource, backoff_delay, invalid_session_pause
 from ._codecs import NEED_MORE, Codec, InboundDecoder, make_codec
 from ._commands import COMMAND_TYPES, Command
 from ._config import (
@@ -75,6 +75,11 @@ from ._ratelimit import SendLimiter
 from ._state import OPEN_STATES, ConnectionState, Trigger, transition
 
 _MESSAGE_TYPES = frozenset({str, bytes})
+_CONNECTED = ConnectionState.CONNECTED
+#: ``op`` of a dispatch, compared by identity on the per-message path: the JSON and ETF
+#: decoders return CPython's cached small int for 0, so ``is`` answers for ``int`` 0 alone
+#: (not ``0.0`` nor ``False``); an ``op`` that is 0 some other way takes the general path.
+_ZERO = 0
 #: Builds a DispatchReceived from (name, sequence, data) without its Python-level __new__.
 _new_tuple = tuple.__new__
 _MAX_TIME = float(2**53)
@@ -134,7 +139,7 @@ class _Generation:
     unacked_since: float | None = None
     #: Priority payloads (IDENTIFY, RESUME, op 1 replies) waiting for the limiter; ``None``
     #: data stands for a heartbeat, built when sent so it carries the latest sequence.
-    urgent: deque[tuple[Opcode, str | bytes | None]] = attrs.Factory(deque)
+    urgent: list[tuple[Opcode, str | bytes | None]] = attrs.Factory(list)
     urgent_at: float | None = None
     command_at: float | None = None
     identify_requested: bool = False
@@ -160,6 +165,8 @@ class GatewayConnection:
         if not isinstance(config, GatewayConfig):
             raise LocalProtocolError("config must be a GatewayConfig")
         self._config = config
+        #: Jitter: the injected generator, else this connection's own (docs/architecture.md §3).
+        self._rng: RandomSource = config.rng if config.rng is not None else Jitter()
         self._codec: Codec = make_codec(config.encoding, config.max_message_size)
         self._identify_data = self._encode(identify(config))
         # docs/protocol.md §9: every RESUME this connection may build must fit in 4096 bytes. The session
@@ -197,7 +204,9 @@ class GatewayConnection:
         self._failures = 0
         self._resume_failures = 0
         self._latency: float | None = None
-        self._queue: deque[tuple[int, str | bytes]] = deque()
+        #: Commands waiting to be sent, oldest first. A list (an empty deque allocates a
+        #: 760-byte block per shard); at most 120 leave per minute, from the front, in one slice.
+        self._queue: list[tuple[int, str | bytes]] = []
         if snapshot is not None:
             self._restore(snapshot)
 
@@ -467,6 +476,46 @@ class GatewayConnection:
         """One whole websocket message arrived on ``transport_id`` (text or binary)."""
         gen = self._gen
         if (
+            self._state is not _CONNECTED
+            or gen is None
+            or gen.id != transport_id
+            or type(transport_id) is not int
+            or type(data) not in _MESSAGE_TYPES
+        ):
+            self._receive_unusual(transport_id, data, now)
+            return
+        if self._now <= now < _MAX_TIME and now is not True and now is not False:
+            self._now = now  # _advance's fast path, inlined: this is the per-message path
+        else:
+            self._advance(now)
+        # A live session: the per-message path, with _receive and _on_payload's common case
+        # inlined (one call per layer is a measurable share of a small dispatch's cost).
+        assert gen.decoder is not None
+        try:
+            payload = gen.decoder.decode(data)
+        except RemoteProtocolError as exc:
+            self._fail(now, exc, reason=type(exc).__name__)
+            self._sync_timer()
+            return
+        if (
+            type(payload) is dict
+            and payload.get("op") is _ZERO
+            and type(seq := payload.get("s")) is int
+            and self._sequence < seq <= 0x7FFF_FFFF_FFFF_FFFF  # MAX_SEQUENCE
+            and type(name := payload.get("t")) is str
+            and name not in _SESSION_DISPATCHES
+        ):
+            # An ordinary dispatch whose s moves the sequence forward (docs/protocol.md §2,
+            # §15 item 10); anything else takes _on_payload.
+            self._sequence = seq
+            self._events.append(_new_tuple(DispatchReceived, (name, seq, payload.get("d"))))
+        elif payload is not NEED_MORE and self._on_payload(gen, payload, now):
+            self._sync_timer()
+
+    def _receive_unusual(self, transport_id: int, data: object, now: float) -> None:
+        """``receive_message`` outside a live session's common case: every check, no shortcut."""
+        gen = self._gen
+        if (
             gen is None
             or gen.id != transport_id
             or type(transport_id) is not int
@@ -476,10 +525,8 @@ class GatewayConnection:
             gen = self._message_target(transport_id, data)
             if gen is None:
                 return
-        if self._now <= now < _MAX_TIME and now is not True and now is not False:
-            self._now = now  # _advance's fast path, inlined: this is the per-message path
-        else:
-            self._advance(now)
+        self._advance(now)
+        assert isinstance(data, str | bytes | bytearray | memoryview)
         if self._state is not _S.CLOSING and self._receive(gen, data, now):
             self._sync_timer()
 
@@ -782,7 +829,7 @@ class GatewayConnection:
                     )
         delay = backoff_delay(
             self._failures,
-            self._config.rng,
+            self._rng,
             base=self._config.backoff_base,
             cap=self._config.backoff_cap,
         )
@@ -874,21 +921,9 @@ class GatewayConnection:
             if type(op) is not int:
                 raise InvalidPayload("gateway message is not an object with an integer 'op'")
             d = payload.get("d")
-            if op == 0:  # Opcode.DISPATCH, compared as an int on the hot path
+            if op == 0:  # Opcode.DISPATCH (a live session's common case never gets here)
                 seq = payload.get("s")
                 name = payload.get("t")
-                if (
-                    type(seq) is int
-                    and self._sequence < seq <= 0x7FFF_FFFF_FFFF_FFFF  # MAX_SEQUENCE
-                    and type(name) is str
-                    and name not in _SESSION_DISPATCHES
-                    and self._state is _S.CONNECTED
-                ):
-                    # The common case, inlined: a live session's ordinary dispatch whose s
-                    # moves the sequence forward (anything else: _on_dispatch).
-                    self._sequence = seq
-                    self._events.append(_new_tuple(DispatchReceived, (name, seq, d)))
-                    return False
                 return self._on_dispatch(
                     gen,
                     now,
@@ -933,7 +968,7 @@ class GatewayConnection:
         gen.interval = interval
         gen.limiter.set_heartbeat_interval(interval)
         # docs/protocol.md §3: the first heartbeat after interval * jitter, jitter uniform in [0, 1).
-        gen.next_beat = now + interval * self._config.rng.random()
+        gen.next_beat = now + interval * self._rng.random()
         data = None
         if self._session_id is not None:
             checkpoint = self._checkpoint()
@@ -969,7 +1004,7 @@ class GatewayConnection:
         if resumable and self._session_id is None:
             resumable = False
         self._invalidate(resumable=resumable, reason="invalid session (op 9)")
-        pause = invalid_session_pause(self._config.rng)
+        pause = invalid_session_pause(self._rng)
         self._end_generation(
             now, self._reconnect_exit(now, error=None, reason="invalid session", pause=pause)
         )
@@ -1138,7 +1173,7 @@ class GatewayConnection:
         """Send what waits on the priority lane as far as the limiter allows; schedule the rest."""
         assert gen.limiter is not None
         while gen.urgent and gen.exit is None and gen.limiter.try_acquire(now, priority=True):
-            opcode, data = gen.urgent.popleft()
+            opcode, data = gen.urgent.pop(0)  # a few at most: a list is smaller than a deque
             self._emit_send(gen, now, opcode, data)
         gen.urgent_at = gen.limiter.next_slot(now, priority=True) if gen.urgent else None
 
@@ -1147,9 +1182,12 @@ class GatewayConnection:
         # docs/protocol.md §8: commands share the window with a reserve kept for heartbeats.
         assert gen.limiter is not None
         queue = self._queue
-        while queue and gen.limiter.try_acquire(now, priority=False):
-            opcode, data = queue.popleft()
+        sent = 0
+        while sent < len(queue) and gen.limiter.try_acquire(now, priority=False):
+            opcode, data = queue[sent]
+            sent += 1
             self._actions.append(SendMessage(data=data, transport_id=gen.id, opcode=opcode))
+        del queue[:sent]
         gen.command_at = gen.limiter.next_slot(now, priority=False) if queue else None
 
     def _heartbeat_due(self, gen: _Generation, now: float) -> None:

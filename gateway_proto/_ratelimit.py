@@ -14,7 +14,7 @@ lives per transport generation: the window starts empty on every connection.
 from __future__ import annotations
 
 import math
-from collections import deque
+from bisect import bisect_right
 from fractions import Fraction
 
 #: Payloads allowed per window on one connection (docs/protocol.md §8).
@@ -58,8 +58,10 @@ class SendLimiter:
     __slots__ = ("_command_limit", "_commands", "_sent")
 
     def __init__(self, heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL) -> None:
-        self._sent: deque[float] = deque()
-        self._commands: deque[float] = deque()
+        # Lists, not deques: an idle shard's logs hold a few entries, and an empty deque
+        # allocates a 64-slot block (760 bytes) where an empty list takes 56.
+        self._sent: list[float] = []
+        self._commands: list[float] = []
         self._command_limit = SEND_LIMIT - heartbeat_reserve(heartbeat_interval)
 
     def set_heartbeat_interval(self, interval: float) -> None:
@@ -73,8 +75,8 @@ class SendLimiter:
 
     def _expire(self, now: float) -> None:
         for log in (self._sent, self._commands):
-            while log and log[0] <= now:
-                log.popleft()
+            if log and log[0] <= now:
+                del log[: bisect_right(log, now)]  # the log is in order
 
     def in_window(self, now: float) -> int:
         """Payloads sent during the last 60 s."""
@@ -103,7 +105,7 @@ class SendLimiter:
         return slot
 
 
-def _free_at(log: deque[float], limit: int, now: float) -> float:
+def _free_at(log: list[float], limit: int, now: float) -> float:
     """When ``log`` (already expired at ``now``) will hold fewer than ``limit`` entries."""
     excess = len(log) - limit
     return now if excess < 0 else log[excess]

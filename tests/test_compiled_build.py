@@ -1,20 +1,26 @@
-"""The optional compiled build (setup.py, ``GATEWAY_PROTO_COMPILE=1``) passes the same suites.
+"""The compiled hot path (setup.py's default for a regular install) passes the same suites.
 
-The compiled build runs the hot-path modules (``setup.py``'s ``COMPILED_MODULES``: the frame
-reader, the decoder composition, zlib-stream, zstd-stream, ETF) through mypyc. mypyc enforces
+A regular build compiles the hot-path modules (``setup.py``'s ``COMPILED_MODULES``: the frame
+reader, the decoder composition, zlib-stream, zstd-stream, ETF) with mypyc. mypyc enforces
 annotations at run time and turns closures and classes into native objects, so source that is
 right for the interpreter can behave differently compiled; the way to know is to run the
-tests of those modules against it.
+tests of those modules against it. The tests themselves run against the sources (the test
+command's editable install is always pure Python).
 
-* One compile per run (module-scoped fixture, ~20 s): the package is copied into pytest's tmp
-  dir and the listed modules are compiled in place there, as setup.py lists them (same mypy
-  flags, ``opt_level="3"``, one shared library). Nothing is written to the checkout. Skipped,
-  saying why, without mypyc, a C compiler or the Python headers.
+* One build per run (module-scoped fixture, ~20-40 s): the package, setup.py and
+  pyproject.toml are copied into pytest's tmp dir and a wheel is built there the default way
+  (``pip wheel --no-build-isolation``: what ``pip install .`` does with this environment's
+  mypy), with ``GATEWAY_PROTO_COMPILE=1`` only so that a compile error fails here with its
+  message instead of quietly building pure Python; then unpacked. Nothing is written to the
+  checkout. Skipped, saying why, without mypyc, a C compiler or the Python headers.
 * The codec, ETF (with its Erlang oracle where ``erl`` exists) and websocket suites then run
-  in a subprocess whose ``gateway_proto`` is that copy, and must pass. ETF's differential
-  checks against the pure codec are in tests/test_etf_compiled.py. (The whole suite, run the
-  same way once by hand, passed but for one pure-only test, now skipped when compiled: the
-  pure ETF decoder's behaviour under a nearly exhausted recursion limit.)
+  in a subprocess whose ``gateway_proto`` is that unpacked wheel, and must pass. ETF's
+  differential checks against the pure codec are in tests/test_etf_compiled.py. (The whole
+  suite, run the same way once by hand, passed but for one pure-only test, now skipped when
+  compiled: the pure ETF decoder's behaviour under a nearly exhausted recursion limit.)
+* setup.py's decisions (when to compile, when to fall back to pure Python, when to fail) are
+  checked without a compiler run, and its fallback on a real compiler error with a tiny
+  extension that does not compile.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
-from test_etf_compiled import why_no_compile
+from setuptools import Distribution, Extension
+from test_etf_compiled import load_setup, why_no_compile
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The suites of the compiled modules (and of the core's batch path that calls them).
@@ -60,23 +67,9 @@ MYPY_FLAGS = setup_constant("MYPY_FLAGS")
 GROUP_NAME = setup_constant("GROUP_NAME")
 assert isinstance(COMPILED_MODULES, list) and isinstance(MYPY_FLAGS, list)
 
-BUILD_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    from mypyc.build import mypycify
-    from setuptools import setup
-
-    modules, flags, group = json.loads(sys.argv[1])
-    extensions = mypycify(
-        [*modules, *flags, "--cache-dir", "mypy-cache"], opt_level="3", group_name=group
-    )
-    setup(
-        name="gateway-proto-compiled-test",
-        ext_modules=extensions,
-        script_args=["build_ext", "--inplace", "--build-temp", "obj"],
-    )
-    """
-)
+SETUP = load_setup()
+#: What a wheel build reads from the checkout.
+BUILD_INPUTS = ["setup.py", "pyproject.toml", "README.md", "gateway_proto", "adapters"]
 
 
 def run_in(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -92,15 +85,31 @@ def compiled_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     reason = why_no_compile()
     if reason is not None:
         pytest.skip(f"cannot build the compiled hot path with mypyc: {reason}")
-    tree = tmp_path_factory.mktemp("mypyc-hot-path")
-    shutil.copytree(
-        ROOT / "gateway_proto",
-        tree / "gateway_proto",
-        ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd"),
+    source = tmp_path_factory.mktemp("source")
+    for name in BUILD_INPUTS:
+        if (ROOT / name).is_dir():
+            shutil.copytree(
+                ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.so")
+            )
+        else:
+            shutil.copy2(ROOT / name, source / name)
+    wheels = tmp_path_factory.mktemp("wheels")
+    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_PROTO_NO_COMPILE"}
+    env["GATEWAY_PROTO_COMPILE"] = "1"
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    result = subprocess.run(
+        [*build, "-w", str(wheels), str(source)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
-    spec = json.dumps([COMPILED_MODULES, MYPY_FLAGS, GROUP_NAME])
-    result = run_in(tree, "-c", BUILD_SCRIPT, spec)
-    assert result.returncode == 0, f"mypyc failed:\n{result.stdout[-4000:]}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"the wheel build failed:\n{result.stdout[-4000:]}\n{result.stderr}"
+    )
+    (wheel,) = wheels.glob("gateway_proto-*.whl")
+    tree = tmp_path_factory.mktemp("mypyc-hot-path")
+    zipfile.ZipFile(wheel).extractall(tree)
     return tree
 
 
@@ -152,3 +161,63 @@ def test_the_suites_pass_against_the_compiled_build(compiled_tree: Path) -> None
     tail = "\n".join(result.stdout.splitlines()[-40:])
     assert result.returncode == 0, f"{tail}\n{result.stderr[-2000:]}"
     assert " passed" in tail and " failed" not in tail, tail
+
+
+# -- setup.py's decisions ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "command", "mode"),
+    [
+        ({}, "bdist_wheel", "best-effort"),
+        ({}, "build_ext", "best-effort"),
+        ({"GATEWAY_PROTO_COMPILE": "1"}, "bdist_wheel", "required"),
+        ({"GATEWAY_PROTO_NO_COMPILE": "1"}, "bdist_wheel", "off"),
+        ({"GATEWAY_PROTO_NO_COMPILE": "1", "GATEWAY_PROTO_COMPILE": "1"}, "bdist_wheel", "off"),
+        ({}, "editable_wheel", "off"),  # the sources stay what is imported
+        ({}, "egg_info", "off"),  # metadata only: nothing to compile
+        ({}, "sdist", "off"),
+    ],
+)
+def test_compile_mode(environ, command, mode):
+    assert SETUP.compile_mode(environ, ["setup.py", command]) == mode
+
+
+def test_compile_required_with_an_editable_install_is_refused():
+    with pytest.raises(SystemExit, match="editable"):
+        SETUP.compile_mode({"GATEWAY_PROTO_COMPILE": "1"}, ["setup.py", "editable_wheel"])
+
+
+def test_no_mypyc_or_compiler_builds_pure_unless_required(monkeypatch, capsys):
+    monkeypatch.setattr(SETUP, "why_no_compile", lambda: "no C compiler: 'cc'")
+    assert SETUP.ext_modules("best-effort") == []
+    assert "building pure Python (no C compiler" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="cannot be compiled: no C compiler"):
+        SETUP.ext_modules("required")
+    assert SETUP.ext_modules("off") == []
+
+
+def _broken_build(tmp_path, mode):
+    """build_ext of one extension whose C does not compile, with setup.py's build_ext."""
+    (tmp_path / "broken.c").write_text("this is not C;\n", encoding="utf-8")
+    dist = Distribution({"name": "broken", "ext_modules": [Extension("broken", ["broken.c"])]})
+    dist.script_args = ["build_ext"]
+    command = SETUP.OptionalBuildExt(dist)
+    command.mode = mode
+    command.build_lib = str(tmp_path / "lib")
+    command.build_temp = str(tmp_path / "obj")
+    command.ensure_finalized()
+    return command
+
+
+def test_a_compiler_error_builds_pure_unless_required(tmp_path, monkeypatch, capsys):
+    if why_no_compile() is not None:
+        pytest.skip(f"no compiler here: {why_no_compile()}")
+    monkeypatch.chdir(tmp_path)
+    command = _broken_build(tmp_path, "best-effort")
+    command.run()  # no exception: the build goes on, pure
+    assert command.extensions == [] and command.distribution.ext_modules == []
+    assert not list((tmp_path / "lib").glob("broken*"))
+    assert "building pure Python (compiling failed" in capsys.readouterr().err
+    with pytest.raises(Exception, match="error"):
+        _broken_build(tmp_path, "required").run()

@@ -27,11 +27,9 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import os
-import shutil
 import struct
 import subprocess
 import sys
-import sysconfig
 import textwrap
 import tracemalloc
 import zlib
@@ -89,16 +87,19 @@ BUILD_SCRIPT = textwrap.dedent(
 )
 
 
+def load_setup() -> ModuleType:
+    """setup.py as a module: its ``setup()`` call runs only as ``__main__`` (a build)."""
+    spec = importlib.util.spec_from_file_location("gateway_proto_setup", ROOT / "setup.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def why_no_compile() -> str | None:
-    """The reason mypyc cannot build an extension here, or None if it can."""
-    if importlib.util.find_spec("mypyc") is None:
-        return "mypyc is not installed (pip install mypy)"
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(compiler) is None:
-        return f"no C compiler: {compiler!r} (the one Python was built with) is not on PATH"
-    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
-        return "the Python headers (Python.h) are not installed"
-    return None
+    """The reason mypyc cannot build an extension here, or None if it can (setup.py decides)."""
+    reason: str | None = load_setup().why_no_compile()
+    return reason
 
 
 def load_extension(name: str, path: Path) -> ModuleType:

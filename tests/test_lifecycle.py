@@ -8,6 +8,7 @@ exact number. Times are binary-exact (quarters) so float sums compare with ``==`
 from __future__ import annotations
 
 import random
+import sys
 from typing import Any
 
 import attrs
@@ -23,6 +24,8 @@ from conftest import (
     FixedRandom,
     make_config,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway_proto import (
     AbortTransport,
@@ -34,10 +37,12 @@ from gateway_proto import (
     DisallowedIntents,
     Disconnected,
     DispatchReceived,
+    GatewayConfig,
     GatewayConnection,
     HeartbeatAcknowledged,
     HeartbeatTimeout,
     HelloTimeout,
+    Intents,
     InvalidApiVersion,
     InvalidIntents,
     InvalidShard,
@@ -57,6 +62,7 @@ from gateway_proto import (
     TransportCompression,
     UpdatePresence,
 )
+from gateway_proto._backoff import Jitter
 
 S = ConnectionState
 
@@ -245,6 +251,42 @@ def test_backoff_draws_from_config_rng() -> None:
         expected = d.now + twin.uniform(0.0, 2.0 ** (failures - 1))
         assert step.events[0].reconnect_at == expected
         d.advance(expected)
+
+
+def test_default_jitter_is_small_and_per_connection() -> None:
+    """docs/architecture.md §3 randomness: without an rng, each connection has its own small one.
+
+    No 2.5 KiB Mersenne Twister per idle shard and no state shared between connections; the
+    draws land in their documented ranges.
+    """
+    configs = [GatewayConfig(token="t", intents=Intents.GUILDS) for _ in range(2)]
+    assert [c.rng for c in configs] == [None, None]
+    first, second = (GatewayConnection(c)._rng for c in configs)
+    assert isinstance(first, Jitter) and isinstance(second, Jitter) and first is not second
+    assert sys.getsizeof(first) + sys.getsizeof(first._state) < 128
+    assert [first.random() for _ in range(4)] != [second.random() for _ in range(4)]
+    d = Driver(rng=None, backoff_base=1.0, backoff_cap=120.0)
+    d.connect(at=0.0)
+    for failures in range(1, 5):
+        step = d.server_close(None, "refused")
+        delay = step.events[0].reconnect_at - d.now
+        assert 0.0 <= delay <= 2.0 ** (failures - 1)
+        d.advance(step.events[0].reconnect_at)
+
+
+@given(
+    seed=st.integers(min_value=-(2**70), max_value=2**70),
+    a=st.floats(-1e6, 1e6),
+    span=st.floats(0, 1e6),
+)
+def test_jitter_draws_stay_in_range_and_repeat_for_a_seed(seed: int, a: float, span: float) -> None:
+    """Jitter(seed) is reproducible; random() is in [0, 1), uniform(a, b) within [a, b]."""
+    one, two = Jitter(seed), Jitter(seed)
+    draws = [one.random() for _ in range(50)]
+    assert draws == [two.random() for _ in range(50)]
+    assert all(0.0 <= x < 1.0 for x in draws)
+    assert a <= one.uniform(a, a + span) <= a + span
+    assert repr(one) == "Jitter()"
 
 
 def test_backoff_resets_once_a_session_is_live() -> None:

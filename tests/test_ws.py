@@ -2334,3 +2334,21 @@ def test_handle_tcp_failed_forwards_the_drivers_error():
     (event,) = step.of(Disconnected)
     assert event.error is error
     assert event.will_resume
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 124, 125, 126, 127, 1000, 65535, 65536, 70000])
+@pytest.mark.parametrize("opcode", [BINARY, TEXT])
+@pytest.mark.parametrize("bound", [10, 125, 126, 65535, 1 << 20])
+def test_a_read_of_one_whole_frame_reads_as_the_same_frame_split(size, opcode, bound):
+    """RFC 6455 §5.2: the one-frame read (FrameReader's shortcut) and the same bytes in two
+    reads (the general loop) give the same message, or the same 1009 past the bound."""
+    frame = raw_frame(opcode, b"a" * size)
+    results = []
+    for reads in ([frame], [frame[:1], frame[1:]]):
+        reader = FrameReader(max_message_size=bound)
+        try:
+            results.append([m for read in reads for m in reader.feed(read)])
+        except WebSocketProtocolError as exc:
+            results.append(exc.code)
+    assert results[0] == results[1]
+    assert results[0] == ([(opcode, b"a" * size)] if size <= bound else 1009)

@@ -42,6 +42,7 @@ bound. Discord's frames use a 256 KiB window; compression levels up to 19 use at
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -77,7 +78,9 @@ if sys.version_info >= (3, 14):  # pragma: no cover - exercised only on Python 3
 
 _zstandard: ModuleType | None
 try:
-    import zstandard as _zstandard
+    # Imported by name, so mypy (and mypyc, which compiles this module) need not find the
+    # package: the compiled build must not depend on an optional extra being installed.
+    _zstandard = importlib.import_module("zstandard")
 except ImportError:  # pragma: no cover - exercised only where zstandard is absent
     _zstandard = None
 

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from .._actions import (
     AbortTransport,
+    Action,
     CloseTransport,
     OpenTransport,
     RequestIdentify,
@@ -258,7 +259,12 @@ class WebSocketConnection:
                 self._deliver(transport_id, link, exc.frames, now)
                 self._fail_after(transport_id, link, exc, now)
             else:
-                self._deliver(transport_id, link, frames, now)
+                if len(frames) == 1 and frames[0][0] == _BINARY:
+                    # A live gateway's common read: one binary message, nothing else (the
+                    # batch and its control-frame ordering in _deliver have nothing to do).
+                    self._gateway.receive_message(transport_id, frames[0][1], now=now)
+                else:
+                    self._deliver(transport_id, link, frames, now)
         elif link.phase is _WsPhase.UPGRADE:
             self._upgrade(transport_id, link, data, now)
         elif link.phase is _WsPhase.CLOSE_SENT:
@@ -269,7 +275,10 @@ class WebSocketConnection:
                 self._fail_after(transport_id, link, exc, now)
             else:
                 self._await_close(transport_id, frames, now)
-        self._drain_core(now)
+        # _drain_core, its first step inlined: after most reads the core has nothing to do.
+        actions = self._gateway.next_actions()
+        if actions:
+            self._drain_core(now, actions)
 
     # -- internals ----------------------------------------------------------------------
 
@@ -400,10 +409,11 @@ class WebSocketConnection:
         frame = encode_frame(opcode, payload, self._entropy(4))
         self._actions.append(SendBytes(frame, transport_id))
 
-    def _drain_core(self, now: float) -> None:
-        """Translate the core's actions into TCP work, until it has none left."""
+    def _drain_core(self, now: float, actions: list[Action] | None = None) -> None:
+        """Translate the core's actions (``actions`` first) into TCP work, until none are left."""
         gateway = self._gateway
-        actions = gateway.next_actions()
+        if actions is None:
+            actions = gateway.next_actions()
         while actions:
             for action in actions:
                 if isinstance(action, SendMessage):
