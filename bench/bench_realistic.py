@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import statistics
 import sys
 import time
@@ -418,6 +419,24 @@ BYTES: dict[str, tuple[str, Callable[[Stream], Part]]] = {
 }
 
 
+#: The peers' import names: a peer that is not installed is left out, saying so.
+PEER_MODULES = {"hikari": "hikari", "discord.py": "discord"}
+
+
+def installed(
+    contenders: dict[str, tuple[str, Callable[[Stream], Part]]],
+) -> dict[str, tuple[str, Callable[[Stream], Part]]]:
+    """``contenders`` without the peers this environment lacks (each named on stdout)."""
+    kept = {}
+    for name, contender in contenders.items():
+        module = PEER_MODULES.get(name)
+        if module is not None and importlib.util.find_spec(module) is None:
+            print(f"   {name}: not installed, left out (pip install '.[bench]' installs the peers)")
+            continue
+        kept[name] = contender
+    return kept
+
+
 def measure(
     stream: Stream, contenders: dict[str, tuple[str, Callable[[Stream], Part]]], rounds: int
 ) -> dict[str, list[dict[str, float]]]:
@@ -496,6 +515,7 @@ def main() -> None:
         contenders = BYTES
         check_ours_events(stream)
         print("\nbytes: TCP reads -> events (websocket framing included), synchronous")
+    contenders = installed(contenders)
     times = measure(stream, contenders, rounds)
     report(stream, contenders, times)
 
