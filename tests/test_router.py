@@ -386,3 +386,77 @@ def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     client = ssl.create_default_context()
     ca.configure_trust(client)
     return server, client
+
+
+def test_async_failures_reach_sync_and_async_failure_handlers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    router = Router()
+    reported: list[str] = []
+    events: list[object] = []
+
+    async def broken(_: object) -> None:
+        await asyncio.sleep(0)
+        raise KeyError("async boom")
+
+    async def on_failure(failure: HandlerFailed) -> None:
+        await asyncio.sleep(0)
+        reported.append(f"async {type(failure.error).__name__}")
+
+    async def broken_failure_handler(_: HandlerFailed) -> None:
+        raise RuntimeError("the failure handler failed")
+
+    router.on("X")(broken)
+    router.on(SessionResumed)(events.append)
+    router.on(HandlerFailed)(on_failure)
+    router.on(HandlerFailed)(lambda f: reported.append("sync"))
+    router.on(HandlerFailed)(broken_failure_handler)
+
+    async def main() -> tuple[HandlerFailed, ...]:
+        await router.dispatch_async(SessionResumed(sequence=1, replayed=0))
+        return await router.feed(dispatch("X", 2))
+
+    with caplog.at_level(logging.ERROR, logger="gateway_proto"):
+        (failed,) = asyncio.run(main())
+    assert isinstance(failed.error, KeyError)
+    assert reported == ["async KeyError", "sync"]
+    assert "the failure handler failed" in caplog.text
+    assert len(events) == 1
+    # Under sync dispatch, an async failure handler is only logged as misuse.
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="gateway_proto"):
+        router.remove(broken)
+        router.on("X")(lambda d: 1 / 0)
+        router.dispatch(dispatch("X", 3))
+    assert reported[-1] == "sync"
+    assert "is async" in caplog.text
+
+
+def test_an_awaitable_that_is_not_a_coroutine_is_refused_by_sync_dispatch() -> None:
+    class Pending:
+        def __await__(self) -> Any:
+            yield None
+
+    router = Router()
+    router.on("X")(lambda d: Pending())
+    (failed,) = router.dispatch(dispatch("X", 1))
+    assert isinstance(failed.error, TypeError)
+
+
+def test_concurrent_feed_without_ack_runs_every_dispatch() -> None:
+    router = Router(concurrency=3)
+    handled: list[int] = []
+
+    async def handler(data: Any) -> None:
+        await asyncio.sleep(0.001 * (5 - data["n"]))
+        handled.append(data["n"])
+
+    router.on("X")(handler)
+
+    async def main() -> None:
+        for n in range(5):
+            await router.feed(dispatch("X", n + 1, {"n": n}))
+        await router.join()
+
+    asyncio.run(main())
+    assert sorted(handled) == [0, 1, 2, 3, 4]
