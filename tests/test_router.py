@@ -11,12 +11,14 @@ import asyncio
 import logging
 import random
 import ssl
+import threading
 import warnings
 from typing import Any
 
 import pytest
 import trio
 from gateway_proto.adapters.asyncio import Shard
+from gateway_proto.adapters.threads import Shard as ThreadShard
 
 from gateway_proto import (
     Disconnected,
@@ -460,3 +462,32 @@ def test_concurrent_feed_without_ack_runs_every_dispatch() -> None:
 
     asyncio.run(main())
     assert sorted(handled) == [0, 1, 2, 3, 4]
+
+
+def test_threads_driver_on_event_dispatches_a_router_on_the_shard_thread(tls: Any) -> None:
+    """The threads driver as it is: ``on_event=`` runs ``router.dispatch`` on the shard's own
+    thread, where acknowledging the core is safe; the checkpoint follows the handlers."""
+    server_ctx, client_ctx = tls
+    router = Router()
+    handled: list[int] = []
+    started, three = threading.Event(), threading.Event()
+    router.on(SessionStarted)(lambda event: started.set())
+    router.on("MESSAGE_CREATE")(lambda data: handled.append(data["n"]))
+    router.on_any(lambda event: len(handled) == 3 and three.set())  # after the name handler
+
+    with LoopbackGateway(FakeGateway(token=TOKEN), ssl_context=server_ctx) as server:
+        config = _config(commit_on_ack=True, url=server.url)
+        shard = ThreadShard(
+            config,
+            ssl_context=client_ctx,
+            on_event=lambda event: router.dispatch(event, ack=shard.gateway.acknowledge),
+        )
+        with shard:
+            assert started.wait(30)
+            for n in range(1, 4):
+                server.call(lambda gw, n=n: gw.dispatch("MESSAGE_CREATE", {"n": n}))
+            assert three.wait(30)
+            snapshot = shard.close(resumable=True)
+    assert handled == [1, 2, 3]
+    assert snapshot is not None
+    assert snapshot.sequence == 4
