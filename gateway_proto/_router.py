@@ -29,7 +29,9 @@ awaits the coroutine).
 dispatch's handlers have finished, so one shard's dispatches are handled one at a time, in
 sequence order. ``Router(concurrency=N)`` lets :meth:`Router.feed` run up to ``N`` dispatches'
 handlers at once (asyncio only: each dispatch runs as a task); the handlers of one dispatch
-still run in order, and the acknowledgement still moves in sequence order.
+still run in order, the acknowledgement still moves in sequence order, and any other event
+(``SessionStarted``, ``Disconnected``, ...) is a barrier: it waits for the dispatches before
+it, and the ones after it wait for its handlers.
 
 **Failures.** A handler that raises never stops the shard: the error is logged on the
 ``gateway_proto`` logger (the event's repr, which never holds a payload or the token) and
@@ -418,15 +420,8 @@ class Router:
             raise TypeError(f"a handler must be callable, not {type(handler).__name__}")
         kind, convert = _EVENT, None
         if isinstance(key, str):
-            consumed = _CONSUMED.get(key)
-            kind, convert = (
-                (_DATA, None)
-                if consumed is None or consumed[1] is None
-                else (
-                    _CONVERT,
-                    consumed[1],
-                )
-            )
+            rebuild = _CONSUMED.get(key, (None, None))[1]
+            kind, convert = (_DATA, None) if rebuild is None else (_CONVERT, rebuild)
         elif key in CONTEXTS:
             kind, convert = _CONVERT, cast(Any, key).from_event
         self._order += 1

@@ -1,6 +1,7 @@
 """Concurrent feeding for :class:`~gateway_proto.Router` (``concurrency > 1``), on asyncio.
 
-Each dispatch's handlers run as one task, at most ``concurrency`` at once; :meth:`Router.feed`
+Each dispatch's handlers run as one task, at most ``concurrency`` at once (any other event
+waits for them, then runs its handlers before the next dispatch starts); :meth:`Router.feed`
 waits for a free slot, so a shard is never read further ahead than the bound. A dispatch is
 acknowledged once it and every dispatch fed before it on the same ``ack`` have finished, so
 the resume point only moves over handled dispatches, in sequence order. A dispatch whose task
@@ -28,11 +29,17 @@ async def start(router: Router, event: Event, ack: Ack | None) -> None:
             "Router(concurrency>1).feed runs handlers as asyncio tasks; on trio, "
             "use Router() (in order) or run router.dispatch_async in your own nursery"
         ) from None
+    if type(event) is not DispatchReceived:
+        # Lifecycle events are barriers: the dispatches before them finish first, and the
+        # ones after them start once their handlers are done.
+        await join(router)
+        await router.dispatch_async(event)
+        return
     if router._slots is None:
         router._slots = asyncio.Semaphore(router.concurrency)
     await router._slots.acquire()
     slot: list[Any] | None = None
-    if ack is not None and type(event) is DispatchReceived and event.sequence is not None:
+    if ack is not None and event.sequence is not None:
         slot = [event.sequence, False]
         router._pending.setdefault(ack, collections.deque()).append(slot)
     task = loop.create_task(_run(router, event, ack, slot))

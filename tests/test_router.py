@@ -491,3 +491,31 @@ def test_threads_driver_on_event_dispatches_a_router_on_the_shard_thread(tls: An
     assert handled == [1, 2, 3]
     assert snapshot is not None
     assert snapshot.sequence == 4
+
+
+def test_concurrent_feed_treats_other_events_as_barriers() -> None:
+    router = Router(concurrency=4)
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def slow(data: Any) -> None:
+        order.append(f"start {data['n']}")
+        if data["n"] == 1:
+            await gate.wait()
+        order.append(f"end {data['n']}")
+
+    router.on("X")(slow)
+    router.on(SessionResumed)(lambda event: order.append("resumed"))
+
+    async def main() -> None:
+        await router.feed(dispatch("X", 1, {"n": 1}))
+        barrier = asyncio.create_task(router.feed(SessionResumed(sequence=1, replayed=0)))
+        await asyncio.sleep(0.01)
+        assert order == ["start 1"]  # the barrier waits for dispatch 1
+        gate.set()
+        await barrier
+        await router.feed(dispatch("X", 2, {"n": 2}))
+        await router.join()
+
+    asyncio.run(main())
+    assert order == ["start 1", "end 1", "resumed", "start 2", "end 2"]
