@@ -52,7 +52,7 @@ import collections
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, cast, final, overload
 
 import attrs
@@ -479,6 +479,8 @@ class Router:
         else:
             route = self._by_type.get(type(event), ())
             data = getattr(event, "data", None)
+        # The loop of _calls, inlined: this is the per-dispatch path bench/bench_router.py
+        # measures, and a generator per dispatch would double its cost.
         failed: list[HandlerFailed] | None = None
         for entry in route:
             kind = entry.kind
@@ -492,12 +494,11 @@ class Router:
                 if result is not None and inspect.isawaitable(result):
                     _discard(result)
                     raise TypeError(
-                        f"{_describe(entry.handler)} is async: run the router with "
-                        "dispatch_async() or feed()"
+                        "an async handler needs the router's dispatch_async() or feed()"
                     )
             except Exception as exc:  # a handler never stops the shard
                 failed = failed or []
-                failed.append(self._failed(event, entry.handler, exc))
+                failed.append(_failed(event, entry.handler, exc))
         if failed is not None:
             self._report(failed)
         if ack is not None and type(event) is DispatchReceived and event.sequence is not None:
@@ -511,20 +512,13 @@ class Router:
 
         ``ack``: as for :meth:`feed`.
         """
-        failed: list[HandlerFailed] | None = None
-        for entry in self._route(event):
-            try:
-                result = entry.handler(_argument(entry, event))
-                if result is not None and inspect.isawaitable(result):
-                    await result
-            except Exception as exc:  # a handler never stops the shard
-                failed = failed or []
-                failed.append(self._failed(event, entry.handler, exc))
-        if failed is not None:
-            await self._report_async(failed)
+        failed = await _run_async(_calls(self._route(event), event))
+        if failed:
+            for failure in failed:
+                await _run_async(_calls(self._by_type[HandlerFailed], failure))
         if ack is not None and type(event) is DispatchReceived and event.sequence is not None:
             _acknowledge(ack, event.sequence)
-        return () if failed is None else tuple(failed)
+        return tuple(failed)
 
     async def feed(self, event: Event, *, ack: Ack | None = None) -> tuple[HandlerFailed, ...]:
         """Handle one event from a shard, then acknowledge it (``ack``; ``commit_on_ack``).
@@ -550,43 +544,10 @@ class Router:
 
         await join(self)
 
-    # -- failures --------------------------------------------------------------------------
-
-    @staticmethod
-    def _failed(event: Event, handler: Handler, error: Exception) -> HandlerFailed:
-        logger.error(
-            "handler %s failed on %r: %s: %s",
-            _describe(handler),
-            event,
-            type(error).__name__,
-            error,
-            exc_info=not isinstance(error, InvalidContext),
-        )
-        return HandlerFailed(event=event, handler=handler, error=error)
-
     def _report(self, failed: Iterable[HandlerFailed]) -> None:
-        """Hand each failure to the :class:`HandlerFailed` handlers; their own errors are logged."""
-        route = self._by_type[HandlerFailed]
+        """Hand each failure to the :class:`HandlerFailed` handlers (their own errors are logged)."""
         for failure in failed:
-            for entry in route:
-                try:
-                    result = entry.handler(failure)
-                    if result is not None and inspect.isawaitable(result):
-                        _discard(result)
-                        raise TypeError(f"{_describe(entry.handler)} is async: use dispatch_async")
-                except Exception:
-                    logger.exception("HandlerFailed handler %s failed", _describe(entry.handler))
-
-    async def _report_async(self, failed: Iterable[HandlerFailed]) -> None:
-        route = self._by_type[HandlerFailed]
-        for failure in failed:
-            for entry in route:
-                try:
-                    result = entry.handler(failure)
-                    if result is not None and inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    logger.exception("HandlerFailed handler %s failed", _describe(entry.handler))
+            _run_sync(_calls(self._by_type[HandlerFailed], failure))
 
 
 #: The key of catch-all handlers.
@@ -602,6 +563,74 @@ def _argument(entry: _Entry, event: Any) -> Any:
         return event
     assert entry.convert is not None
     return entry.convert(event)
+
+
+def _failed(event: Event, handler: Handler, error: Exception) -> HandlerFailed:
+    """Log a handler's failure (the event's repr holds no payload) and describe it."""
+    logger.error(
+        "handler %s failed on %r: %s: %s",
+        _describe(handler),
+        event,
+        type(error).__name__,
+        error,
+        exc_info=not isinstance(error, InvalidContext),
+    )
+    return HandlerFailed(event=event, handler=handler, error=error)
+
+
+def _calls(
+    route: tuple[_Entry, ...], event: Event | HandlerFailed
+) -> Generator[Awaitable[Any], None, list[HandlerFailed]]:
+    """Call each handler of ``route`` in order, yielding each awaitable one returns.
+
+    The runner awaits it (:func:`_run_async`) or refuses it (:func:`_run_sync`) by throwing
+    the error back in, where it counts as that handler's failure. The failures are returned;
+    those of ``HandlerFailed`` handlers are only logged, never reported again.
+    """
+    failed: list[HandlerFailed] = []
+    for entry in route:
+        try:
+            result = entry.handler(_argument(entry, event))
+            if result is not None and inspect.isawaitable(result):
+                yield result
+        except Exception as exc:  # a handler never stops the shard
+            if isinstance(event, HandlerFailed):
+                logger.exception("HandlerFailed handler %s failed", _describe(entry.handler))
+            else:
+                failed.append(_failed(event, entry.handler, exc))
+    return failed
+
+
+def _run_sync(calls: Generator[Awaitable[Any], None, list[HandlerFailed]]) -> list[HandlerFailed]:
+    """Run :func:`_calls` without awaiting: an awaitable is a misuse of ``dispatch``."""
+    try:
+        awaitable = next(calls)
+        while True:
+            _discard(awaitable)
+            awaitable = calls.throw(
+                TypeError("an async handler needs the router's dispatch_async() or feed()")
+            )
+    except StopIteration as done:
+        failed: list[HandlerFailed] = done.value
+        return failed
+
+
+async def _run_async(
+    calls: Generator[Awaitable[Any], None, list[HandlerFailed]],
+) -> list[HandlerFailed]:
+    """Run :func:`_calls`, awaiting each awaitable before the next handler is called."""
+    try:
+        awaitable = next(calls)
+        while True:
+            try:
+                await awaitable
+            except Exception as exc:  # the handler's failure, recorded in _calls
+                awaitable = calls.throw(exc)
+            else:
+                awaitable = calls.send(None)
+    except StopIteration as done:
+        failed: list[HandlerFailed] = done.value
+        return failed
 
 
 def _discard(awaitable: Awaitable[Any]) -> None:
