@@ -52,7 +52,7 @@ import collections
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, cast, final, overload
 
 import attrs
@@ -479,8 +479,8 @@ class Router:
         else:
             route = self._by_type.get(type(event), ())
             data = getattr(event, "data", None)
-        # The loop of _calls, inlined: this is the per-dispatch path bench/bench_router.py
-        # measures, and a generator per dispatch would double its cost.
+        # Inlined rather than a generator of calls (as _reports is): this is the per-dispatch
+        # path bench/bench_router.py measures, and a generator about doubles its cost.
         failed: list[HandlerFailed] | None = None
         for entry in route:
             kind = entry.kind
@@ -512,27 +512,43 @@ class Router:
 
         ``ack``: as for :meth:`feed`.
         """
-        failed = await _run_async(_calls(self._route(event), event))
-        if failed:
+        # The loop of dispatch, awaiting instead of refusing: both are the per-dispatch path
+        # (bench/bench_router.py).
+        failed: list[HandlerFailed] | None = None
+        for entry in self._route(event):
+            try:
+                result = entry.handler(_argument(entry, event))
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            except Exception as exc:  # a handler never stops the shard
+                failed = failed or []
+                failed.append(_failed(event, entry.handler, exc))
+        if failed is not None:
             for failure in failed:
-                await _run_async(_calls(self._by_type[HandlerFailed], failure))
+                await _run_async(_reports(self._by_type[HandlerFailed], failure))
         if ack is not None and type(event) is DispatchReceived and event.sequence is not None:
             _acknowledge(ack, event.sequence)
-        return tuple(failed)
+        return () if failed is None else tuple(failed)
 
-    async def feed(self, event: Event, *, ack: Ack | None = None) -> tuple[HandlerFailed, ...]:
+    def feed(
+        self, event: Event, *, ack: Ack | None = None
+    ) -> Coroutine[Any, Any, tuple[HandlerFailed, ...]]:
         """Handle one event from a shard, then acknowledge it (``ack``; ``commit_on_ack``).
 
         ``async for event in shard: await router.feed(event, ack=shard.gateway.acknowledge)``
         works with the asyncio and trio drivers as they are. ``ack`` is called with the
         dispatch's sequence once all its handlers have finished (see the module doc); a
         :class:`~gateway_proto.LocalProtocolError` from it (the session it belongs to has
-        ended) is ignored. In concurrent mode this returns once the dispatch is started and
-        reports failures only to the :class:`HandlerFailed` handlers and the log; call
-        :meth:`join` before leaving.
+        ended) is ignored. In order (the default) this is :meth:`dispatch_async`, handed
+        back without a coroutine of its own. In concurrent mode it returns once the
+        dispatch is started and reports failures only to the :class:`HandlerFailed`
+        handlers and the log; call :meth:`join` before leaving.
         """
         if self._concurrency == 1:
-            return await self.dispatch_async(event, ack=ack)
+            return self.dispatch_async(event, ack=ack)
+        return self._start(event, ack)
+
+    async def _start(self, event: Event, ack: Ack | None) -> tuple[HandlerFailed, ...]:
         from ._router_tasks import start  # noqa: PLC0415 - asyncio only when concurrent
 
         await start(self, event, ack)
@@ -547,7 +563,7 @@ class Router:
     def _report(self, failed: Iterable[HandlerFailed]) -> None:
         """Hand each failure to the :class:`HandlerFailed` handlers (their own errors are logged)."""
         for failure in failed:
-            _run_sync(_calls(self._by_type[HandlerFailed], failure))
+            _run_sync(_reports(self._by_type[HandlerFailed], failure))
 
 
 #: The key of catch-all handlers.
@@ -578,59 +594,45 @@ def _failed(event: Event, handler: Handler, error: Exception) -> HandlerFailed:
     return HandlerFailed(event=event, handler=handler, error=error)
 
 
-def _calls(
-    route: tuple[_Entry, ...], event: Event | HandlerFailed
-) -> Generator[Awaitable[Any], None, list[HandlerFailed]]:
-    """Call each handler of ``route`` in order, yielding each awaitable one returns.
+def _reports(
+    route: tuple[_Entry, ...], failure: HandlerFailed
+) -> Generator[Awaitable[Any], None, None]:
+    """Call each :class:`HandlerFailed` handler in order, yielding each awaitable it returns.
 
     The runner awaits it (:func:`_run_async`) or refuses it (:func:`_run_sync`) by throwing
-    the error back in, where it counts as that handler's failure. The failures are returned;
-    those of ``HandlerFailed`` handlers are only logged, never reported again.
+    the error back in. A failure handler's own error is only logged, never reported again.
     """
-    failed: list[HandlerFailed] = []
     for entry in route:
         try:
-            result = entry.handler(_argument(entry, event))
+            result = entry.handler(failure)
             if result is not None and inspect.isawaitable(result):
                 yield result
-        except Exception as exc:  # a handler never stops the shard
-            if isinstance(event, HandlerFailed):
-                logger.exception("HandlerFailed handler %s failed", _describe(entry.handler))
-            else:
-                failed.append(_failed(event, entry.handler, exc))
-    return failed
+        except Exception:  # a handler never stops the shard
+            logger.exception("HandlerFailed handler %s failed", _describe(entry.handler))
 
 
-def _run_sync(calls: Generator[Awaitable[Any], None, list[HandlerFailed]]) -> list[HandlerFailed]:
-    """Run :func:`_calls` without awaiting: an awaitable is a misuse of ``dispatch``."""
-    try:
+def _run_sync(calls: Generator[Awaitable[Any], None, None]) -> None:
+    """Run :func:`_reports` without awaiting: an awaitable is a misuse of ``dispatch``."""
+    with contextlib.suppress(StopIteration):
         awaitable = next(calls)
         while True:
             _discard(awaitable)
             awaitable = calls.throw(
                 TypeError("an async handler needs the router's dispatch_async() or feed()")
             )
-    except StopIteration as done:
-        failed: list[HandlerFailed] = done.value
-        return failed
 
 
-async def _run_async(
-    calls: Generator[Awaitable[Any], None, list[HandlerFailed]],
-) -> list[HandlerFailed]:
-    """Run :func:`_calls`, awaiting each awaitable before the next handler is called."""
-    try:
+async def _run_async(calls: Generator[Awaitable[Any], None, None]) -> None:
+    """Run :func:`_reports`, awaiting each awaitable before the next handler is called."""
+    with contextlib.suppress(StopIteration):
         awaitable = next(calls)
         while True:
             try:
                 await awaitable
-            except Exception as exc:  # the handler's failure, recorded in _calls
+            except Exception as exc:  # the handler's failure, logged in _reports
                 awaitable = calls.throw(exc)
             else:
                 awaitable = calls.send(None)
-    except StopIteration as done:
-        failed: list[HandlerFailed] = done.value
-        return failed
 
 
 def _discard(awaitable: Awaitable[Any]) -> None:
