@@ -1,8 +1,8 @@
 """Router: handlers by event name or event type, runtime-free (docs/architecture.md §5).
 
-A :class:`Router` maps events to the handlers registered for them. It never starts a task,
-reads a clock or touches a socket: a driver, a test or the consumer's own loop hands it each
-event, and it calls the handlers.
+A :class:`Router` maps events to the handlers registered for them. It reads no clock and
+touches no socket, and only :meth:`Router.feed` in concurrent mode starts tasks (asyncio): a
+driver, a test or the consumer's own loop hands it each event, and it calls the handlers.
 
 Keys:
 
