@@ -30,6 +30,15 @@ from ._commands import (
 )
 from ._config import GatewayConfig, SessionSnapshot
 from ._connection import MAX_PAYLOAD_SIZE, GatewayConnection
+from ._contexts import (
+    Context,
+    GuildCreateContext,
+    InteractionContext,
+    InvalidContext,
+    MembersChunkContext,
+    ReadyContext,
+    ResumedContext,
+)
 from ._coordination import (
     CoordinationError,
     KeySpace,
@@ -80,6 +89,7 @@ from ._events import (
 )
 from ._identify import IdentifyScheduler, SessionStartLimit
 from ._opcodes import CloseCode, Intents, Opcode
+from ._router import HandlerFailed, On, Router
 from ._state import ConnectionState
 from ._version import __version__
 
@@ -95,6 +105,7 @@ __all__ = [
     "Command",
     "ConnectTimeout",
     "ConnectionState",
+    "Context",
     "CoordinationError",
     "DecodeError",
     "DisallowedIntents",
@@ -107,29 +118,38 @@ __all__ = [
     "GatewayConnection",
     "GatewayError",
     "GatewayTimeout",
+    "GuildCreateContext",
+    "HandlerFailed",
     "HeartbeatAcknowledged",
     "HeartbeatTimeout",
     "HelloTimeout",
     "IdentifyScheduler",
     "Intents",
+    "InteractionContext",
     "InvalidApiVersion",
+    "InvalidContext",
     "InvalidIntents",
     "InvalidPayload",
     "InvalidShard",
     "KeySpace",
     "LocalProtocolError",
+    "MembersChunkContext",
     "MemoryStore",
     "MessageTooLarge",
+    "On",
     "Opcode",
     "OpenTransport",
     "PayloadTooLarge",
     "RateLimited",
     "RawCommand",
+    "ReadyContext",
     "RemoteProtocolError",
     "RequestChannelInfo",
     "RequestGuildMembers",
     "RequestIdentify",
     "RequestSoundboardSounds",
+    "ResumedContext",
+    "Router",
     "SendMessage",
     "SendQueueFull",
     "SessionInvalidated",

@@ -21,6 +21,7 @@ import pytest
 
 PUBLIC_MODULES = [
     "gateway_proto",
+    "gateway_proto.payloads",
     "gateway_proto.ws",
     "gateway_proto.testing",
     "gateway_proto.testing.strategies",
