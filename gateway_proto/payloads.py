@@ -8,7 +8,9 @@ value must be checked.
 The event list and the fields follow the Gateway Events page of Discord's developer
 documentation, https://discord.com/developers/docs/events/gateway-events ("Receive Events"),
 for API v10, as it stood on 2026-12-06 (the page's source in Discord's discord-api-docs
-repository, developers/events/gateway-events.mdx, commit 0012de62). Objects the events embed (user, guild member,
+repository, developers/events/gateway-events.mdx, commit 0012de62), plus the three voice
+channel events of the Change Log's 2026-04 entry (CHANNEL_INFO, the answer to op 43,
+VOICE_CHANNEL_STATUS_UPDATE and VOICE_CHANNEL_START_TIME_UPDATE; docs/protocol.md §12, §14). Objects the events embed (user, guild member,
 channel, message, guild, role, ...) are described on their resource pages; they carry the
 fields a bot commonly reads, and every object is open to fields added later: a TypedDict
 does not forbid extra keys at run time, and reading an undocumented one is an ordinary
@@ -38,6 +40,8 @@ __all__ = [
     "AutoModerationActionExecutionPayload",
     "AutoModerationRule",
     "Channel",
+    "ChannelInfoChannel",
+    "ChannelInfoPayload",
     "ChannelPinsUpdatePayload",
     "ClientStatus",
     "Emoji",
@@ -100,6 +104,8 @@ __all__ = [
     "UnavailableGuild",
     "User",
     "VoiceChannelEffectSendPayload",
+    "VoiceChannelStartTimeUpdatePayload",
+    "VoiceChannelStatusUpdatePayload",
     "VoiceServerUpdatePayload",
     "VoiceState",
     "WebhooksUpdatePayload",
@@ -1000,6 +1006,37 @@ class WebhooksUpdatePayload(TypedDict):
     channel_id: Snowflake
 
 
+class ChannelInfoChannel(TypedDict):
+    """One channel of CHANNEL_INFO: only the fields op 43 asked for are present."""
+
+    id: Snowflake
+    status: NotRequired[str | None]
+    voice_start_time: NotRequired[int | None]
+
+
+class ChannelInfoPayload(TypedDict):
+    """CHANNEL_INFO: the answer to op 43 (Request Channel Info) for one guild."""
+
+    guild_id: Snowflake
+    channels: list[ChannelInfoChannel]
+
+
+class VoiceChannelStatusUpdatePayload(TypedDict):
+    """VOICE_CHANNEL_STATUS_UPDATE: a voice channel's status text changed."""
+
+    id: Snowflake
+    guild_id: Snowflake
+    status: str | None
+
+
+class VoiceChannelStartTimeUpdatePayload(TypedDict):
+    """VOICE_CHANNEL_START_TIME_UPDATE: a voice channel's session started or ended."""
+
+    id: Snowflake
+    guild_id: Snowflake
+    voice_start_time: NotRequired[int | None]
+
+
 class MessagePollVotePayload(TypedDict):
     """MESSAGE_POLL_VOTE_ADD and _REMOVE: one vote on one answer."""
 
@@ -1086,6 +1123,9 @@ DISPATCH_PAYLOADS: Final[dict[str, type[Any]]] = {
     "VOICE_STATE_UPDATE": VoiceState,
     "VOICE_SERVER_UPDATE": VoiceServerUpdatePayload,
     "WEBHOOKS_UPDATE": WebhooksUpdatePayload,
+    "CHANNEL_INFO": ChannelInfoPayload,
+    "VOICE_CHANNEL_STATUS_UPDATE": VoiceChannelStatusUpdatePayload,
+    "VOICE_CHANNEL_START_TIME_UPDATE": VoiceChannelStartTimeUpdatePayload,
     "MESSAGE_POLL_VOTE_ADD": MessagePollVotePayload,
     "MESSAGE_POLL_VOTE_REMOVE": MessagePollVotePayload,
 }

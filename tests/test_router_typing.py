@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ROUTER = ROOT / "gateway_proto" / "_router.py"
 
 #: The receive events of Discord's Gateway Events page (API v10, read 2026-12-06), less the
-#: three that are not dispatches (Hello is op 10, Reconnect op 7, Invalid Session op 9).
+#: three that are not dispatches (Hello is op 10, Reconnect op 7, Invalid Session op 9), and
+#: the three the Change Log added in 2026-04: the 79 names of docs/protocol.md §14.
 DOCUMENTED_DISPATCHES = [
     "READY",
     "RESUMED",
@@ -102,11 +103,15 @@ DOCUMENTED_DISPATCHES = [
     "WEBHOOKS_UPDATE",
     "MESSAGE_POLL_VOTE_ADD",
     "MESSAGE_POLL_VOTE_REMOVE",
+    # The Change Log's 2026-04 voice channel events (docs/protocol.md §12, §14).
+    "CHANNEL_INFO",
+    "VOICE_CHANNEL_STATUS_UPDATE",
+    "VOICE_CHANNEL_START_TIME_UPDATE",
 ]
 
 
 def test_every_documented_dispatch_has_a_typed_payload() -> None:
-    assert len(DOCUMENTED_DISPATCHES) == len(set(DOCUMENTED_DISPATCHES)) == 76
+    assert len(DOCUMENTED_DISPATCHES) == len(set(DOCUMENTED_DISPATCHES)) == 79
     assert set(payloads.DISPATCH_PAYLOADS) == set(DOCUMENTED_DISPATCHES)
     for name, kind in payloads.DISPATCH_PAYLOADS.items():
         assert typing.is_typeddict(kind), name
@@ -125,6 +130,14 @@ def _overloaded_names() -> dict[str, str]:
                 assert returned, ast.unparse(node.returns)
                 found[match.group(1)] = returned.group(1)
     return found
+
+
+def test_the_list_is_docs_protocol_section_14() -> None:
+    text = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    section = text[text.index("## §14") : text.index("## §15")]
+    listed = section[section.index("READY, RESUMED") : section.index("MESSAGE_POLL_VOTE_REMOVE.")]
+    names = re.findall(r"[A-Z][A-Z_]+[A-Z]", listed + "MESSAGE_POLL_VOTE_REMOVE")
+    assert sorted(names) == sorted(DOCUMENTED_DISPATCHES)
 
 
 def test_router_on_has_one_overload_per_documented_dispatch() -> None:
