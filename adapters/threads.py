@@ -1178,7 +1178,7 @@ class ShardGroup:
     def start(self) -> None:
         """Start every shard's thread."""
         if self._started:
-            raise RuntimeError("this shard group was already started")
+            raise ShardStateError("this shard group was already started")
         self._started = True
         for shard in self.shards:
             shard.start()
