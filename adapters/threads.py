@@ -63,10 +63,9 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import Final, TypeAlias, assert_never, final
+from typing import Final, TypeAlias, final
 
 from gateway_proto import (
-    CloseCode,
     Command,
     Event,
     GatewayConfig,
@@ -74,13 +73,11 @@ from gateway_proto import (
     GatewayError,
     IdentifyScheduler,
     LocalProtocolError,
-    RequestIdentify,
     SessionSnapshot,
-    SetTimer,
     Terminated,
     WriteBufferOverflow,
 )
-from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection, WsAction
+from gateway_proto.ws import OpenTcp
 
 from ._common import (
     DEFAULT_API_BASE,
@@ -96,6 +93,7 @@ from ._common import (
     discover,
     logger,
 )
+from ._driver_core import DriverCore, GroupSettings, ShardStateError, TcpIO
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -106,6 +104,7 @@ __all__ = [
     "GatewayInfo",
     "Shard",
     "ShardGroup",
+    "ShardStateError",
     "discover",
     "identify_gate",
 ]
@@ -276,8 +275,20 @@ class Shard:
         self._config = config
         self._limits = limits if limits is not None else FlowLimits()
         self._shard = config.shard
-        self._gateway = GatewayConnection(config, snapshot=snapshot)
-        self._ws = WebSocketConnection(self._gateway)
+        self._core = core = DriverCore(
+            config,
+            clock=time.monotonic,
+            set_timer=self._set_deadline,
+            request_identify=self._request_identify,
+            deliver=self._queue_events,
+            terminated=self._on_terminated,
+            tcp=TcpIO(self._open, self._write, self._close_conn),
+            snapshot=snapshot,
+            start_hint="with Shard(...) as shard, or start()",
+        )
+        self._gateway = core.gateway
+        assert core.ws is not None
+        self._ws = core.ws
         self._ssl = ssl_context
         self._gate = identify if identify is not None else identify_gate()
         self._gate_clock = _CLOCKS.get(self._gate)
@@ -291,7 +302,6 @@ class Shard:
         self._accepting = False
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
-        self._started = False
         self._owner: int | None = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
@@ -305,8 +315,6 @@ class Shard:
         self._deadline: float | None = None
         self._identify_waiting = False
         self._gate_checked = float("-inf")
-        self._draining = False
-        self._deferred: list[_Feed] = []
         self._pending: deque[Event] = deque()
         self._delivering = False
         self._terminated = False
@@ -402,10 +410,11 @@ class Shard:
             TimeoutError: the shard's thread did not take the command within ``timeout``
                 seconds (it is then withdrawn, unless it was being fed at that moment, in
                 which case this waits for the answer).
-            RuntimeError: the shard was never started.
+            ShardStateError: the shard was never started, or was closed (a
+                :class:`~gateway_proto.LocalProtocolError` and a ``RuntimeError``).
 
         """
-        self._require_started()
+        self._core.check_running()
         if threading.get_ident() == self._owner:
             self._ws.send(command, now=time.monotonic())
             self._drain()
@@ -450,12 +459,13 @@ class Shard:
                 ``close_timeout`` bounds the handshake, so ``None`` waits a bounded time).
 
         """
-        if not self._started:
-            return self._snapshot() if resumable else None
+        core = self._core
+        if not core.started:
+            return core.final_snapshot(resumable=resumable)
         self._request_close(resumable=resumable)
         if threading.get_ident() != self._owner and not self._done.wait(timeout):
             raise TimeoutError(f"shard {self._shard} did not close within {timeout} s")
-        return self._snapshot() if resumable else None
+        return core.final_snapshot(resumable=resumable)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the shard's thread has finished; return whether it has."""
@@ -469,25 +479,19 @@ class Shard:
 
         Raises:
             TimeoutError: (while iterating) no event came within ``timeout`` seconds.
-            RuntimeError: the shard delivers to a callback, or was never started; while
-                iterating, the shard's thread failed (chained to the error).
+            ShardStateError: the shard delivers to a callback, or was never started.
+            RuntimeError: (while iterating) the shard's thread failed (chained to the error).
 
         """
         if self._on_event is not None:
-            raise RuntimeError("this shard delivers its events to its on_event callback")
-        self._require_started()
+            raise ShardStateError("this shard delivers its events to its on_event callback")
+        self._core.check_started()
         return self._iterate(timeout)
 
     # -- other threads -> the shard's thread --------------------------------------------
 
-    def _require_started(self) -> None:
-        if not self._started:
-            raise RuntimeError("start the shard first (with Shard(...) as shard, or start())")
-
     def _prepare(self) -> None:
-        if self._started:
-            raise RuntimeError("this shard was already started")
-        self._started = True
+        self._core.start()
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -507,13 +511,13 @@ class Shard:
         return True
 
     def _request_close(self, *, resumable: bool) -> None:
-        code = CloseCode.UNKNOWN_ERROR if resumable else CloseCode.NORMAL
-        ws = self._ws
+        core = self._core
+        close = core.close_input(resumable=resumable)
+        core.stop()
         if threading.get_ident() == self._owner:
-            ws.close(code, now=time.monotonic(), reason="closing")
-            self._drain()
+            self._input(close)
         else:
-            self._post(lambda now: ws.close(code, now=now, reason="closing"))
+            self._post(close)
 
     def _grant(self) -> None:
         """The gate granted this shard an identify (called on any thread).
@@ -525,9 +529,6 @@ class Shard:
             self._input(self._granted)
         else:
             self._post(self._granted)
-
-    def _snapshot(self) -> SessionSnapshot | None:
-        return self._gateway.snapshot(taken_at=time.time())
 
     def _iterate(self, timeout: float | None) -> Iterator[Event]:
         while not self._iter_finished:
@@ -669,41 +670,45 @@ class Shard:
     def _input(self, feed: _Feed) -> None:
         """Feed one input now, then perform and deliver what it produced.
 
-        During :meth:`_drain` (an action failed at once) the input waits for the end of
-        the batch, so the core never sees an input in the middle of performing actions.
+        While actions are being performed (an action failed at once) the core keeps the
+        input for the end of the batch, so it never sees one in the middle of its actions.
         """
-        if self._draining:
-            self._deferred.append(feed)
-            return
-        feed(time.monotonic())
-        self._drain()
+        self._core.input(feed)
+        self._settle()
 
     def _drain(self) -> None:
-        if self._draining:
-            return
-        self._draining = True
-        ws = self._ws
-        try:
-            while True:
-                for action in ws.next_actions():
-                    self._perform(action)
-                events = ws.next_events()
-                if events:
-                    self._pending.extend(events)
-                    if isinstance(events[-1], Terminated):
-                        self._on_terminated()
-                while self._dirty:
-                    conn = next(iter(self._dirty))
-                    del self._dirty[conn]
-                    self._flush(conn)
-                if not self._deferred:
-                    break
-                deferred, self._deferred = self._deferred, []
-                for feed in deferred:
-                    feed(time.monotonic())
-        finally:
-            self._draining = False
+        """Perform and deliver what the last input produced."""
+        self._core.step()
+        self._settle()
+
+    def _settle(self) -> None:
+        """After a batch: write what it queued, then hand its events to the application."""
+        if self._core.stepping:
+            return  # the batch under way settles when it ends
+        while self._dirty:
+            conn = next(iter(self._dirty))
+            del self._dirty[conn]
+            self._flush(conn)
         self._deliver()
+
+    # -- what the core calls --------------------------------------------------------------
+
+    def _queue_events(self, events: list[Event]) -> None:
+        self._pending.extend(events)
+
+    def _set_deadline(self, deadline: float | None) -> None:
+        self._deadline = deadline
+
+    def _request_identify(self, shard_id: int) -> None:
+        self._identify_waiting = True
+        self._gate_checked = now = time.monotonic()
+        self._gate.request(shard_id, now=now)
+
+    def _write(self, tid: int, data: bytes) -> None:
+        conn = self._conns.get(tid)
+        if conn is not None and conn.phase is _SocketPhase.OPEN:
+            conn.out += data
+            self._dirty[conn] = None
 
     def _deliver(self) -> None:
         # A callback that sends or closes feeds the core again; its events queue up behind
@@ -795,26 +800,6 @@ class Shard:
         self._identify_waiting = False
         self._linger_until = time.monotonic() + self._config.close_timeout
         self._gate.unregister(self._shard[0])
-
-    def _perform(self, action: WsAction) -> None:
-        match action:
-            case SendBytes(data=data, transport_id=tid):
-                conn = self._conns.get(tid)
-                if conn is not None and conn.phase is _SocketPhase.OPEN:
-                    conn.out += data
-                    self._dirty[conn] = None
-            case SetTimer(deadline=deadline):
-                self._deadline = deadline
-            case OpenTcp():
-                self._open(action)
-            case CloseTcp(transport_id=tid, abort=abort):
-                self._close_conn(tid, abort=abort)
-            case RequestIdentify(shard_id=shard_id):
-                self._identify_waiting = True
-                self._gate_checked = now = time.monotonic()
-                self._gate.request(shard_id, now=now)
-            case _:
-                assert_never(action)
 
     def _shutdown(self) -> None:
         with self._post_lock:
@@ -1036,7 +1021,7 @@ class Shard:
         self._update_interest(conn)
         self._check_writes(conn)
 
-    def _close_conn(self, tid: int, *, abort: bool) -> None:
+    def _close_conn(self, tid: int, abort: bool) -> None:
         conn = self._conns.get(tid)
         if conn is None:
             return
@@ -1138,9 +1123,7 @@ class ShardGroup:
         on_event: Callable[[int, Event], None] | None = None,
         limits: FlowLimits | None = None,
     ) -> None:
-        if not configs:
-            raise ValueError("a shard group needs at least one configuration")
-        self.gate = identify_gate(scheduler)
+        self.gate = identify_gate(GroupSettings.of(configs, scheduler, limits).scheduler)
         self._queue: queue.SimpleQueue[tuple[int, Event | _Crash]] = queue.SimpleQueue()
         self._on_event = on_event
         self._started = False
@@ -1210,14 +1193,14 @@ class ShardGroup:
 
         Raises:
             TimeoutError: (while iterating) no event came within ``timeout`` seconds.
-            RuntimeError: the group delivers to a callback or was not started; while
-                iterating, a shard's thread failed.
+            ShardStateError: the group delivers to a callback or was not started.
+            RuntimeError: (while iterating) a shard's thread failed.
 
         """
         if self._on_event is not None:
-            raise RuntimeError("this shard group delivers its events to its on_event callback")
+            raise ShardStateError("this shard group delivers its events to its on_event callback")
         if not self._started:
-            raise RuntimeError("start the shard group first")
+            raise ShardStateError("start the shard group first (with ShardGroup(...) as group)")
         return self._iterate(timeout)
 
     def _iterate(self, timeout: float | None) -> Iterator[tuple[int, Event]]:
