@@ -377,7 +377,9 @@ class Shard:
             request_identify=self._request_identify,
             deliver=self._deliver,
             terminated=self._set_terminated,
-            tcp=TcpIO(self._open_tcp, self._write_bytes, self._end_link) if connector is None else None,
+            tcp=TcpIO(self._open_tcp, self._write_bytes, self._end_link)
+            if connector is None
+            else None,
             messages=(
                 MessageIO(self._open_custom, self._write, self._close_custom, self._abort_custom)
                 if connector is not None
