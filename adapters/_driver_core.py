@@ -68,6 +68,7 @@ __all__ = [
     "GroupSettings",
     "MessageIO",
     "Outgoing",
+    "ShardBase",
     "ShardStateError",
     "TcpIO",
     "connect_failed",
@@ -335,6 +336,36 @@ class DriverCore:
                 assert_never(action)
 
 
+class ShardBase:
+    """What a shard shows the application the same way in every driver.
+
+    A driver's ``Shard`` sets ``_core``, ``_limits`` and ``_reading_paused``.
+    """
+
+    _core: DriverCore
+    _limits: FlowLimits
+    _reading_paused: bool
+
+    @property
+    def gateway(self) -> GatewayConnection:
+        """The core (state, session id, sequence, latency), for monitoring: never feed it.
+
+        It belongs to the shard's task or thread; read from another thread, its values may
+        be a moment old.
+        """
+        return self._core.gateway
+
+    @property
+    def limits(self) -> FlowLimits:
+        """The backlog and write bounds of this shard."""
+        return self._limits
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether reading is held because the backlog reached ``limits.max_backlog``."""
+        return self._reading_paused
+
+
 # -- a websocket from another library -------------------------------------------------------
 
 
@@ -386,7 +417,15 @@ def connect_failed(exc: BaseException) -> str:
 @final
 @attrs.frozen
 class GroupSettings:
-    """What every driver's ``ShardGroup`` checks and keeps from its constructor.
+    """What every driver's ``ShardGroup`` does with its arguments, said once for all three.
+
+    * ``configs``: one per shard, in shard order; at least one.
+    * ``scheduler``: the :class:`~gateway_proto.IdentifyScheduler` the group's shards share
+      (docs/protocol.md §8, §11). One passed in needs ``margin=IDENTIFY_MARGIN`` (each
+      driver exports it; why: its definition in ``_common``); the default has it.
+    * ``limits``: each shard's :class:`FlowLimits`. Events wait for the application in the
+      group's queue (at most ``limits.max_backlog``), then in each shard's backlog, so the
+      back-pressure of each shard holds for the group too.
 
     Raises:
         ValueError: no configuration.

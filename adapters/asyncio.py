@@ -45,7 +45,6 @@ from gateway_proto import (
     Command,
     Event,
     GatewayConfig,
-    GatewayConnection,
     IdentifyScheduler,
     SessionSnapshot,
     Terminated,
@@ -79,6 +78,7 @@ from ._driver_core import (
     GroupSettings,
     MessageIO,
     Outgoing,
+    ShardBase,
     ShardStateError,
     TcpIO,
     connect_failed,
@@ -146,7 +146,7 @@ class _TcpProtocol(asyncio.Protocol):
 
 
 @final
-class Shard:
+class Shard(ShardBase):
     """One gateway connection on the running asyncio loop.
 
     Args:
@@ -226,24 +226,9 @@ class Shard:
     # -- the public API -----------------------------------------------------------------
 
     @property
-    def gateway(self) -> GatewayConnection:
-        """The core (state, session id, sequence, latency); do not feed it directly."""
-        return self._gateway
-
-    @property
     def backlog(self) -> int:
         """Events received but not yet taken by the application."""
         return len(self._events)
-
-    @property
-    def limits(self) -> FlowLimits:
-        """The backlog and write bounds of this shard."""
-        return self._limits
-
-    @property
-    def reading_paused(self) -> bool:
-        """Whether reading is held because the backlog reached ``limits.max_backlog``."""
-        return self._reading_paused
 
     @property
     def write_buffered(self) -> int:
@@ -654,11 +639,9 @@ class ShardGroup:
     """Many shards in one process, sharing one identify scheduler (docs/protocol.md §8, §11).
 
     ``async for shard_id, event in group`` interleaves every shard's events in arrival order.
-    Events wait for the application in the group's queue (at most ``limits.max_backlog``),
-    then in each shard's backlog, so the back-pressure of each shard (see the module doc)
-    holds for the group too.
-    A ``scheduler`` passed in needs ``margin=IDENTIFY_MARGIN`` (exported here; why: its
-    definition in ``_common``); the default scheduler has it.
+    ``configs``, ``scheduler`` and ``limits`` mean what they mean in every driver (see
+    :class:`~gateway_proto.adapters._driver_core.GroupSettings`: the group's queue, the
+    scheduler's margin).
 
     One node of many processes (docs/protocol.md §8, §11; see
     :mod:`gateway_proto.adapters.cluster`): with a ``coordinator`` the shards' identifies

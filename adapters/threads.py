@@ -67,7 +67,6 @@ from gateway_proto import (
     Command,
     Event,
     GatewayConfig,
-    GatewayConnection,
     GatewayError,
     IdentifyScheduler,
     LocalProtocolError,
@@ -87,7 +86,7 @@ from ._common import (
     discover,
     logger,
 )
-from ._driver_core import DriverCore, GroupSettings, ShardStateError, TcpIO
+from ._driver_core import DriverCore, GroupSettings, ShardBase, ShardStateError, TcpIO
 from ._selector_transport import SelectorTransport
 
 __all__ = [
@@ -161,7 +160,7 @@ def identify_gate(scheduler: IdentifyScheduler | None = None) -> IdentifyGate:
 
 
 @final
-class Shard:
+class Shard(ShardBase):
     """One gateway connection, owned by one thread.
 
     Args:
@@ -255,15 +254,6 @@ class Shard:
     # -- the public API -----------------------------------------------------------------
 
     @property
-    def gateway(self) -> GatewayConnection:
-        """The core (state, session id, sequence, latency).
-
-        Owned by the shard's thread: read it from others for monitoring only (values may be
-        a moment old) and never feed it.
-        """
-        return self._gateway
-
-    @property
     def shard_id(self) -> int:
         """The shard's id (``config.shard[0]``)."""
         return self._shard[0]
@@ -276,16 +266,6 @@ class Shard:
         :class:`ShardGroup`; always 0 with an ``on_event`` callback.
         """
         return self._undelivered()
-
-    @property
-    def limits(self) -> FlowLimits:
-        """The backlog and write bounds of this shard."""
-        return self._limits
-
-    @property
-    def reading_paused(self) -> bool:
-        """Whether reading is held because the backlog reached ``limits.max_backlog``."""
-        return self._reading_paused
 
     @property
     def write_buffered(self) -> int:
@@ -732,9 +712,9 @@ class ShardGroup:
 
     ``for shard_id, event in group.events()`` interleaves every shard's events in arrival
     order and ends once every shard has terminated; or give ``on_event(shard_id, event)``,
-    called on the shards' threads.
-    A ``scheduler`` passed in needs ``margin=IDENTIFY_MARGIN`` (exported here; why: its
-    definition in ``_common``); the default scheduler has it.
+    called on the shards' threads. ``configs``, ``scheduler`` and ``limits`` mean what they
+    mean in every driver (see :class:`~gateway_proto.adapters._driver_core.GroupSettings`;
+    here the group's queue is counted per shard, see the module doc).
     """
 
     def __init__(

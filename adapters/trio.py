@@ -87,7 +87,6 @@ from gateway_proto import (
     ConnectionState,
     Event,
     GatewayConfig,
-    GatewayConnection,
     IdentifyScheduler,
     SessionSnapshot,
     Terminated,
@@ -118,6 +117,7 @@ from ._driver_core import (
     GroupSettings,
     MessageIO,
     Outgoing,
+    ShardBase,
     ShardStateError,
     TcpIO,
     connect_failed,
@@ -338,7 +338,7 @@ def _why(exc: BaseException) -> str:
 
 
 @final
-class Shard:
+class Shard(ShardBase):
     """One gateway connection, run by one trio task.
 
     Args:
@@ -411,24 +411,9 @@ class Shard:
     # -- the public API -----------------------------------------------------------------
 
     @property
-    def gateway(self) -> GatewayConnection:
-        """The core (state, session id, sequence, latency); do not feed it directly."""
-        return self._gateway
-
-    @property
     def backlog(self) -> int:
         """Events received but not yet taken by the application."""
         return len(self._events)
-
-    @property
-    def limits(self) -> FlowLimits:
-        """The backlog and write bounds of this shard."""
-        return self._limits
-
-    @property
-    def reading_paused(self) -> bool:
-        """Whether reading is held because the backlog reached ``limits.max_backlog``."""
-        return self._reading_paused
 
     @property
     def write_buffered(self) -> int:
@@ -992,12 +977,10 @@ class ShardGroup:
     """Many shards in one trio run, sharing one identify scheduler (docs/protocol.md §8, §11).
 
     ``async for shard_id, event in group`` interleaves every shard's events in arrival
-    order and ends once every shard has terminated. Events wait for the application in the
-    group's buffer (at most ``limits.max_backlog``), then in each shard's backlog, so the
-    back-pressure of each shard (see the module doc) holds for the group too; leaving the
-    ``async with`` block drops what was not taken.
-    A ``scheduler`` passed in needs ``margin=IDENTIFY_MARGIN`` (exported here; why: its
-    definition in ``_common``); the default scheduler has it.
+    order and ends once every shard has terminated; leaving the ``async with`` block drops
+    what was not taken. ``configs``, ``scheduler`` and ``limits`` mean what they mean in
+    every driver (see :class:`~gateway_proto.adapters._driver_core.GroupSettings`: the
+    group's buffer, the scheduler's margin).
     """
 
     def __init__(
