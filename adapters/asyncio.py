@@ -206,9 +206,9 @@ class Shard(ShardBase):
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._outbox: dict[int, asyncio.Queue[Outgoing]] = {}
         # The hand-off to the consumer: events wait in a deque; a future is made only when
-        # the consumer has found it empty, and set by the first batch after that.
+        # a consumer has found it empty, and set by the first batch after that.
         self._events: collections.deque[Event] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self._done: asyncio.Event | None = None
         self.watch = LoopWatch(stall_warning)
         # Flow control: whether reading is held for the backlog, which TCP transports are
@@ -311,12 +311,14 @@ class Shard(ShardBase):
                     return
             event = None  # no payload is kept alive while the consumer waits
             assert self._loop is not None
-            waiter = self._waiter = self._loop.create_future()
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            waiters = self._waiters
+            waiters.append(waiter)
             try:
                 await waiter
             finally:
-                if self._waiter is waiter:
-                    self._waiter = None
+                if waiter in waiters:  # cancelled while waiting
+                    waiters.remove(waiter)
 
     # -- what the core calls --------------------------------------------------------------
 
@@ -324,11 +326,12 @@ class Shard(ShardBase):
         """Queue a batch for the consumer; wake it only if it waits."""
         queued = self._events
         queued.extend(events)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiters = self._waiters
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            waiters.clear()
         if len(queued) >= self._limits.max_backlog:
             self._pause_reading()
 

@@ -345,11 +345,11 @@ def test_asyncio_keeps_no_payload_alive_while_idle() -> None:
             await asyncio.sleep(0)
         gc.collect()
         assert [ref() for ref in watched] == [None, None]
-        assert shard.backlog == 0 and shard._waiter is not None  # idle, waiting
+        assert shard.backlog == 0 and len(shard._waiters) == 1  # idle, waiting
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert shard._waiter is None
+        assert shard._waiters == []
 
     asyncio.run(main())
 
