@@ -59,6 +59,7 @@ from ._common import (
     MessageTransport,
     TransportClosedError,
     default_scheduler,
+    logger,
 )
 
 __all__ = [
@@ -158,8 +159,10 @@ class DriverCore:
         "_clock",
         "_deferred",
         "_deliver",
+        "_ended",
         "_messages",
         "_phase",
+        "_reading_paused",
         "_request_identify",
         "_set_timer",
         "_start_hint",
@@ -207,6 +210,8 @@ class DriverCore:
         )
         self._start_hint = start_hint
         self._phase = _Phase.NEW
+        self._ended = False
+        self._reading_paused = False
         self._stepping = False
         self._deferred: list[Feed] = []
 
@@ -301,6 +306,7 @@ class DriverCore:
                     self._deliver(events)
                     if isinstance(events[-1], Terminated):
                         self._phase = _Phase.CLOSED
+                        self._ended = True
                         self._terminated()
                     del events  # the batch's payloads live only in the driver's queue
                 if not self._deferred:
@@ -310,6 +316,38 @@ class DriverCore:
                     feed(self._clock())
         finally:
             self._stepping = False
+
+    # -- read back-pressure (docs/architecture.md §5) -------------------------------------
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether reading is held because the application's backlog reached its bound."""
+        return self._reading_paused
+
+    def pause_reading(self, backlog: int) -> bool:
+        """The driver held its transports for a full backlog: tell the engine, once a pause.
+
+        Returns whether this call started the pause (``backlog`` is for the log line).
+        """
+        if self._reading_paused:
+            return False
+        self._reading_paused = True
+        logger.debug(
+            "shard %s: %d events not taken by the application; reading paused",
+            self.gateway.config.shard,
+            backlog,
+        )
+        engine = self.engine
+        self.input(lambda now: engine.set_reading_paused(True, now=now))
+        return True
+
+    def resume_reading(self) -> None:
+        """The driver released its transports: tell the engine, unless the session ended."""
+        self._reading_paused = False
+        logger.debug("shard %s: reading resumed", self.gateway.config.shard)
+        if not self._ended:
+            engine = self.engine
+            self.input(lambda now: engine.set_reading_paused(False, now=now))
 
     def route(self, action: DriverAction) -> None:
         """Perform one action through the driver's callbacks."""
@@ -339,12 +377,11 @@ class DriverCore:
 class ShardBase:
     """What a shard shows the application the same way in every driver.
 
-    A driver's ``Shard`` sets ``_core``, ``_limits`` and ``_reading_paused``.
+    A driver's ``Shard`` sets ``_core`` and ``_limits``.
     """
 
     _core: DriverCore
     _limits: FlowLimits
-    _reading_paused: bool
 
     @property
     def gateway(self) -> GatewayConnection:
@@ -363,7 +400,7 @@ class ShardBase:
     @property
     def reading_paused(self) -> bool:
         """Whether reading is held because the backlog reached ``limits.max_backlog``."""
-        return self._reading_paused
+        return self._core.reading_paused
 
 
 # -- a websocket from another library -------------------------------------------------------

@@ -214,7 +214,6 @@ class Shard(ShardBase):
         # Flow control: whether reading is held for the backlog, which TCP transports are
         # held, the open gates of custom transports, write-paused transports, and the
         # abort timers of graceful closes.
-        self._reading_paused = False
         self._held: set[int] = set()
         # Transports that have received something: only those are held (a connection
         # opened while the backlog is full reads its upgrade and HELLO first).
@@ -298,13 +297,13 @@ class Shard(ShardBase):
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Event]:
-        events = self._events
+        events, core = self._events, self._core
         resume_at = self._limits.resume_backlog
         event: Event | None = None
         while True:
             while events:
                 event = events.popleft()
-                if self._reading_paused and len(events) <= resume_at:
+                if core.reading_paused and len(events) <= resume_at:
                     self._resume_reading()
                 yield event
                 if isinstance(event, Terminated):
@@ -355,19 +354,10 @@ class Shard(ShardBase):
         for tid, gate in self._gates.items():
             if tid in self._fed:
                 gate.clear()
-        if not self._reading_paused:
-            self._reading_paused = True
-            logger.debug(
-                "shard %s: %d events not taken by the application; reading paused",
-                self._config.shard,
-                len(self._events),
-            )
-            engine = self._core.engine
-            self._core.input(lambda now: engine.set_reading_paused(True, now=now))
+        self._core.pause_reading(len(self._events))
 
     def _resume_reading(self) -> None:
         """The application took enough events: read again and tell the core."""
-        self._reading_paused = False
         for tid in self._held:
             tcp = self._tcp.get(tid)
             if tcp is not None and not tcp.is_closing():
@@ -375,10 +365,7 @@ class Shard(ShardBase):
         self._held.clear()
         for gate in self._gates.values():
             gate.set()
-        logger.debug("shard %s: reading resumed", self._config.shard)
-        if not self._done_set():
-            engine = self._core.engine
-            self._core.input(lambda now: engine.set_reading_paused(False, now=now))
+        self._core.resume_reading()
 
     def _tcp_writing(self, tid: int, *, paused: bool) -> None:
         """The transport's buffer passed the high mark (or drained below the low one)."""

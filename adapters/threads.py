@@ -248,7 +248,6 @@ class Shard(ShardBase):
         # Flow control. The count of undelivered events (a ShardGroup replaces it with its
         # own count); written by the shard's thread, read by the consuming one.
         self._undelivered: Callable[[], int] = self._queued
-        self._reading_paused = False
         self._resume_posted = False
 
     # -- the public API -----------------------------------------------------------------
@@ -461,7 +460,7 @@ class Shard(ShardBase):
         never lost (see :meth:`_pause_reading`).
         """
         if (
-            self._reading_paused
+            self._core.reading_paused
             and not self._resume_posted
             and self._undelivered() <= self._limits.resume_backlog
         ):
@@ -623,29 +622,19 @@ class Shard(ShardBase):
         is held after the next batch of events; the core is told once.
         """
         self._transport.hold()
-        if self._reading_paused:
+        if not self._core.pause_reading(self._undelivered()):
             return
-        self._reading_paused = True
-        logger.debug(
-            "shard %s: %d events not taken by the application; reading paused",
-            self._shard,
-            self._undelivered(),
-        )
-        ws = self._ws
-        self._input(lambda now: ws.set_reading_paused(True, now=now))
+        self._settle()
         # The consumer may have emptied the queue before it could see the pause.
         self._resume_if_low(time.monotonic())
 
     def _resume_if_low(self, now: float) -> None:
         self._resume_posted = False
-        if not self._reading_paused or self._undelivered() > self._limits.resume_backlog:
+        if not self._core.reading_paused or self._undelivered() > self._limits.resume_backlog:
             return
-        self._reading_paused = False
         self._transport.release()
-        logger.debug("shard %s: reading resumed", self._shard)
-        if not self._terminated:
-            ws = self._ws
-            self._input(lambda at: ws.set_reading_paused(False, now=at))
+        self._core.resume_reading()
+        self._settle()
 
     def _on_terminated(self) -> None:
         self._terminated = True

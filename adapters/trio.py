@@ -405,7 +405,6 @@ class Shard(ShardBase):
         self._exhausted = False
         self._manager: contextlib.AbstractAsyncContextManager[trio.Nursery] | None = None
         self.watch = LoopWatch(stall_warning)
-        self._reading_paused = False
         self._resume_posted = False
 
     # -- the public API -----------------------------------------------------------------
@@ -522,7 +521,7 @@ class Shard(ShardBase):
             await self._wakeup.wait()
         event = self._events.popleft()
         if (
-            self._reading_paused
+            self._core.reading_paused
             and not self._resume_posted
             and len(self._events) <= self._limits.resume_backlog
             and self._inbox is not None
@@ -618,8 +617,8 @@ class Shard(ShardBase):
                 self._drained(tid, now)
             case _Resume():
                 self._resume_posted = False
-                if self._reading_paused and len(self._events) <= self._limits.resume_backlog:
-                    self._resume_reading(now)
+                if self._core.reading_paused and len(self._events) <= self._limits.resume_backlog:
+                    self._resume_reading()
             case _:
                 assert_never(item)
 
@@ -660,23 +659,13 @@ class Shard(ShardBase):
             if link.fed and not link.held:
                 link.held = True
                 link.release = trio.Event()
-        if not self._reading_paused:
-            self._reading_paused = True
-            logger.debug(
-                "shard %s: %d events not taken by the application; reading paused",
-                self._config.shard,
-                len(self._events),
-            )
-            engine = self._engine
-            self._core.input(lambda now: engine.set_reading_paused(True, now=now))
+        self._core.pause_reading(len(self._events))
 
-    def _resume_reading(self, now: float) -> None:
-        self._reading_paused = False
+    def _resume_reading(self) -> None:
         for link in self._links.values():
             link.held = False
             link.release.set()
-        logger.debug("shard %s: reading resumed", self._config.shard)
-        self._engine.set_reading_paused(False, now=now)
+        self._core.resume_reading()
 
     def _count_write(self, tid: int, size: int) -> None:
         """``size`` more bytes for ``tid``'s writer: check the marks."""
