@@ -13,6 +13,7 @@ import asyncio
 import gc
 import random
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -255,23 +256,33 @@ def test_shard_state_error_is_one_class_everywhere() -> None:
     assert issubclass(ShardStateError, RuntimeError)
 
 
+async def misuse_async_shard(shard: Any, start_again: Callable[[], Awaitable[object]]) -> None:
+    """Before start, a second start, after close: ShardStateError each time."""
+    command = RawCommand(op=3, data={})
+    with pytest.raises(ShardStateError, match="start the shard first"):
+        await shard.send(command)
+    with pytest.raises(ShardStateError, match="start the shard first"):
+        shard.__aiter__()
+    async with shard:
+        with pytest.raises(ShardStateError, match="already started"):
+            await start_again()
+    with pytest.raises(ShardStateError, match="closed"):
+        await shard.send(command)
+    assert shard.gateway.queued_commands == 0
+
+
 def test_asyncio_misuse_raises_shard_state_error() -> None:
     shard = asyncio_driver.Shard(config())
-    command = RawCommand(op=3, data={})
 
-    async def main() -> None:
-        with pytest.raises(ShardStateError, match="start the shard first"):
-            await shard.send(command)
-        with pytest.raises(ShardStateError, match="start the shard first"):
-            shard.__aiter__()
-        async with shard:
-            with pytest.raises(ShardStateError, match="already started"):
-                shard.start()
-        with pytest.raises(ShardStateError, match="closed"):
-            await shard.send(command)
+    async def start_again() -> None:
+        shard.start()
 
-    asyncio.run(main())
-    assert shard.gateway.queued_commands == 0
+    asyncio.run(misuse_async_shard(shard, start_again))
+
+
+def test_trio_misuse_raises_shard_state_error() -> None:
+    shard = trio_driver.Shard(config())
+    trio.run(misuse_async_shard, shard, shard.__aenter__)
 
 
 def test_threads_misuse_raises_shard_state_error() -> None:
@@ -289,25 +300,6 @@ def test_threads_misuse_raises_shard_state_error() -> None:
     group = threads_driver.ShardGroup([config()])
     with pytest.raises(ShardStateError, match="start the shard group first"):
         group.events()
-
-
-def test_trio_misuse_raises_shard_state_error() -> None:
-    shard = trio_driver.Shard(config())
-    command = RawCommand(op=3, data={})
-
-    async def main() -> None:
-        with pytest.raises(ShardStateError, match="start the shard first"):
-            await shard.send(command)
-        with pytest.raises(ShardStateError, match="start the shard first"):
-            shard.__aiter__()
-        async with shard:
-            with pytest.raises(ShardStateError, match="already started"):
-                await shard.__aenter__()
-        with pytest.raises(ShardStateError, match="closed"):
-            await shard.send(command)
-
-    trio.run(main)
-    assert shard.gateway.queued_commands == 0
 
 
 # -- the asyncio hand-off --------------------------------------------------------------------
