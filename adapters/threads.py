@@ -86,7 +86,7 @@ from ._common import (
     discover,
     logger,
 )
-from ._driver_core import DriverCore, GroupSettings, ShardBase, ShardStateError, TcpIO
+from ._driver_core import DriverCore, Feed, GroupSettings, ShardBase, ShardStateError, TcpIO
 from ._selector_transport import SelectorTransport
 
 __all__ = [
@@ -105,7 +105,6 @@ __all__ = [
 
 #: Called with each event, on the shard's thread.
 EventCallback: TypeAlias = Callable[[Event], None]
-_Feed: TypeAlias = Callable[[float], None]
 
 #: A shard waiting for an identify slot polls the gate at least this often, whatever its
 #: deadline says (a safety net: see :class:`_GateClock`).
@@ -226,7 +225,7 @@ class Shard(ShardBase):
         self.watch = LoopWatch(stall_warning)
         # Shared with other threads (each guarded as noted).
         self._events: queue.SimpleQueue[Event | _Crash] = queue.SimpleQueue()
-        self._inbox: queue.SimpleQueue[tuple[_Feed, Future[None] | None]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[Feed, Future[None] | None]] = queue.SimpleQueue()
         self._post_lock = threading.Lock()  # guards _accepting and the wake-up writes
         self._accepting = False
         self._wake_r: socket.socket | None = None
@@ -404,7 +403,7 @@ class Shard(ShardBase):
         with self._post_lock:
             self._accepting = True
 
-    def _post(self, feed: _Feed, future: Future[None] | None = None) -> bool:
+    def _post(self, feed: Feed, future: Future[None] | None = None) -> bool:
         """Hand an input to the shard's thread; ``False`` once the thread has finished."""
         with self._post_lock:
             if not self._accepting:
@@ -554,7 +553,7 @@ class Shard(ShardBase):
         self._identify_waiting = False
         self._ws.grant_identify(now=now)
 
-    def _input(self, feed: _Feed) -> None:
+    def _input(self, feed: Feed) -> None:
         """Feed one input now, then perform and deliver what it produced.
 
         While actions are being performed (an action failed at once) the core keeps the
