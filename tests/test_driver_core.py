@@ -346,6 +346,37 @@ def test_asyncio_keeps_no_payload_alive_while_idle() -> None:
     asyncio.run(main())
 
 
+def test_asyncio_wakes_every_waiting_consumer() -> None:
+    """Two iterators over one shard: each batch wakes both, and each event goes to one."""
+    shard = asyncio_driver.Shard(config())
+
+    async def main() -> list[list[int]]:
+        loop = asyncio.get_running_loop()
+        shard._loop = loop
+        got: list[list[int]] = [[], []]
+
+        async def consume(index: int) -> None:
+            async for event in shard._iterate():
+                assert isinstance(event, DispatchReceived)
+                got[index].append(event.sequence)
+
+        tasks = [loop.create_task(consume(0)), loop.create_task(consume(1))]
+        await asyncio.sleep(0)
+        assert len(shard._waiters) == 2
+        for sequence in (1, 2, 3, 4):
+            shard._deliver([DispatchReceived("X", sequence, {})])
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert shard._waiters == []
+        return got
+
+    got = asyncio.run(main())
+    assert sorted(got[0] + got[1]) == [1, 2, 3, 4]
+
+
 # -- a websocket from another library ---------------------------------------------------------
 
 
