@@ -421,14 +421,11 @@ class Shard(ShardBase):
 
     async def __aenter__(self) -> Shard:
         self._core.check_new()
-        manager = trio.open_nursery()
-        nursery = await manager.__aenter__()
-        try:
+
+        async def start(nursery: trio.Nursery) -> None:
             await nursery.start(self.run)
-        except BaseException as exc:
-            await manager.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._manager = manager
+
+        self._manager = await _enter_nursery(start)
         return self
 
     async def __aexit__(
@@ -437,15 +434,9 @@ class Shard(ShardBase):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        manager = self._manager
+        manager, self._manager = self._manager, None
         assert manager is not None
-        self._manager = None
-        try:
-            await self.close()
-        finally:
-            # The body's own exception (if any) propagates unchanged: it is not handed to
-            # the nursery, which would wrap it in an ExceptionGroup.
-            await manager.__aexit__(None, None, None)
+        await _exit_nursery(manager, self.close)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect and run the shard until it terminates (the task that owns the core).
@@ -954,6 +945,44 @@ class Shard(ShardBase):
             io.cancel()
 
 
+async def _enter_nursery(
+    start: Callable[[trio.Nursery], Awaitable[None]],
+    failed: Callable[[trio.Nursery], None] | None = None,
+) -> contextlib.AbstractAsyncContextManager[trio.Nursery]:
+    """Open a nursery for an ``async with`` object and run ``start`` in it.
+
+    If ``start`` fails, ``failed`` stops what it began and the nursery is closed again.
+    """
+    manager = trio.open_nursery()
+    nursery = await manager.__aenter__()
+    try:
+        await start(nursery)
+    except BaseException as exc:
+        if failed is not None:
+            failed(nursery)
+        await manager.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    return manager
+
+
+async def _exit_nursery(
+    manager: contextlib.AbstractAsyncContextManager[trio.Nursery],
+    close: Callable[[], Awaitable[object]],
+    stop: Callable[[], None] | None = None,
+) -> None:
+    """Leave an ``async with`` object's nursery: ``close``, then ``stop``, then wait.
+
+    The body's own exception (if any) propagates unchanged: it is not handed to the
+    nursery, which would wrap it in an ExceptionGroup.
+    """
+    try:
+        await close()
+    finally:
+        if stop is not None:
+            stop()
+        await manager.__aexit__(None, None, None)
+
+
 async def _run_in_scope(
     scope: trio.CancelScope, run: Callable[[IdentifyGate], Awaitable[NoReturn]], gate: IdentifyGate
 ) -> None:
@@ -999,9 +1028,8 @@ class ShardGroup:
             raise ShardStateError("this shard group was already started")
         timer = _GateTimer()
         gate = IdentifyGate(self._scheduler, timer.set)
-        manager = trio.open_nursery()
-        nursery = await manager.__aenter__()
-        try:
+
+        async def start(nursery: trio.Nursery) -> None:
             nursery.start_soon(_run_in_scope, self._timer_scope, timer.run, gate)
             for config in self._configs:
                 shard = Shard(
@@ -1017,12 +1045,12 @@ class ShardGroup:
                 self._pump_scopes.append(scope)
                 nursery.start_soon(self._pump, shard, self._send.clone(), scope)
             self._send.close()
-        except BaseException as exc:
+
+        def failed(nursery: trio.Nursery) -> None:
             self._timer_scope.cancel()
             nursery.cancel_scope.cancel()
-            await manager.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._manager = manager
+
+        self._manager = await _enter_nursery(start, failed)
         return self
 
     async def __aexit__(
@@ -1031,16 +1059,14 @@ class ShardGroup:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        manager = self._manager
+        manager, self._manager = self._manager, None
         assert manager is not None
-        self._manager = None
-        try:
-            await self.close()
-        finally:
-            self._timer_scope.cancel()
-            for scope in self._pump_scopes:
-                scope.cancel()  # a pump may wait for room the application will not make
-            await manager.__aexit__(None, None, None)
+        await _exit_nursery(manager, self.close, self._stop_tasks)
+
+    def _stop_tasks(self) -> None:
+        self._timer_scope.cancel()
+        for scope in self._pump_scopes:
+            scope.cancel()  # a pump may wait for room the application will not make
 
     async def close(self, *, resumable: bool = False) -> list[SessionSnapshot | None]:
         """Close every shard; with ``resumable`` return their snapshots, in shard order."""
