@@ -162,7 +162,6 @@ class DriverCore:
         "_ended",
         "_messages",
         "_phase",
-        "_reading_paused",
         "_request_identify",
         "_set_timer",
         "_start_hint",
@@ -171,6 +170,7 @@ class DriverCore:
         "_terminated",
         "engine",
         "gateway",
+        "reading_paused",
         "ws",
     )
 
@@ -211,7 +211,9 @@ class DriverCore:
         self._start_hint = start_hint
         self._phase = _Phase.NEW
         self._ended = False
-        self._reading_paused = False
+        #: Whether reading is held because the application's backlog reached its bound
+        #: (read on every event the consumer takes, so a plain attribute).
+        self.reading_paused = False
         self._stepping = False
         self._deferred: list[Feed] = []
 
@@ -319,19 +321,14 @@ class DriverCore:
 
     # -- read back-pressure (docs/architecture.md §5) -------------------------------------
 
-    @property
-    def reading_paused(self) -> bool:
-        """Whether reading is held because the application's backlog reached its bound."""
-        return self._reading_paused
-
     def pause_reading(self, backlog: int) -> bool:
         """The driver held its transports for a full backlog: tell the engine, once a pause.
 
         Returns whether this call started the pause (``backlog`` is for the log line).
         """
-        if self._reading_paused:
+        if self.reading_paused:
             return False
-        self._reading_paused = True
+        self.reading_paused = True
         logger.debug(
             "shard %s: %d events not taken by the application; reading paused",
             self.gateway.config.shard,
@@ -343,7 +340,7 @@ class DriverCore:
 
     def resume_reading(self) -> None:
         """The driver released its transports: tell the engine, unless the session ended."""
-        self._reading_paused = False
+        self.reading_paused = False
         logger.debug("shard %s: reading resumed", self.gateway.config.shard)
         if not self._ended:
             engine = self.engine
