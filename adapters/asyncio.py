@@ -38,28 +38,20 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from typing import Any, assert_never, final
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
+from typing import Any, final
 
 from gateway_proto import (
-    AbortTransport,
-    CloseCode,
-    CloseTransport,
     Command,
     Event,
     GatewayConfig,
-    GatewayConnection,
     IdentifyScheduler,
-    OpenTransport,
-    RequestIdentify,
-    SendMessage,
     SessionSnapshot,
-    SetTimer,
     Terminated,
     WriteBufferOverflow,
 )
 from gateway_proto._errors import install_hint
-from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection
+from gateway_proto.ws import OpenTcp
 
 from ._aiohttp import aiohttp_connector
 from ._common import (
@@ -67,7 +59,6 @@ from ._common import (
     IDENTIFY_MARGIN,
     Connector,
     DiscoveryError,
-    DriverAction,
     FlowLimits,
     GatewayInfo,
     GrantGate,
@@ -81,6 +72,19 @@ from ._common import (
     discover,
     logger,
 )
+from ._driver_core import (
+    ABORT_CLOSE,
+    DriverCore,
+    GroupSettings,
+    MessageIO,
+    Outgoing,
+    ShardBase,
+    ShardStateError,
+    TcpIO,
+    connect_failed,
+    read_messages,
+    write_messages,
+)
 from .cluster import Coordinator, SessionStore, snapshot_source
 
 __all__ = [
@@ -92,6 +96,7 @@ __all__ = [
     "MessageTransport",
     "Shard",
     "ShardGroup",
+    "ShardStateError",
     "TransportClosedError",
     "aiohttp_connector",
     "discover_gateway",
@@ -141,7 +146,7 @@ class _TcpProtocol(asyncio.Protocol):
 
 
 @final
-class Shard:
+class Shard(ShardBase):
     """One gateway connection on the running asyncio loop.
 
     Args:
@@ -156,6 +161,8 @@ class Shard:
         limits: the backlog and write bounds (see the module doc); the defaults of
             :class:`FlowLimits` when omitted.
 
+    Using it before :meth:`start`, sending after :meth:`close`, or starting it twice raises
+    :class:`ShardStateError` and changes nothing.
     """
 
     def __init__(
@@ -171,30 +178,42 @@ class Shard:
     ) -> None:
         self._config = config
         self._limits = limits if limits is not None else FlowLimits()
-        gateway = GatewayConnection(config, snapshot=snapshot)
-        self._gateway = gateway
-        self._ws = WebSocketConnection(gateway) if connector is None else None
+        self._core = DriverCore(
+            config,
+            clock=time.monotonic,  # replaced by the loop's clock at start
+            set_timer=self._set_timer,
+            request_identify=self._request_identify,
+            deliver=self._deliver,
+            terminated=self._finish,
+            tcp=TcpIO(self._spawn_tcp, self._write, self._close_tcp) if connector is None else None,
+            messages=(
+                MessageIO(self._spawn_custom, self._post, self._close_custom, self._abort_custom)
+                if connector is not None
+                else None
+            ),
+            snapshot=snapshot,
+            start_hint="async with Shard(...) as shard",
+        )
+        self._gateway = self._core.gateway
+        self._ws = self._core.ws
         self._connector = connector
         self._ssl = ssl_context
         self._gate: GrantGate | None = identify
-        self._owns_gate = identify is None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline = 0.0
         self._tcp: dict[int, asyncio.BaseTransport] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._outbox: dict[int, asyncio.Queue[str | bytes | tuple[int, str] | None]] = {}
+        self._outbox: dict[int, asyncio.Queue[Outgoing]] = {}
+        # The hand-off to the consumer: events wait in a deque; a future is made only when
+        # a consumer has found it empty, and set by the first batch after that.
         self._events: collections.deque[Event] = collections.deque()
-        self._wakeup: asyncio.Event | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self._done: asyncio.Event | None = None
         self.watch = LoopWatch(stall_warning)
-        # Inputs that arrived while actions were being performed (see the module doc).
-        self._stepping = False
-        self._deferred: list[Callable[[float], None]] = []
         # Flow control: whether reading is held for the backlog, which TCP transports are
         # held, the open gates of custom transports, write-paused transports, and the
         # abort timers of graceful closes.
-        self._reading_paused = False
         self._held: set[int] = set()
         # Transports that have received something: only those are held (a connection
         # opened while the backlog is full reads its upgrade and HELLO first).
@@ -206,24 +225,9 @@ class Shard:
     # -- the public API -----------------------------------------------------------------
 
     @property
-    def gateway(self) -> GatewayConnection:
-        """The core (state, session id, sequence, latency); do not feed it directly."""
-        return self._gateway
-
-    @property
     def backlog(self) -> int:
         """Events received but not yet taken by the application."""
         return len(self._events)
-
-    @property
-    def limits(self) -> FlowLimits:
-        """The backlog and write bounds of this shard."""
-        return self._limits
-
-    @property
-    def reading_paused(self) -> bool:
-        """Whether reading is held because the backlog reached ``limits.max_backlog``."""
-        return self._reading_paused
 
     @property
     def write_buffered(self) -> int:
@@ -241,25 +245,32 @@ class Shard:
         await self.close()
 
     def start(self) -> None:
-        """Start connecting on the running loop (``async with`` does this)."""
+        """Start connecting on the running loop (``async with`` does this).
+
+        Raises:
+            ShardStateError: it was already started.
+            RuntimeError: no loop is running.
+
+        """
         loop = asyncio.get_running_loop()
-        if self._loop is not None:
-            raise RuntimeError("this shard was already started")
+        self._core.start(clock=loop.time)
         self._loop = loop
-        self._wakeup = asyncio.Event()
         self._done = asyncio.Event()
         if self._gate is None:
             self._gate = _loop_gate(loop, default_scheduler())
         self._gate.register(self._config.shard[0], self._grant)
-        self._input(self._engine_connect)
+        engine = self._core.engine
+        self._core.input(lambda now: engine.connect(now=now))
 
     async def send(self, command: Command) -> None:
         """Queue a command; it goes out once the session is live, within the rate limit.
 
-        Raises what :meth:`GatewayConnection.send` raises (misuse changes nothing).
+        Raises what :meth:`GatewayConnection.send` raises (misuse changes nothing), and
+        :class:`ShardStateError` before :meth:`start` or after :meth:`close`.
         """
-        self._require_loop()
-        self._input(lambda now: self._engine().send(command, now=now))
+        self._core.check_running()
+        engine = self._core.engine
+        self._core.input(lambda now: engine.send(command, now=now))
 
     async def close(self, *, resumable: bool = False) -> SessionSnapshot | None:
         """Close and wait until the connection is gone.
@@ -268,12 +279,13 @@ class Shard:
         its :class:`SessionSnapshot` is returned for a cold resume; otherwise the session
         ends (close 1000) and ``None`` is returned.
         """
-        if self._loop is None or self._done is None:
+        core = self._core
+        if self._done is None:
             return None
-        code = CloseCode.UNKNOWN_ERROR if resumable else CloseCode.NORMAL
-        self._input(lambda now: self._engine().close(code, now=now, reason="closing"))
+        core.input(core.close_input(resumable=resumable))
+        core.stop()
         await self._done.wait()
-        return self._gateway.snapshot(taken_at=time.time()) if resumable else None
+        return core.final_snapshot(resumable=resumable)
 
     async def wait_closed(self) -> None:
         """Wait until the connection has terminated (fatal close or :meth:`close`)."""
@@ -281,72 +293,50 @@ class Shard:
             await self._done.wait()
 
     def __aiter__(self) -> AsyncIterator[Event]:
+        self._core.check_started()
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Event]:
-        self._require_loop()
-        assert self._wakeup is not None
+        events, core = self._events, self._core
+        resume_at = self._limits.resume_backlog
+        event: Event | None = None
         while True:
-            while self._events:
-                event = self._events.popleft()
-                if self._reading_paused and len(self._events) <= self._limits.resume_backlog:
+            while events:
+                event = events.popleft()
+                if core.reading_paused and len(events) <= resume_at:
                     self._resume_reading()
                 yield event
                 if isinstance(event, Terminated):
                     return
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            event = None  # no payload is kept alive while the consumer waits
+            assert self._loop is not None
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            waiters = self._waiters
+            waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in waiters:  # cancelled while waiting
+                    waiters.remove(waiter)
 
-    # -- feeding the engine -------------------------------------------------------------
+    # -- what the core calls --------------------------------------------------------------
 
-    def _engine(self) -> WebSocketConnection | GatewayConnection:
-        return self._ws if self._ws is not None else self._gateway
+    def _deliver(self, events: list[Event]) -> None:
+        """Queue a batch for the consumer; wake it only if it waits."""
+        queued = self._events
+        queued.extend(events)
+        waiters = self._waiters
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            waiters.clear()
+        if len(queued) >= self._limits.max_backlog:
+            self._pause_reading()
 
-    def _engine_connect(self, now: float) -> None:
-        self._engine().connect(now=now)
-
-    def _require_loop(self) -> None:
-        if self._loop is None:
-            raise RuntimeError("start the shard first (async with Shard(...) as shard)")
-
-    def _input(self, feed: Callable[[float], None]) -> None:
-        """Feed one input at the loop's time, then perform and deliver what it produced.
-
-        While actions are being performed the input waits for the end of the batch.
-        """
-        assert self._loop is not None
-        if self._stepping:
-            self._deferred.append(feed)
-            return
-        feed(self._loop.time())
-        self._step()
-
-    def _step(self) -> None:
-        if self._stepping:
-            return
-        assert self._loop is not None
-        self._stepping = True
-        try:
-            engine = self._engine()
-            while True:
-                for action in engine.next_actions():
-                    self._perform(action)
-                events = engine.next_events()
-                if events:
-                    self._events.extend(events)
-                    assert self._wakeup is not None
-                    self._wakeup.set()
-                    if len(self._events) >= self._limits.max_backlog:
-                        self._pause_reading()
-                    if isinstance(events[-1], Terminated):
-                        self._finish()
-                if not self._deferred:
-                    break
-                deferred, self._deferred = self._deferred, []
-                for feed in deferred:
-                    feed(self._loop.time())
-        finally:
-            self._stepping = False
+    def _request_identify(self, shard_id: int) -> None:
+        assert self._gate is not None and self._loop is not None
+        self._gate.request(shard_id, now=self._loop.time())
 
     # -- flow control ---------------------------------------------------------------------
 
@@ -364,19 +354,10 @@ class Shard:
         for tid, gate in self._gates.items():
             if tid in self._fed:
                 gate.clear()
-        if not self._reading_paused:
-            self._reading_paused = True
-            logger.debug(
-                "shard %s: %d events not taken by the application; reading paused",
-                self._config.shard,
-                len(self._events),
-            )
-            engine = self._engine()
-            self._input(lambda now: engine.set_reading_paused(True, now=now))
+        self._core.pause_reading(len(self._events))
 
     def _resume_reading(self) -> None:
         """The application took enough events: read again and tell the core."""
-        self._reading_paused = False
         for tid in self._held:
             tcp = self._tcp.get(tid)
             if tcp is not None and not tcp.is_closing():
@@ -384,10 +365,7 @@ class Shard:
         self._held.clear()
         for gate in self._gates.values():
             gate.set()
-        logger.debug("shard %s: reading resumed", self._config.shard)
-        if not self._done_set():
-            engine = self._engine()
-            self._input(lambda now: engine.set_reading_paused(False, now=now))
+        self._core.resume_reading()
 
     def _tcp_writing(self, tid: int, *, paused: bool) -> None:
         """The transport's buffer passed the high mark (or drained below the low one)."""
@@ -399,7 +377,7 @@ class Shard:
             self._write_paused.discard(tid)
         ws = self._ws
         assert ws is not None
-        self._input(lambda now: ws.set_writing_paused(tid, paused, now=now))
+        self._core.input(lambda now: ws.set_writing_paused(tid, paused, now=now))
 
     def _overflow(self, tid: int, tcp: asyncio.BaseTransport, buffered: int) -> None:
         """Past the hard bound: the peer stopped reading; abort and report it."""
@@ -411,46 +389,19 @@ class Shard:
         logger.debug("shard %s: %s", self._config.shard, error)
         ws = self._ws
         assert ws is not None
-        self._input(lambda now: ws.handle_tcp_failed(tid, str(error), now=now, error=error))
+        self._core.input(lambda now: ws.handle_tcp_failed(tid, str(error), now=now, error=error))
 
-    def _perform(
-        self,
-        action: DriverAction,
-    ) -> None:
-        match action:
-            case SendBytes(data=data, transport_id=tid):
-                tcp = self._tcp.get(tid)
-                if tcp is not None:
-                    tcp.write(data)  # type: ignore[attr-defined]
-                    if tid in self._write_paused:  # only then is the size worth asking
-                        buffered: int = tcp.get_write_buffer_size()  # type: ignore[attr-defined]
-                        if buffered > self._limits.write_hard_limit:
-                            self._overflow(tid, tcp, buffered)
-            case SetTimer(deadline=deadline):
-                self._set_timer(deadline)
-            case OpenTcp():
-                self._spawn(action.transport_id, self._open_tcp(action))
-            case CloseTcp(transport_id=tid, abort=abort):
-                self._close_tcp(tid, abort=abort)
-            case RequestIdentify(shard_id=shard_id):
-                assert self._gate is not None and self._loop is not None
-                self._gate.request(shard_id, now=self._loop.time())
-            case SendMessage(data=data, transport_id=tid):
-                self._post(tid, data)
-            case OpenTransport(url=url, transport_id=tid):
-                self._outbox[tid] = asyncio.Queue()
-                gate = self._gates[tid] = asyncio.Event()
-                gate.set()
-                self._spawn(tid, self._run_custom(tid, url))
-            case CloseTransport(code=code, reason=reason, transport_id=tid):
-                self._post(tid, (code, reason))
-            case AbortTransport(transport_id=tid):
-                self._post(tid, None)
-                task = self._tasks.pop(tid, None)
-                if task is not None:
-                    task.cancel()
-            case _:
-                assert_never(action)
+    def _write(self, tid: int, data: bytes) -> None:
+        tcp = self._tcp.get(tid)
+        if tcp is not None:
+            tcp.write(data)  # type: ignore[attr-defined]
+            if tid in self._write_paused:  # only then is the size worth asking
+                buffered: int = tcp.get_write_buffer_size()  # type: ignore[attr-defined]
+                if buffered > self._limits.write_hard_limit:
+                    self._overflow(tid, tcp, buffered)
+
+    def _spawn_tcp(self, action: OpenTcp) -> None:
+        self._spawn(action.transport_id, self._open_tcp(action))
 
     def _set_timer(self, deadline: float | None) -> None:
         if self._timer is not None:
@@ -471,11 +422,11 @@ class Shard:
             self._timer = self._loop.call_at(self._timer_deadline, self._on_timer)
             return
         self.watch.fired(self._timer_deadline, now, self._config.shard)
-        self._input(lambda at: self._engine().handle_timer(now=at))
+        self._core.input(lambda at: self._core.engine.handle_timer(now=at))
 
     def _grant(self) -> None:
         if self._loop is not None and not self._done_set():
-            self._input(lambda now: self._engine().grant_identify(now=now))
+            self._core.input(lambda now: self._core.engine.grant_identify(now=now))
 
     def _done_set(self) -> bool:
         return self._done is not None and self._done.is_set()
@@ -524,7 +475,7 @@ class Shard:
             reason = describe_open_error(action.host, action.port, exc)
             logger.debug("shard %s: %s", self._config.shard, reason)
             ws = self._ws
-            self._input(lambda now: ws.handle_tcp_failed(tid, reason, now=now))
+            self._core.input(lambda now: ws.handle_tcp_failed(tid, reason, now=now))
 
     def _tcp_made(self, tid: int, transport: asyncio.BaseTransport) -> None:
         assert self._ws is not None
@@ -534,14 +485,14 @@ class Shard:
         )
         self._tcp[tid] = transport
         ws = self._ws
-        self._input(lambda now: ws.handle_tcp_open(tid, now=now))
+        self._core.input(lambda now: ws.handle_tcp_open(tid, now=now))
 
     def _tcp_data(self, tid: int, data: bytes | None) -> None:
         ws = self._ws
         assert ws is not None and self._loop is not None
         self._fed.add(tid)
         ws.receive_data(tid, data, now=self._loop.time())
-        self._step()
+        self._core.step()
 
     def _tcp_lost(self, tid: int, exc: Exception | None) -> None:
         closing = self._closing.pop(tid, None)
@@ -555,12 +506,12 @@ class Shard:
         ws = self._ws
         assert ws is not None
         if exc is None:
-            self._input(lambda now: ws.receive_data(tid, None, now=now))
+            self._core.input(lambda now: ws.receive_data(tid, None, now=now))
         else:
             reason = f"connection lost: {exc}"
-            self._input(lambda now: ws.handle_tcp_failed(tid, reason, now=now))
+            self._core.input(lambda now: ws.handle_tcp_failed(tid, reason, now=now))
 
-    def _close_tcp(self, tid: int, *, abort: bool) -> None:
+    def _close_tcp(self, tid: int, abort: bool) -> None:
         tcp = self._tcp.pop(tid, None)
         task = self._tasks.pop(tid, None)
         if task is not None:
@@ -591,10 +542,25 @@ class Shard:
 
     # -- a websocket from another library -------------------------------------------------
 
-    def _post(self, tid: int, item: str | bytes | tuple[int, str] | None) -> None:
+    def _post(self, tid: int, item: Outgoing) -> None:
         box = self._outbox.get(tid)
         if box is not None:
             box.put_nowait(item)
+
+    def _close_custom(self, tid: int, code: int, reason: str) -> None:
+        self._post(tid, (code, reason))
+
+    def _abort_custom(self, tid: int) -> None:
+        self._post(tid, None)
+        task = self._tasks.pop(tid, None)
+        if task is not None:
+            task.cancel()
+
+    def _spawn_custom(self, tid: int, url: str) -> None:
+        self._outbox[tid] = asyncio.Queue()
+        gate = self._gates[tid] = asyncio.Event()
+        gate.set()
+        self._spawn(tid, self._run_custom(tid, url))
 
     async def _run_custom(self, tid: int, url: str) -> None:
         assert self._connector is not None
@@ -605,23 +571,29 @@ class Shard:
         except Exception as exc:
             self._outbox.pop(tid, None)
             self._gates.pop(tid, None)
-            reason = f"cannot connect: {exc}"
-            self._input(lambda now: gateway.handle_transport_closed(tid, None, reason, now=now))
+            reason = connect_failed(exc)
+            self._core.input(
+                lambda now: gateway.handle_transport_closed(tid, None, reason, now=now)
+            )
             return
-        writer = asyncio.ensure_future(_write_loop(transport, box))
+        writer = asyncio.ensure_future(write_messages(transport, box.get))
         gate = self._gates.get(tid)
+        loop, core = self._loop, self._core
+        assert loop is not None
+
+        def held() -> Awaitable[Any] | None:
+            if gate is not None and not gate.is_set():
+                return gate.wait()  # the backlog is full: leave the rest unread
+            return None
+
+        def received(message: str | bytes) -> None:
+            self._fed.add(tid)
+            gateway.receive_message(tid, message, now=loop.time())
+            core.step()
+
         try:
-            self._input(lambda now: gateway.handle_transport_open(tid, now=now))
-            while True:
-                if gate is not None and not gate.is_set():
-                    await gate.wait()  # the backlog is full: leave the rest unread
-                message = await transport.recv()
-                self._fed.add(tid)
-                assert self._loop is not None
-                gateway.receive_message(tid, message, now=self._loop.time())
-                self._step()
-        except TransportClosedError as closed:
-            code, reason = closed.code, closed.reason
+            self._core.input(lambda now: gateway.handle_transport_open(tid, now=now))
+            code, reason, _ = await read_messages(transport, received, held)
         except asyncio.CancelledError:
             # The core aborted this transport: close it without ending the session (4000;
             # 1006 may never be sent, RFC 6455 §7.4.1), and do not wait on it for long.
@@ -629,31 +601,13 @@ class Shard:
             self._fed.discard(tid)
             writer.cancel()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    transport.close(CloseCode.UNKNOWN_ERROR, "abort"), _ABORT_GRACE
-                )
+                await asyncio.wait_for(transport.close(*ABORT_CLOSE), _ABORT_GRACE)
             raise
-        except Exception as exc:
-            code, reason = None, f"connection lost: {exc}"
         writer.cancel()
         self._outbox.pop(tid, None)
         self._gates.pop(tid, None)
         self._fed.discard(tid)
-        self._input(lambda now: gateway.handle_transport_closed(tid, code, reason, now=now))
-
-
-async def _write_loop(
-    transport: MessageTransport, box: asyncio.Queue[str | bytes | tuple[int, str] | None]
-) -> None:
-    """Send queued messages in order; a ``(code, reason)`` item starts the close handshake."""
-    while True:
-        item = await box.get()
-        if item is None:
-            return
-        if isinstance(item, tuple):
-            await transport.close(*item)
-            return
-        await transport.send(item)
+        self._core.input(lambda now: gateway.handle_transport_closed(tid, code, reason, now=now))
 
 
 def _loop_gate(loop: asyncio.AbstractEventLoop, scheduler: IdentifyScheduler) -> IdentifyGate:
@@ -675,11 +629,9 @@ class ShardGroup:
     """Many shards in one process, sharing one identify scheduler (docs/protocol.md §8, §11).
 
     ``async for shard_id, event in group`` interleaves every shard's events in arrival order.
-    Events wait for the application in the group's queue (at most ``limits.max_backlog``),
-    then in each shard's backlog, so the back-pressure of each shard (see the module doc)
-    holds for the group too.
-    A ``scheduler`` passed in needs ``margin=IDENTIFY_MARGIN`` (exported here; why: its
-    definition in ``_common``); the default scheduler has it.
+    ``configs``, ``scheduler`` and ``limits`` mean what they mean in every driver (see
+    :class:`~gateway_proto.adapters._driver_core.GroupSettings`: the group's queue, the
+    scheduler's margin).
 
     One node of many processes (docs/protocol.md §8, §11; see
     :mod:`gateway_proto.adapters.cluster`): with a ``coordinator`` the shards' identifies
@@ -702,12 +654,11 @@ class ShardGroup:
         coordinator: Coordinator | None = None,
         store: SessionStore | None = None,
     ) -> None:
-        if not configs:
-            raise ValueError("a shard group needs at least one configuration")
         if scheduler is not None and coordinator is not None:
             raise ValueError("pass a scheduler or a coordinator, not both")
-        self._configs = list(configs)
-        self._scheduler = scheduler if scheduler is not None else default_scheduler()
+        settings = GroupSettings.of(configs, scheduler, limits)
+        self._configs = settings.configs
+        self._scheduler = settings.scheduler
         self._coordinator = coordinator
         self._store = store
         self._ssl = ssl_context
@@ -716,8 +667,7 @@ class ShardGroup:
         self.shards: list[Shard] = []
         #: Shard ids that started from a stored snapshot (a cold resume was attempted).
         self.restored: list[int] = []
-        buffer = (limits if limits is not None else FlowLimits()).max_backlog
-        self._queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue(maxsize=buffer)
+        self._queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue(maxsize=settings.buffer)
         self._pumps: list[asyncio.Task[None]] = []
         self._closed = False
 

@@ -8,12 +8,14 @@
                 shard.send(UpdatePresence(...))  # from any thread
 
 One thread per shard owns its :class:`~gateway_proto.ws.WebSocketConnection` (and the core
-under it); nothing else touches them, so the core needs no lock (docs/architecture.md §5). The thread
-waits in a selector on its sockets and on a wake-up socket pair, with the core's next
-deadline as the timeout. Other threads post inputs (commands, close, identify grants) to its
-inbox and wake it. Sockets are non-blocking from the first ``connect``, TLS included, so
-nothing but the selector ever blocks the owner thread; name resolution of a host name that
-is not an address runs in a short-lived helper thread, whose answer is posted back.
+under it, in a :class:`~gateway_proto.adapters._driver_core.DriverCore`); nothing else
+touches them, so the core needs no lock (docs/architecture.md §5). The thread waits in a
+selector on its sockets and on a wake-up socket pair, with the core's next deadline as the
+timeout. Other threads post inputs (commands, close, identify grants) to its inbox and wake
+it. The sockets are a
+:class:`~gateway_proto.adapters._selector_transport.SelectorTransport`: non-blocking from
+the first ``connect``, TLS included, so nothing but the selector ever blocks the owner
+thread; this module is the shard around it.
 
 Events reach the application in one of two ways, chosen when the shard is built:
 
@@ -49,38 +51,28 @@ Drive :class:`~gateway_proto.GatewayConnection` by hand to use one.
 from __future__ import annotations
 
 import contextlib
-import enum
-import errno
 import functools
 import queue
-import selectors
 import socket
 import ssl
-import struct
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import Final, TypeAlias, assert_never, final
+from typing import Final, TypeAlias, final
 
 from gateway_proto import (
-    CloseCode,
     Command,
     Event,
     GatewayConfig,
-    GatewayConnection,
     GatewayError,
     IdentifyScheduler,
     LocalProtocolError,
-    RequestIdentify,
     SessionSnapshot,
-    SetTimer,
     Terminated,
-    WriteBufferOverflow,
 )
-from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection, WsAction
 
 from ._common import (
     DEFAULT_API_BASE,
@@ -91,11 +83,11 @@ from ._common import (
     IdentifyGate,
     LoopWatch,
     default_scheduler,
-    default_ssl_context,
-    describe_open_error,
     discover,
     logger,
 )
+from ._driver_core import DriverCore, Feed, GroupSettings, ShardBase, ShardStateError, TcpIO
+from ._selector_transport import SelectorTransport
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -106,92 +98,17 @@ __all__ = [
     "GatewayInfo",
     "Shard",
     "ShardGroup",
+    "ShardStateError",
     "discover",
     "identify_gate",
 ]
 
 #: Called with each event, on the shard's thread.
 EventCallback: TypeAlias = Callable[[Event], None]
-_Feed: TypeAlias = Callable[[float], None]
 
-_READ_SIZE: Final = 256 * 1024
-#: Bytes read from one socket per wake-up before timers and the inbox get a turn.
-_READ_BUDGET: Final = 4 * 1024 * 1024
-#: At most this much per ``send``: a TLS write that must be retried is retried with the
-#: same bytes at the front (OpenSSL's rule for SSL_write after WANT_WRITE).
-_WRITE_CHUNK: Final = 64 * 1024
 #: A shard waiting for an identify slot polls the gate at least this often, whatever its
 #: deadline says (a safety net: see :class:`_GateClock`).
 _GATE_RECHECK: Final = 1.0
-#: SO_LINGER on, zero seconds: closing then sends RST and drops unsent bytes.
-_LINGER_RESET: Final = struct.pack("ii", 1, 0)
-_CONNECTING_ERRNOS: Final = frozenset({0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN})
-_READ: Final = selectors.EVENT_READ
-_WRITE: Final = selectors.EVENT_WRITE
-
-
-class _SocketPhase(enum.Enum):
-    RESOLVING = "resolving"
-    CONNECTING = "connecting"
-    HANDSHAKING = "TLS handshake"
-    OPEN = "open"
-    FLUSHING = "flushing before close"
-    CLOSED = "closed"
-
-
-@final
-class _Conn:
-    """One TCP (or TLS) socket, for one ``OpenTcp`` of the websocket layer."""
-
-    __slots__ = (
-        "addrs",
-        "close_by",
-        "error",
-        "fd",
-        "fed",
-        "held",
-        "host",
-        "mask",
-        "more",
-        "out",
-        "phase",
-        "port",
-        "read_wants_write",
-        "sock",
-        "tid",
-        "tls",
-        "want",
-        "write_paused",
-    )
-
-    def __init__(self, action: OpenTcp) -> None:
-        self.tid = action.transport_id
-        self.host = action.host
-        self.port = action.port
-        self.tls = action.tls
-        self.phase = _SocketPhase.RESOLVING
-        self.addrs: list[tuple[int, int, int, object]] = []
-        self.error: Exception | None = None
-        self.sock: socket.socket | None = None
-        self.fd = -1
-        #: The selector interest registered now (0: not registered).
-        self.mask = 0
-        #: What the TLS handshake waits for.
-        self.want = _READ
-        #: A TLS read asked for a write (renegotiation) and waits until writable.
-        self.read_wants_write = False
-        #: Stopped reading with the budget spent: TLS may hold decrypted bytes
-        #: (``pending()``) the selector cannot see, so read again without waiting.
-        self.more = False
-        self.out = bytearray()
-        #: Reading is held because the backlog is full (no read interest meanwhile).
-        self.held = False
-        #: ``out`` passed the high-water mark (the websocket layer was told).
-        self.write_paused = False
-        #: When a graceful close (FLUSHING) gives up and resets.
-        self.close_by = 0.0
-        #: Something was read: only then may the backlog hold the socket.
-        self.fed = False
 
 
 @final
@@ -242,7 +159,7 @@ def identify_gate(scheduler: IdentifyScheduler | None = None) -> IdentifyGate:
 
 
 @final
-class Shard:
+class Shard(ShardBase):
     """One gateway connection, owned by one thread.
 
     Args:
@@ -276,9 +193,31 @@ class Shard:
         self._config = config
         self._limits = limits if limits is not None else FlowLimits()
         self._shard = config.shard
-        self._gateway = GatewayConnection(config, snapshot=snapshot)
-        self._ws = WebSocketConnection(self._gateway)
-        self._ssl = ssl_context
+        self._transport = transport = SelectorTransport(
+            ssl_context=ssl_context,
+            limits=self._limits,
+            close_timeout=config.close_timeout,
+            label=config.shard,
+            opened=self._tcp_opened,
+            received=self._tcp_received,
+            failed=self._tcp_failed,
+            writing_paused=self._tcp_writing_paused,
+            post=self._post,
+        )
+        self._core = core = DriverCore(
+            config,
+            clock=time.monotonic,
+            set_timer=self._set_deadline,
+            request_identify=self._request_identify,
+            deliver=self._queue_events,
+            terminated=self._on_terminated,
+            tcp=TcpIO(transport.open, transport.write, transport.close),
+            snapshot=snapshot,
+            start_hint="with Shard(...) as shard, or start()",
+        )
+        self._gateway = core.gateway
+        assert core.ws is not None
+        self._ws = core.ws
         self._gate = identify if identify is not None else identify_gate()
         self._gate_clock = _CLOCKS.get(self._gate)
         self._on_event = on_event
@@ -286,12 +225,11 @@ class Shard:
         self.watch = LoopWatch(stall_warning)
         # Shared with other threads (each guarded as noted).
         self._events: queue.SimpleQueue[Event | _Crash] = queue.SimpleQueue()
-        self._inbox: queue.SimpleQueue[tuple[_Feed, Future[None] | None]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[Feed, Future[None] | None]] = queue.SimpleQueue()
         self._post_lock = threading.Lock()  # guards _accepting and the wake-up writes
         self._accepting = False
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
-        self._started = False
         self._owner: int | None = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
@@ -299,35 +237,19 @@ class Shard:
         #: The exception that stopped the shard's thread, if one did (a bug).
         self.exception: BaseException | None = None
         # Owned by the shard's thread.
-        self._selector: selectors.BaseSelector | None = None
-        self._conns: dict[int, _Conn] = {}
-        self._dirty: dict[_Conn, None] = {}
         self._deadline: float | None = None
         self._identify_waiting = False
         self._gate_checked = float("-inf")
-        self._draining = False
-        self._deferred: list[_Feed] = []
         self._pending: deque[Event] = deque()
         self._delivering = False
         self._terminated = False
         self._linger_until = 0.0
-        self._context: ssl.SSLContext | None = None
         # Flow control. The count of undelivered events (a ShardGroup replaces it with its
         # own count); written by the shard's thread, read by the consuming one.
         self._undelivered: Callable[[], int] = self._queued
-        self._reading_paused = False
         self._resume_posted = False
 
     # -- the public API -----------------------------------------------------------------
-
-    @property
-    def gateway(self) -> GatewayConnection:
-        """The core (state, session id, sequence, latency).
-
-        Owned by the shard's thread: read it from others for monitoring only (values may be
-        a moment old) and never feed it.
-        """
-        return self._gateway
 
     @property
     def shard_id(self) -> int:
@@ -344,19 +266,9 @@ class Shard:
         return self._undelivered()
 
     @property
-    def limits(self) -> FlowLimits:
-        """The backlog and write bounds of this shard."""
-        return self._limits
-
-    @property
-    def reading_paused(self) -> bool:
-        """Whether reading is held because the backlog reached ``limits.max_backlog``."""
-        return self._reading_paused
-
-    @property
     def write_buffered(self) -> int:
         """Bytes waiting to be written on this shard's sockets (monitoring, approximate)."""
-        return sum(len(conn.out) for conn in list(self._conns.values()))
+        return self._transport.buffered
 
     def __enter__(self) -> Shard:
         self.start()
@@ -402,10 +314,11 @@ class Shard:
             TimeoutError: the shard's thread did not take the command within ``timeout``
                 seconds (it is then withdrawn, unless it was being fed at that moment, in
                 which case this waits for the answer).
-            RuntimeError: the shard was never started.
+            ShardStateError: the shard was never started, or was closed (a
+                :class:`~gateway_proto.LocalProtocolError` and a ``RuntimeError``).
 
         """
-        self._require_started()
+        self._core.check_running()
         if threading.get_ident() == self._owner:
             self._ws.send(command, now=time.monotonic())
             self._drain()
@@ -450,12 +363,13 @@ class Shard:
                 ``close_timeout`` bounds the handshake, so ``None`` waits a bounded time).
 
         """
-        if not self._started:
-            return self._snapshot() if resumable else None
+        core = self._core
+        if not core.started:
+            return core.final_snapshot(resumable=resumable)
         self._request_close(resumable=resumable)
         if threading.get_ident() != self._owner and not self._done.wait(timeout):
             raise TimeoutError(f"shard {self._shard} did not close within {timeout} s")
-        return self._snapshot() if resumable else None
+        return core.final_snapshot(resumable=resumable)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the shard's thread has finished; return whether it has."""
@@ -469,25 +383,19 @@ class Shard:
 
         Raises:
             TimeoutError: (while iterating) no event came within ``timeout`` seconds.
-            RuntimeError: the shard delivers to a callback, or was never started; while
-                iterating, the shard's thread failed (chained to the error).
+            ShardStateError: the shard delivers to a callback, or was never started.
+            RuntimeError: (while iterating) the shard's thread failed (chained to the error).
 
         """
         if self._on_event is not None:
-            raise RuntimeError("this shard delivers its events to its on_event callback")
-        self._require_started()
+            raise ShardStateError("this shard delivers its events to its on_event callback")
+        self._core.check_started()
         return self._iterate(timeout)
 
     # -- other threads -> the shard's thread --------------------------------------------
 
-    def _require_started(self) -> None:
-        if not self._started:
-            raise RuntimeError("start the shard first (with Shard(...) as shard, or start())")
-
     def _prepare(self) -> None:
-        if self._started:
-            raise RuntimeError("this shard was already started")
-        self._started = True
+        self._core.start()
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -495,7 +403,7 @@ class Shard:
         with self._post_lock:
             self._accepting = True
 
-    def _post(self, feed: _Feed, future: Future[None] | None = None) -> bool:
+    def _post(self, feed: Feed, future: Future[None] | None = None) -> bool:
         """Hand an input to the shard's thread; ``False`` once the thread has finished."""
         with self._post_lock:
             if not self._accepting:
@@ -507,13 +415,13 @@ class Shard:
         return True
 
     def _request_close(self, *, resumable: bool) -> None:
-        code = CloseCode.UNKNOWN_ERROR if resumable else CloseCode.NORMAL
-        ws = self._ws
+        core = self._core
+        close = core.close_input(resumable=resumable)
+        core.stop()
         if threading.get_ident() == self._owner:
-            ws.close(code, now=time.monotonic(), reason="closing")
-            self._drain()
+            self._input(close)
         else:
-            self._post(lambda now: ws.close(code, now=now, reason="closing"))
+            self._post(close)
 
     def _grant(self) -> None:
         """The gate granted this shard an identify (called on any thread).
@@ -525,9 +433,6 @@ class Shard:
             self._input(self._granted)
         else:
             self._post(self._granted)
-
-    def _snapshot(self) -> SessionSnapshot | None:
-        return self._gateway.snapshot(taken_at=time.time())
 
     def _iterate(self, timeout: float | None) -> Iterator[Event]:
         while not self._iter_finished:
@@ -554,7 +459,7 @@ class Shard:
         never lost (see :meth:`_pause_reading`).
         """
         if (
-            self._reading_paused
+            self._core.reading_paused
             and not self._resume_posted
             and self._undelivered() <= self._limits.resume_backlog
         ):
@@ -581,31 +486,20 @@ class Shard:
             self._shutdown()
 
     def _loop(self) -> None:
-        selector = selectors.DefaultSelector()
-        self._selector = selector
+        transport = self._transport
         assert self._wake_r is not None
-        selector.register(self._wake_r.fileno(), _READ, None)
+        transport.start(self._wake_r)
         self._gate.register(self._shard[0], self._grant)
         self._input(lambda now: self._ws.connect(now=now))
-        while not (self._terminated and not self._conns):
+        while not (self._terminated and not transport.busy):
             if self._terminated and time.monotonic() >= self._linger_until:
                 break
-            for key, mask in selector.select(self._timeout()):
-                conn = key.data
-                if conn is None:
-                    self._drain_wakeups()
-                else:
-                    self._io(conn, mask)
-            for conn in [c for c in self._conns.values() if c.more]:
-                if conn.phase is _SocketPhase.OPEN:
-                    self._read(conn)
+            transport.wait(self._timeout())
             self._run_inbox()
             # docs/field-bugs.md #14: timers only after every byte already read has been fed.
             self._check_timers()
 
     def _timeout(self) -> float | None:
-        if any(conn.more for conn in self._conns.values()):
-            return 0.0
         deadline = self._deadline
         gate_at = self._gate_due()
         if gate_at is not None:
@@ -613,17 +507,16 @@ class Shard:
         if self._terminated:
             linger = self._linger_until
             deadline = linger if deadline is None else min(deadline, linger)
-        for conn in self._conns.values():
-            if conn.phase is _SocketPhase.FLUSHING:
-                close_by = conn.close_by
-                deadline = close_by if deadline is None else min(deadline, close_by)
+        close_by = self._transport.next_deadline()
+        if close_by is not None:
+            deadline = close_by if deadline is None else min(deadline, close_by)
         if deadline is None:
             return None
         return max(0.0, deadline - time.monotonic())
 
     def _check_timers(self) -> None:
         now = time.monotonic()
-        self._expire_closes(now)
+        self._transport.expire_closes(now)
         deadline = self._deadline
         if deadline is not None and deadline <= now:
             self._deadline = None  # the core's next SetTimer re-arms it
@@ -647,12 +540,6 @@ class Shard:
             due = min(due, gate_at)
         return due
 
-    def _drain_wakeups(self) -> None:
-        assert self._wake_r is not None
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            while self._wake_r.recv(4096):
-                pass
-
     def _run_inbox(self) -> None:
         inbox = self._inbox
         while True:
@@ -666,44 +553,39 @@ class Shard:
         self._identify_waiting = False
         self._ws.grant_identify(now=now)
 
-    def _input(self, feed: _Feed) -> None:
+    def _input(self, feed: Feed) -> None:
         """Feed one input now, then perform and deliver what it produced.
 
-        During :meth:`_drain` (an action failed at once) the input waits for the end of
-        the batch, so the core never sees an input in the middle of performing actions.
+        While actions are being performed (an action failed at once) the core keeps the
+        input for the end of the batch, so it never sees one in the middle of its actions.
         """
-        if self._draining:
-            self._deferred.append(feed)
-            return
-        feed(time.monotonic())
-        self._drain()
+        self._core.input(feed)
+        self._settle()
 
     def _drain(self) -> None:
-        if self._draining:
-            return
-        self._draining = True
-        ws = self._ws
-        try:
-            while True:
-                for action in ws.next_actions():
-                    self._perform(action)
-                events = ws.next_events()
-                if events:
-                    self._pending.extend(events)
-                    if isinstance(events[-1], Terminated):
-                        self._on_terminated()
-                while self._dirty:
-                    conn = next(iter(self._dirty))
-                    del self._dirty[conn]
-                    self._flush(conn)
-                if not self._deferred:
-                    break
-                deferred, self._deferred = self._deferred, []
-                for feed in deferred:
-                    feed(time.monotonic())
-        finally:
-            self._draining = False
+        """Perform and deliver what the last input produced."""
+        self._core.step()
+        self._settle()
+
+    def _settle(self) -> None:
+        """After a batch: write what it queued, then hand its events to the application."""
+        if self._core.stepping:
+            return  # the batch under way settles when it ends
+        self._transport.flush()
         self._deliver()
+
+    # -- what the core calls --------------------------------------------------------------
+
+    def _queue_events(self, events: list[Event]) -> None:
+        self._pending.extend(events)
+
+    def _set_deadline(self, deadline: float | None) -> None:
+        self._deadline = deadline
+
+    def _request_identify(self, shard_id: int) -> None:
+        self._identify_waiting = True
+        self._gate_checked = now = time.monotonic()
+        self._gate.request(shard_id, now=now)
 
     def _deliver(self) -> None:
         # A callback that sends or closes feeds the core again; its events queue up behind
@@ -738,56 +620,20 @@ class Shard:
         something are held: a reconnect opened meanwhile reads its upgrade and HELLO, and
         is held after the next batch of events; the core is told once.
         """
-        for conn in self._conns.values():
-            if conn.fed and not conn.held:
-                conn.held = True
-                conn.more = False
-                self._update_interest(conn)
-        if self._reading_paused:
+        self._transport.hold()
+        if not self._core.pause_reading(self._undelivered()):
             return
-        self._reading_paused = True
-        logger.debug(
-            "shard %s: %d events not taken by the application; reading paused",
-            self._shard,
-            self._undelivered(),
-        )
-        ws = self._ws
-        self._input(lambda now: ws.set_reading_paused(True, now=now))
+        self._settle()
         # The consumer may have emptied the queue before it could see the pause.
         self._resume_if_low(time.monotonic())
 
     def _resume_if_low(self, now: float) -> None:
         self._resume_posted = False
-        if not self._reading_paused or self._undelivered() > self._limits.resume_backlog:
+        if not self._core.reading_paused or self._undelivered() > self._limits.resume_backlog:
             return
-        self._reading_paused = False
-        for conn in self._conns.values():
-            if conn.held:
-                conn.held = False
-                # TLS may hold decrypted bytes the selector cannot see: try a read.
-                conn.more = conn.phase is _SocketPhase.OPEN
-                self._update_interest(conn)
-        logger.debug("shard %s: reading resumed", self._shard)
-        if not self._terminated:
-            ws = self._ws
-            self._input(lambda at: ws.set_reading_paused(False, now=at))
-
-    def _check_writes(self, conn: _Conn) -> None:
-        """After a flush: compare the unsent bytes with the write marks."""
-        if conn.phase is not _SocketPhase.OPEN:
-            return
-        size, limits = len(conn.out), self._limits
-        if size > limits.write_hard_limit:
-            error = WriteBufferOverflow(size, limits.write_hard_limit)
-            self._fail(conn, str(error), error=error)
-            return
-        ws, tid = self._ws, conn.tid
-        if not conn.write_paused and size > limits.write_high_water:
-            conn.write_paused = True
-            self._input(lambda now: ws.set_writing_paused(tid, True, now=now))
-        elif conn.write_paused and size <= limits.write_low_water:
-            conn.write_paused = False
-            self._input(lambda now: ws.set_writing_paused(tid, False, now=now))
+        self._transport.release()
+        self._core.resume_reading()
+        self._settle()
 
     def _on_terminated(self) -> None:
         self._terminated = True
@@ -795,26 +641,6 @@ class Shard:
         self._identify_waiting = False
         self._linger_until = time.monotonic() + self._config.close_timeout
         self._gate.unregister(self._shard[0])
-
-    def _perform(self, action: WsAction) -> None:
-        match action:
-            case SendBytes(data=data, transport_id=tid):
-                conn = self._conns.get(tid)
-                if conn is not None and conn.phase is _SocketPhase.OPEN:
-                    conn.out += data
-                    self._dirty[conn] = None
-            case SetTimer(deadline=deadline):
-                self._deadline = deadline
-            case OpenTcp():
-                self._open(action)
-            case CloseTcp(transport_id=tid, abort=abort):
-                self._close_conn(tid, abort=abort)
-            case RequestIdentify(shard_id=shard_id):
-                self._identify_waiting = True
-                self._gate_checked = now = time.monotonic()
-                self._gate.request(shard_id, now=now)
-            case _:
-                assert_never(action)
 
     def _shutdown(self) -> None:
         with self._post_lock:
@@ -832,284 +658,35 @@ class Shard:
             # The core is closed: a command gets its LocalProtocolError, the rest do nothing.
             with contextlib.suppress(Exception):
                 feed(time.monotonic())
-        for conn in list(self._conns.values()):
-            self._drop(conn)
+        self._transport.stop()
         self._gate.unregister(self._shard[0])
-        if self._selector is not None:
-            self._selector.close()
         for sock in (self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
         self._owner = None  # a later thread may reuse this thread's id
         self._done.set()
 
-    # -- the built-in TCP/TLS transport ---------------------------------------------------
+    # -- what the transport reports ---------------------------------------------------------
 
-    def _open(self, action: OpenTcp) -> None:
-        conn = _Conn(action)
-        self._conns[conn.tid] = conn
-        try:
-            infos = socket.getaddrinfo(
-                action.host, action.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
-            )
-        except Exception:  # not an address (OSError), or one IDNA refuses (UnicodeError)
-            self._resolve_in_thread(conn)
-            return
-        conn.addrs = [(f, t, p, addr) for f, t, p, _, addr in infos]
-        self._next_address(conn)
-
-    def _resolve_in_thread(self, conn: _Conn) -> None:
-        """Look a host name up off the shard's thread (``getaddrinfo`` blocks)."""
-
-        def resolve() -> None:
-            try:
-                infos = socket.getaddrinfo(conn.host, conn.port, type=socket.SOCK_STREAM)
-            except Exception as exc:  # every failure to resolve is a failed open
-                result: list[tuple[int, int, int, object]] | Exception = exc
-            else:
-                result = [(f, t, p, addr) for f, t, p, _, addr in infos]
-            self._post(lambda now: self._resolved(conn, result))
-
-        threading.Thread(target=resolve, name=f"gateway-resolve-{conn.host}", daemon=True).start()
-
-    def _resolved(
-        self, conn: _Conn, result: list[tuple[int, int, int, object]] | Exception
-    ) -> None:
-        if self._conns.get(conn.tid) is not conn or conn.phase is not _SocketPhase.RESOLVING:
-            return  # the core gave up on this connection meanwhile (connect timeout)
-        if isinstance(result, Exception):
-            self._fail(conn, describe_open_error(conn.host, conn.port, result))
-        else:
-            conn.addrs = result
-            self._next_address(conn)
-
-    def _next_address(self, conn: _Conn) -> None:
-        """Start a non-blocking connect to the next address; fail when none is left."""
-        while conn.addrs:
-            family, kind, proto, addr = conn.addrs.pop(0)
-            try:
-                sock = socket.socket(family, kind, proto)
-            except Exception as exc:
-                conn.error = exc
-                continue
-            sock.setblocking(False)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                code = sock.connect_ex(addr)  # type: ignore[arg-type]
-            except OSError as exc:
-                code = exc.errno or errno.EINVAL
-            except Exception:  # an address the socket refuses outright
-                code = errno.EINVAL
-            if code in _CONNECTING_ERRNOS:
-                conn.sock, conn.fd, conn.phase = sock, sock.fileno(), _SocketPhase.CONNECTING
-                self._update_interest(conn)
-                return
-            sock.close()
-            conn.error = OSError(code, errno.errorcode.get(code, str(code)))
-        self._fail(conn, describe_open_error(conn.host, conn.port, conn.error or OSError()))
-
-    def _connected(self, conn: _Conn) -> None:
-        sock = conn.sock
-        assert sock is not None
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._unregister(conn)
-            sock.close()
-            conn.sock, conn.fd = None, -1
-            conn.error = OSError(code, errno.errorcode.get(code, str(code)))
-            self._next_address(conn)
-            return
-        if not conn.tls:
-            self._opened(conn)
-            return
-        if self._context is None:
-            self._context = self._ssl if self._ssl is not None else default_ssl_context()
-        try:
-            conn.sock = self._context.wrap_socket(
-                sock, server_hostname=conn.host, do_handshake_on_connect=False
-            )
-        except Exception as exc:  # OSError, or a host name the TLS layer refuses
-            self._fail(conn, f"TLS setup for {conn.host}:{conn.port} failed: {exc}")
-            return
-        conn.phase = _SocketPhase.HANDSHAKING
-        self._handshake(conn)
-
-    def _handshake(self, conn: _Conn) -> None:
-        sock = conn.sock
-        assert isinstance(sock, ssl.SSLSocket)
-        try:
-            sock.do_handshake()
-        except ssl.SSLWantReadError:
-            conn.want = _READ
-        except ssl.SSLWantWriteError:
-            conn.want = _WRITE
-        except Exception as exc:
-            self._fail(conn, f"TLS handshake with {conn.host}:{conn.port} failed: {exc}")
-            return
-        else:
-            self._opened(conn)
-            return
-        self._update_interest(conn)
-
-    def _opened(self, conn: _Conn) -> None:
-        conn.phase = _SocketPhase.OPEN
-        self._update_interest(conn)
-        ws, tid = self._ws, conn.tid
+    def _tcp_opened(self, tid: int) -> None:
+        ws = self._ws
         self._input(lambda now: ws.handle_tcp_open(tid, now=now))
 
-    def _io(self, conn: _Conn, mask: int) -> None:
-        phase = conn.phase
-        if phase is _SocketPhase.CONNECTING:
-            self._connected(conn)
-        elif phase is _SocketPhase.HANDSHAKING:
-            self._handshake(conn)
-        elif phase is _SocketPhase.OPEN:
-            if mask & _WRITE:
-                if conn.read_wants_write:
-                    conn.read_wants_write = False
-                    mask |= _READ
-                self._flush(conn)
-            if mask & _READ and conn.phase is _SocketPhase.OPEN:
-                self._read(conn)
-        elif phase is _SocketPhase.FLUSHING:
-            self._flush(conn)
-
-    def _read(self, conn: _Conn) -> None:
-        sock = conn.sock
-        assert sock is not None
-        ws, tid = self._ws, conn.tid
-        conn.more = False
-        budget = _READ_BUDGET
-        while budget > 0:
-            try:
-                data = sock.recv(_READ_SIZE)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
-                return
-            except ssl.SSLWantWriteError:
-                conn.read_wants_write = True
-                self._update_interest(conn)
-                return
-            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-                data = b""
-            except OSError as exc:
-                self._fail(conn, f"connection lost: {exc}")
-                return
-            if not data:
-                self._input(lambda now: ws.receive_data(tid, None, now=now))
-                return
-            conn.fed = True
-            ws.receive_data(tid, data, now=time.monotonic())
-            self._drain()
-            if conn.phase is not _SocketPhase.OPEN or conn.held:
-                return  # closed by what was just read, or the backlog is full
-            if not conn.tls and len(data) < _READ_SIZE:
-                return  # the kernel's buffer is empty; the selector sees new bytes
-            budget -= len(data)
-        conn.more = True
-
-    def _flush(self, conn: _Conn) -> None:
-        sock = conn.sock
-        if sock is None:
+    def _tcp_received(self, tid: int, data: bytes | None) -> None:
+        ws = self._ws
+        if data is None:
+            self._input(lambda now: ws.receive_data(tid, None, now=now))
             return
-        out = conn.out
-        while out:
-            try:
-                sent = sock.send(out[:_WRITE_CHUNK])
-            except (
-                BlockingIOError,
-                InterruptedError,
-                ssl.SSLWantWriteError,
-                ssl.SSLWantReadError,
-            ):
-                break
-            except OSError as exc:
-                if conn.phase is _SocketPhase.FLUSHING:
-                    self._drop(conn)
-                else:
-                    self._fail(conn, f"connection lost: {exc}")
-                return
-            del out[:sent]
-        if not out and conn.phase is _SocketPhase.FLUSHING:
-            self._drop(conn)
-            return
-        self._update_interest(conn)
-        self._check_writes(conn)
+        ws.receive_data(tid, data, now=time.monotonic())
+        self._drain()
 
-    def _close_conn(self, tid: int, *, abort: bool) -> None:
-        conn = self._conns.get(tid)
-        if conn is None:
-            return
-        if abort or not conn.out or conn.phase is not _SocketPhase.OPEN:
-            self._drop(conn)
-            return
-        # The close frame may still be queued: send it, then close. A peer that never
-        # reads would keep it (and its buffer) alive for ever: it is reset at close_by.
-        conn.phase = _SocketPhase.FLUSHING
-        conn.close_by = time.monotonic() + self._config.close_timeout
-        self._dirty[conn] = None
-
-    def _expire_closes(self, now: float) -> None:
-        for conn in [c for c in self._conns.values() if c.phase is _SocketPhase.FLUSHING]:
-            if conn.close_by <= now:
-                logger.debug(
-                    "shard %s: a graceful close did not finish in %.1f s; reset",
-                    self._shard,
-                    self._config.close_timeout,
-                )
-                self._drop(conn, reset=True)
-
-    def _fail(self, conn: _Conn, reason: str, *, error: GatewayError | None = None) -> None:
-        """The connection could not be made or broke: drop it and tell the core."""
-        logger.debug("shard %s: %s", self._shard, reason)
-        self._drop(conn, reset=error is not None)
-        ws, tid = self._ws, conn.tid
+    def _tcp_failed(self, tid: int, reason: str, error: GatewayError | None) -> None:
+        ws = self._ws
         self._input(lambda now: ws.handle_tcp_failed(tid, reason, now=now, error=error))
 
-    def _drop(self, conn: _Conn, *, reset: bool = False) -> None:
-        self._unregister(conn)
-        if conn.sock is not None:
-            if reset:  # RST: the kernel drops the unsent bytes too
-                with contextlib.suppress(OSError):
-                    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            conn.sock.close()
-            conn.sock = None
-        conn.fd = -1
-        conn.phase = _SocketPhase.CLOSED
-        conn.more = False
-        conn.out.clear()
-        self._dirty.pop(conn, None)
-        if self._conns.get(conn.tid) is conn:
-            del self._conns[conn.tid]
-
-    def _unregister(self, conn: _Conn) -> None:
-        if conn.mask and self._selector is not None:
-            self._selector.unregister(conn.fd)
-        conn.mask = 0
-
-    def _update_interest(self, conn: _Conn) -> None:
-        phase = conn.phase
-        if conn.sock is None or phase is _SocketPhase.CLOSED:
-            return
-        if phase is _SocketPhase.CONNECTING or phase is _SocketPhase.FLUSHING:
-            mask = _WRITE
-        elif phase is _SocketPhase.HANDSHAKING:
-            mask = conn.want
-        else:
-            mask = (0 if conn.held else _READ) | (
-                _WRITE if conn.out or conn.read_wants_write else 0
-            )
-        if mask == conn.mask:
-            return
-        selector = self._selector
-        assert selector is not None
-        if not mask:
-            selector.unregister(conn.fd)
-        elif conn.mask:
-            selector.modify(conn.fd, mask, conn)
-        else:
-            selector.register(conn.fd, mask, conn)
-        conn.mask = mask
+    def _tcp_writing_paused(self, tid: int, paused: bool) -> None:
+        ws = self._ws
+        self._input(lambda now: ws.set_writing_paused(tid, paused, now=now))
 
 
 @final
@@ -1123,9 +700,9 @@ class ShardGroup:
 
     ``for shard_id, event in group.events()`` interleaves every shard's events in arrival
     order and ends once every shard has terminated; or give ``on_event(shard_id, event)``,
-    called on the shards' threads.
-    A ``scheduler`` passed in needs ``margin=IDENTIFY_MARGIN`` (exported here; why: its
-    definition in ``_common``); the default scheduler has it.
+    called on the shards' threads. ``configs``, ``scheduler`` and ``limits`` mean what they
+    mean in every driver (see :class:`~gateway_proto.adapters._driver_core.GroupSettings`;
+    here the group's queue is counted per shard, see the module doc).
     """
 
     def __init__(
@@ -1138,9 +715,7 @@ class ShardGroup:
         on_event: Callable[[int, Event], None] | None = None,
         limits: FlowLimits | None = None,
     ) -> None:
-        if not configs:
-            raise ValueError("a shard group needs at least one configuration")
-        self.gate = identify_gate(scheduler)
+        self.gate = identify_gate(GroupSettings.of(configs, scheduler, limits).scheduler)
         self._queue: queue.SimpleQueue[tuple[int, Event | _Crash]] = queue.SimpleQueue()
         self._on_event = on_event
         self._started = False
@@ -1178,7 +753,7 @@ class ShardGroup:
     def start(self) -> None:
         """Start every shard's thread."""
         if self._started:
-            raise RuntimeError("this shard group was already started")
+            raise ShardStateError("this shard group was already started")
         self._started = True
         for shard in self.shards:
             shard.start()
@@ -1210,14 +785,14 @@ class ShardGroup:
 
         Raises:
             TimeoutError: (while iterating) no event came within ``timeout`` seconds.
-            RuntimeError: the group delivers to a callback or was not started; while
-                iterating, a shard's thread failed.
+            ShardStateError: the group delivers to a callback or was not started.
+            RuntimeError: (while iterating) a shard's thread failed.
 
         """
         if self._on_event is not None:
-            raise RuntimeError("this shard group delivers its events to its on_event callback")
+            raise ShardStateError("this shard group delivers its events to its on_event callback")
         if not self._started:
-            raise RuntimeError("start the shard group first")
+            raise ShardStateError("start the shard group first (with ShardGroup(...) as group)")
         return self._iterate(timeout)
 
     def _iterate(self, timeout: float | None) -> Iterator[tuple[int, Event]]:

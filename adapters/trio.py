@@ -69,7 +69,6 @@ import math
 import socket
 import ssl
 import struct
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Final, NoReturn, assert_never, final
@@ -84,31 +83,22 @@ except ImportError as exc:
     raise ImportError(f"gateway_proto.adapters.trio needs trio: {install_hint('trio')}") from exc
 
 from gateway_proto import (
-    AbortTransport,
-    CloseCode,
-    CloseTransport,
     Command,
     ConnectionState,
     Event,
     GatewayConfig,
-    GatewayConnection,
     IdentifyScheduler,
-    OpenTransport,
-    RequestIdentify,
-    SendMessage,
     SessionSnapshot,
-    SetTimer,
     Terminated,
     WriteBufferOverflow,
 )
-from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection
+from gateway_proto.ws import OpenTcp
 
 from ._common import (
     DEFAULT_API_BASE,
     IDENTIFY_MARGIN,
     Connector,
     DiscoveryError,
-    DriverAction,
     FlowLimits,
     GatewayInfo,
     IdentifyGate,
@@ -120,6 +110,19 @@ from ._common import (
     describe_open_error,
     discover,
     logger,
+)
+from ._driver_core import (
+    ABORT_CLOSE,
+    DriverCore,
+    GroupSettings,
+    MessageIO,
+    Outgoing,
+    ShardBase,
+    ShardStateError,
+    TcpIO,
+    connect_failed,
+    read_messages,
+    write_messages,
 )
 from ._trio_websocket import trio_websocket_connector
 
@@ -133,6 +136,7 @@ __all__ = [
     "Shard",
     "ShardGroup",
     "ShardNotRunningError",
+    "ShardStateError",
     "TransportClosedError",
     "discover_gateway",
     "trio_websocket_connector",
@@ -144,8 +148,8 @@ _READ_SIZE: Final = 256 * 1024
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 
-class ShardNotRunningError(RuntimeError):
-    """The shard was not started yet, or its main task has stopped (it was cancelled)."""
+#: The former name of :class:`ShardStateError` (the same class).
+ShardNotRunningError = ShardStateError
 
 
 async def discover_gateway(
@@ -257,7 +261,7 @@ _InboxItem = (
 )
 #: What a connection's writer is given: bytes (TCP) or a message (custom transport); a
 #: ``(code, reason)`` pair starts a custom transport's close; ``None`` ends the writer.
-_Out = bytes | str | tuple[int, str] | None
+_Out = Outgoing
 
 
 @final
@@ -334,7 +338,7 @@ def _why(exc: BaseException) -> str:
 
 
 @final
-class Shard:
+class Shard(ShardBase):
     """One gateway connection, run by one trio task.
 
     Args:
@@ -366,16 +370,30 @@ class Shard:
     ) -> None:
         self._config = config
         self._limits = limits if limits is not None else FlowLimits()
-        gateway = GatewayConnection(config, snapshot=snapshot)
-        self._gateway = gateway
-        self._ws = WebSocketConnection(gateway) if connector is None else None
-        self._engine: WebSocketConnection | GatewayConnection = (
-            self._ws if self._ws is not None else gateway
+        self._core = core = DriverCore(
+            config,
+            clock=trio.current_time,
+            set_timer=self._set_deadline,
+            request_identify=self._request_identify,
+            deliver=self._deliver,
+            terminated=self._set_terminated,
+            tcp=TcpIO(self._open_tcp, self._write_bytes, self._end_link)
+            if connector is None
+            else None,
+            messages=(
+                MessageIO(self._open_custom, self._write, self._close_custom, self._abort_custom)
+                if connector is not None
+                else None
+            ),
+            snapshot=snapshot,
+            start_hint="async with Shard(...) as shard",
         )
+        self._gateway = core.gateway
+        self._ws = core.ws
+        self._engine = core.engine
         self._connector = connector
         self._ssl = ssl_context
         self._gate = identify
-        self._started = False
         self._inbox: trio.MemorySendChannel[_InboxItem] | None = None
         self._nursery: trio.Nursery | None = None
         self._links: dict[int, _ConnTasks] = {}
@@ -387,18 +405,9 @@ class Shard:
         self._exhausted = False
         self._manager: contextlib.AbstractAsyncContextManager[trio.Nursery] | None = None
         self.watch = LoopWatch(stall_warning)
-        #: Inputs the driver itself produced while performing actions (flow control),
-        #: fed once the batch is done.
-        self._later: list[Callable[[float], None]] = []
-        self._reading_paused = False
         self._resume_posted = False
 
     # -- the public API -----------------------------------------------------------------
-
-    @property
-    def gateway(self) -> GatewayConnection:
-        """The core (state, session id, sequence, latency); do not feed it directly."""
-        return self._gateway
 
     @property
     def backlog(self) -> int:
@@ -406,31 +415,17 @@ class Shard:
         return len(self._events)
 
     @property
-    def limits(self) -> FlowLimits:
-        """The backlog and write bounds of this shard."""
-        return self._limits
-
-    @property
-    def reading_paused(self) -> bool:
-        """Whether reading is held because the backlog reached ``limits.max_backlog``."""
-        return self._reading_paused
-
-    @property
     def write_buffered(self) -> int:
         """Bytes handed to the links' writers and not yet written (monitoring)."""
         return sum(link.pending for link in self._links.values())
 
     async def __aenter__(self) -> Shard:
-        if self._started:
-            raise RuntimeError("this shard was already started")
-        manager = trio.open_nursery()
-        nursery = await manager.__aenter__()
-        try:
+        self._core.check_new()
+
+        async def start(nursery: trio.Nursery) -> None:
             await nursery.start(self.run)
-        except BaseException as exc:
-            await manager.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._manager = manager
+
+        self._manager = await _enter_nursery(start)
         return self
 
     async def __aexit__(
@@ -439,15 +434,9 @@ class Shard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        manager = self._manager
+        manager, self._manager = self._manager, None
         assert manager is not None
-        self._manager = None
-        try:
-            await self.close()
-        finally:
-            # The body's own exception (if any) propagates unchanged: it is not handed to
-            # the nursery, which would wrap it in an ExceptionGroup.
-            await manager.__aexit__(None, None, None)
+        await _exit_nursery(manager, self.close)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect and run the shard until it terminates (the task that owns the core).
@@ -456,9 +445,7 @@ class Shard:
         this task drops the connection without a close handshake; :meth:`close` is the
         graceful way.
         """
-        if self._started:
-            raise RuntimeError("this shard was already started")
-        self._started = True
+        self._core.start()
         inbox, receive = trio.open_memory_channel[_InboxItem](math.inf)
         gate_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
@@ -484,8 +471,10 @@ class Shard:
         """Queue a command; it goes out once the session is live, within the rate limit.
 
         Raises what :meth:`GatewayConnection.send` raises (misuse changes nothing), and
-        :class:`ShardNotRunningError` before the shard starts or after it was cancelled.
+        :class:`ShardStateError` before the shard starts, after :meth:`close`, or after it
+        was cancelled.
         """
+        self._core.check_running()
         engine = self._engine
         await self._call(lambda now: engine.send(command, now=now))
 
@@ -496,23 +485,22 @@ class Shard:
         its :class:`SessionSnapshot` is returned for a cold resume; otherwise the session
         ends (close 1000) and ``None`` is returned.
         """
-        if not self._started:
+        core = self._core
+        if not core.started:
             return None
         if not self._done.is_set():
-            code = CloseCode.UNKNOWN_ERROR if resumable else CloseCode.NORMAL
-            engine = self._engine
-            with contextlib.suppress(ShardNotRunningError):
-                await self._call(lambda now: engine.close(code, now=now, reason="closing"))
+            with contextlib.suppress(ShardStateError):
+                await self._call(core.close_input(resumable=resumable))
+            core.stop()
             await self._done.wait()
-        return self._gateway.snapshot(taken_at=time.time()) if resumable else None
+        return core.final_snapshot(resumable=resumable)
 
     async def wait_closed(self) -> None:
         """Wait until the connection has terminated (fatal close, :meth:`close`, cancel)."""
         await self._done.wait()
 
     def __aiter__(self) -> AsyncIterator[Event]:
-        if not self._started:
-            raise ShardNotRunningError("start the shard first (async with Shard(...) as shard)")
+        self._core.check_started()
         return self
 
     async def __anext__(self) -> Event:
@@ -524,7 +512,7 @@ class Shard:
             await self._wakeup.wait()
         event = self._events.popleft()
         if (
-            self._reading_paused
+            self._core.reading_paused
             and not self._resume_posted
             and len(self._events) <= self._limits.resume_backlog
             and self._inbox is not None
@@ -541,7 +529,8 @@ class Shard:
         """Run ``feed`` on the main task and re-raise its error here."""
         inbox = self._inbox
         if inbox is None:
-            raise ShardNotRunningError("start the shard first (async with Shard(...) as shard)")
+            self._core.check_started()
+            raise ShardStateError("the shard's main task has not started yet")
         await trio.lowlevel.checkpoint_if_cancelled()
         call = _Call(feed)
         try:
@@ -550,7 +539,7 @@ class Shard:
             # The main task is gone and nothing else uses the core: a closed core answers
             # the call itself (send raises, close does nothing).
             if self._gateway.state is not ConnectionState.CLOSED:
-                raise ShardNotRunningError("the shard's main task was cancelled") from None
+                raise ShardStateError("the shard's main task was cancelled") from None
             feed(trio.current_time())
             return
         # The main task answers at once (it never blocks), and answers every call left in
@@ -563,7 +552,7 @@ class Shard:
     async def _serve(self, inbox: trio.MemoryReceiveChannel[_InboxItem]) -> None:
         """The main loop: perform actions, deliver events, wait for one input or the timer."""
         self._engine.connect(now=trio.current_time())
-        self._step()
+        self._core.step()
         while not self._terminated:
             item: _InboxItem | None = None
             try:
@@ -580,7 +569,7 @@ class Shard:
                 if item is None:
                     continue  # the deadline: handled at the top of the loop
             self._feed(item)
-            self._step()
+            self._core.step()
 
     def _fire(self, deadline: float) -> None:
         now = trio.current_time()
@@ -588,7 +577,7 @@ class Shard:
         # SetTimer is one-shot: the core sets a new one whenever its deadline moves.
         self._deadline = None
         self._engine.handle_timer(now=now)
-        self._step()
+        self._core.step()
 
     def _feed(self, item: _InboxItem) -> None:
         now = trio.current_time()
@@ -619,31 +608,29 @@ class Shard:
                 self._drained(tid, now)
             case _Resume():
                 self._resume_posted = False
-                if self._reading_paused and len(self._events) <= self._limits.resume_backlog:
-                    self._resume_reading(now)
+                if self._core.reading_paused and len(self._events) <= self._limits.resume_backlog:
+                    self._resume_reading()
             case _:
                 assert_never(item)
 
-    def _step(self) -> None:
-        """Perform the core's actions, then queue its events for the application."""
-        engine = self._engine
-        while True:
-            for action in engine.next_actions():
-                self._perform(action)
-            events = engine.next_events()
-            if events:
-                self._events.extend(events)
-                self._wakeup.set()
-                if len(self._events) >= self._limits.max_backlog:
-                    self._pause_reading()
-                if isinstance(events[-1], Terminated):
-                    self._terminated = True
-            if not self._later:
-                return
-            later, self._later = self._later, []
-            now = trio.current_time()
-            for feed in later:
-                feed(now)
+    # -- what the core calls --------------------------------------------------------------
+
+    def _deliver(self, events: list[Event]) -> None:
+        """Queue a batch for ``async for``; hold reading once the backlog is full."""
+        self._events.extend(events)
+        self._wakeup.set()
+        if len(self._events) >= self._limits.max_backlog:
+            self._pause_reading()
+
+    def _set_terminated(self) -> None:
+        self._terminated = True
+
+    def _set_deadline(self, deadline: float | None) -> None:
+        self._deadline = deadline
+
+    def _request_identify(self, shard_id: int) -> None:
+        assert self._gate is not None
+        self._gate.request(shard_id, now=trio.current_time())
 
     # -- flow control ---------------------------------------------------------------------
 
@@ -663,23 +650,13 @@ class Shard:
             if link.fed and not link.held:
                 link.held = True
                 link.release = trio.Event()
-        if not self._reading_paused:
-            self._reading_paused = True
-            logger.debug(
-                "shard %s: %d events not taken by the application; reading paused",
-                self._config.shard,
-                len(self._events),
-            )
-            engine = self._engine
-            self._later.append(lambda now: engine.set_reading_paused(True, now=now))
+        self._core.pause_reading(len(self._events))
 
-    def _resume_reading(self, now: float) -> None:
-        self._reading_paused = False
+    def _resume_reading(self) -> None:
         for link in self._links.values():
             link.held = False
             link.release.set()
-        logger.debug("shard %s: reading resumed", self._config.shard)
-        self._engine.set_reading_paused(False, now=now)
+        self._core.resume_reading()
 
     def _count_write(self, tid: int, size: int) -> None:
         """``size`` more bytes for ``tid``'s writer: check the marks."""
@@ -695,7 +672,7 @@ class Shard:
         link.write_paused = True
         ws = self._ws
         assert ws is not None
-        self._later.append(lambda now: ws.set_writing_paused(tid, True, now=now))
+        self._core.input(lambda now: ws.set_writing_paused(tid, True, now=now))
 
     def _drained(self, tid: int, now: float) -> None:
         link = self._links.get(tid)
@@ -714,35 +691,23 @@ class Shard:
         self._end_link(tid, abort=True)
         ws = self._ws
         assert ws is not None
-        self._later.append(lambda now: ws.handle_tcp_failed(tid, str(error), now=now, error=error))
+        self._core.input(lambda now: ws.handle_tcp_failed(tid, str(error), now=now, error=error))
 
-    def _perform(
-        self,
-        action: DriverAction,
-    ) -> None:
-        match action:
-            case SendBytes(data=data, transport_id=tid):
-                self._write(tid, data)
-                self._count_write(tid, len(data))
-            case SetTimer(deadline=deadline):
-                self._deadline = deadline
-            case OpenTcp(transport_id=tid):
-                self._open(tid, functools.partial(self._run_tcp, action))
-            case CloseTcp(transport_id=tid, abort=abort):
-                self._end_link(tid, abort=abort)
-            case RequestIdentify(shard_id=shard_id):
-                assert self._gate is not None
-                self._gate.request(shard_id, now=trio.current_time())
-            case SendMessage(data=data, transport_id=tid):
-                self._write(tid, data)
-            case OpenTransport(url=url, transport_id=tid):
-                self._open(tid, functools.partial(self._run_custom, url, tid))
-            case CloseTransport(code=code, reason=reason, transport_id=tid):
-                self._write(tid, (code, reason))
-            case AbortTransport(transport_id=tid):
-                self._end_link(tid, abort=True)
-            case _:
-                assert_never(action)
+    def _open_tcp(self, action: OpenTcp) -> None:
+        self._open(action.transport_id, functools.partial(self._run_tcp, action))
+
+    def _write_bytes(self, tid: int, data: bytes) -> None:
+        self._write(tid, data)
+        self._count_write(tid, len(data))
+
+    def _open_custom(self, tid: int, url: str) -> None:
+        self._open(tid, functools.partial(self._run_custom, url, tid))
+
+    def _close_custom(self, tid: int, code: int, reason: str) -> None:
+        self._write(tid, (code, reason))
+
+    def _abort_custom(self, tid: int) -> None:
+        self._end_link(tid, True)
 
     def _grant(self) -> None:
         """The identify gate's grant (called on the gate's timer task or ours)."""
@@ -799,7 +764,7 @@ class Shard:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 link.outbox.send_nowait(item)
 
-    def _end_link(self, tid: int, *, abort: bool) -> None:
+    def _end_link(self, tid: int, abort: bool) -> None:
         link = self._links.pop(tid, None)
         if link is None:
             return
@@ -933,21 +898,19 @@ class Shard:
                 try:
                     transport = await self._connector(url)
                 except Exception as exc:
-                    ended.append((None, f"cannot connect: {exc}", True))
+                    ended.append((None, connect_failed(exc), True))
                     return
                 self._post(_MessageOpened(tid))
                 async with trio.open_nursery() as io:
                     io.start_soon(self._write_custom, transport, pending, ended, io.cancel_scope)
-                    try:
-                        while True:
-                            if link.held:
-                                await link.wait_released()  # the backlog is full
-                            message = await transport.recv()
-                            self._post(_Message(tid, message))
-                    except TransportClosedError as closed:
-                        ended.append((closed.code, closed.reason, True))
-                    except Exception as exc:
-                        ended.append((None, f"connection lost: {exc}", False))
+                    ended.append(
+                        await read_messages(
+                            transport,
+                            lambda message: self._post(_Message(tid, message)),
+                            # While the backlog is full the rest stays unread.
+                            lambda: link.wait_released() if link.held else None,
+                        )
+                    )
                     io.cancel_scope.cancel()
         finally:
             if ended:
@@ -958,8 +921,7 @@ class Shard:
                 with trio.CancelScope(shield=True) as scope:
                     scope.deadline = trio.current_time() + self._config.close_timeout
                     with contextlib.suppress(Exception):
-                        # Any code but 1000/1001 keeps the session (docs/protocol.md §7).
-                        await transport.close(CloseCode.UNKNOWN_ERROR, "aborted")
+                        await transport.close(*ABORT_CLOSE)
 
     @staticmethod
     async def _write_custom(
@@ -968,18 +930,57 @@ class Shard:
         ended: list[tuple[int | None, str, bool]],
         io: trio.CancelScope,
     ) -> None:
-        """Send queued messages in order; a ``(code, reason)`` item starts the close handshake."""
+        """Run :func:`write_messages`; a failure ends the connection's tasks."""
+
+        async def receive() -> Outgoing:
+            try:
+                return await pending.receive()
+            except trio.EndOfChannel:
+                return None
+
         try:
-            async for item in pending:
-                if item is None:
-                    return
-                if isinstance(item, tuple):
-                    await transport.close(*item)
-                    return
-                await transport.send(item)
+            await write_messages(transport, receive)
         except Exception as exc:
             ended.append((None, f"connection lost: {exc}", False))
             io.cancel()
+
+
+async def _enter_nursery(
+    start: Callable[[trio.Nursery], Awaitable[None]],
+    failed: Callable[[trio.Nursery], None] | None = None,
+) -> contextlib.AbstractAsyncContextManager[trio.Nursery]:
+    """Open a nursery for an ``async with`` object and run ``start`` in it.
+
+    If ``start`` fails, ``failed`` stops what it began and the nursery is closed again.
+    """
+    manager = trio.open_nursery()
+    nursery = await manager.__aenter__()
+    try:
+        await start(nursery)
+    except BaseException as exc:
+        if failed is not None:
+            failed(nursery)
+        await manager.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    return manager
+
+
+async def _exit_nursery(
+    manager: contextlib.AbstractAsyncContextManager[trio.Nursery],
+    close: Callable[[], Awaitable[object]],
+    stop: Callable[[], None] | None = None,
+) -> None:
+    """Leave an ``async with`` object's nursery: ``close``, then ``stop``, then wait.
+
+    The body's own exception (if any) propagates unchanged: it is not handed to the
+    nursery, which would wrap it in an ExceptionGroup.
+    """
+    try:
+        await close()
+    finally:
+        if stop is not None:
+            stop()
+        await manager.__aexit__(None, None, None)
 
 
 async def _run_in_scope(
@@ -994,12 +995,10 @@ class ShardGroup:
     """Many shards in one trio run, sharing one identify scheduler (docs/protocol.md §8, §11).
 
     ``async for shard_id, event in group`` interleaves every shard's events in arrival
-    order and ends once every shard has terminated. Events wait for the application in the
-    group's buffer (at most ``limits.max_backlog``), then in each shard's backlog, so the
-    back-pressure of each shard (see the module doc) holds for the group too; leaving the
-    ``async with`` block drops what was not taken.
-    A ``scheduler`` passed in needs ``margin=IDENTIFY_MARGIN`` (exported here; why: its
-    definition in ``_common``); the default scheduler has it.
+    order and ends once every shard has terminated; leaving the ``async with`` block drops
+    what was not taken. ``configs``, ``scheduler`` and ``limits`` mean what they mean in
+    every driver (see :class:`~gateway_proto.adapters._driver_core.GroupSettings`: the
+    group's buffer, the scheduler's margin).
     """
 
     def __init__(
@@ -1011,16 +1010,14 @@ class ShardGroup:
         connector: Connector | None = None,
         limits: FlowLimits | None = None,
     ) -> None:
-        if not configs:
-            raise ValueError("a shard group needs at least one configuration")
-        self._configs = list(configs)
-        self._scheduler = scheduler if scheduler is not None else default_scheduler()
+        settings = GroupSettings.of(configs, scheduler, limits)
+        self._configs = settings.configs
+        self._scheduler = settings.scheduler
         self._ssl = ssl_context
         self._connector = connector
         self._limits = limits
         self.shards: list[Shard] = []
-        buffer = (limits if limits is not None else FlowLimits()).max_backlog
-        self._send, self._receive = trio.open_memory_channel[tuple[int, Event]](buffer)
+        self._send, self._receive = trio.open_memory_channel[tuple[int, Event]](settings.buffer)
         self._pump_scopes: list[trio.CancelScope] = []
         self._manager: contextlib.AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
@@ -1028,12 +1025,11 @@ class ShardGroup:
 
     async def __aenter__(self) -> ShardGroup:
         if self._manager is not None or self.shards:
-            raise RuntimeError("this shard group was already started")
+            raise ShardStateError("this shard group was already started")
         timer = _GateTimer()
         gate = IdentifyGate(self._scheduler, timer.set)
-        manager = trio.open_nursery()
-        nursery = await manager.__aenter__()
-        try:
+
+        async def start(nursery: trio.Nursery) -> None:
             nursery.start_soon(_run_in_scope, self._timer_scope, timer.run, gate)
             for config in self._configs:
                 shard = Shard(
@@ -1049,12 +1045,12 @@ class ShardGroup:
                 self._pump_scopes.append(scope)
                 nursery.start_soon(self._pump, shard, self._send.clone(), scope)
             self._send.close()
-        except BaseException as exc:
+
+        def failed(nursery: trio.Nursery) -> None:
             self._timer_scope.cancel()
             nursery.cancel_scope.cancel()
-            await manager.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._manager = manager
+
+        self._manager = await _enter_nursery(start, failed)
         return self
 
     async def __aexit__(
@@ -1063,16 +1059,14 @@ class ShardGroup:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        manager = self._manager
+        manager, self._manager = self._manager, None
         assert manager is not None
-        self._manager = None
-        try:
-            await self.close()
-        finally:
-            self._timer_scope.cancel()
-            for scope in self._pump_scopes:
-                scope.cancel()  # a pump may wait for room the application will not make
-            await manager.__aexit__(None, None, None)
+        await _exit_nursery(manager, self.close, self._stop_tasks)
+
+    def _stop_tasks(self) -> None:
+        self._timer_scope.cancel()
+        for scope in self._pump_scopes:
+            scope.cancel()  # a pump may wait for room the application will not make
 
     async def close(self, *, resumable: bool = False) -> list[SessionSnapshot | None]:
         """Close every shard; with ``resumable`` return their snapshots, in shard order."""

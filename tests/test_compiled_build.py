@@ -41,7 +41,9 @@ from test_etf_compiled import load_setup, why_no_compile
 ROOT = Path(__file__).resolve().parents[1]
 #: The suites of the compiled modules (and of the core's batch path that calls them).
 SUITES = [
-    "test_ws.py",
+    "test_ws_frames.py",
+    "test_ws_handshake.py",
+    "test_ws_connection.py",
     "test_codecs.py",
     "test_wire_formats.py",
     "test_zstd_payload.py",

@@ -594,7 +594,8 @@ def test_past_the_hard_bound_the_transport_is_aborted_with_write_buffer_overflow
     )
     try:
         running.take(has(SessionStarted))
-        server.wait_for("flooded")
+        # 8 MiB of pings take seconds to read when the machine is busy: a hang guard, no timing.
+        server.wait_for("flooded", timeout=3 * LIMIT)
         # The server's last write returning does not mean we have answered every ping: wait
         # until the kernel's buffers are full and our own holds bytes past the high mark
         # (before this wait the test could send while everything still fit in the kernel).

@@ -32,13 +32,14 @@ import itertools
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, assert_never, final
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
 from .._actions import (
     AbortTransport,
+    Action,
     CloseTransport,
     OpenTransport,
     RequestIdentify,
@@ -432,55 +433,60 @@ class Simulator:
             if not (busy or outputs):
                 return
 
-    def _perform(self, index: int, action: Any) -> None:
+    def _perform(self, index: int, action: Action) -> None:
         conn, now = self.connections[index], self.now
-        if isinstance(action, OpenTransport):
-            tid, url = action.transport_id, action.url
-            gid = next(self._gateway_ids)
-            self._to_gateway[(index, tid)] = gid
-            self._to_client[gid] = (index, tid)
-            if parse_qs(urlsplit(url).query).get("compress") == ["zlib-stream"]:
-                self._zlib_stream.add(gid)
+        match action:
+            case OpenTransport(url=url, transport_id=tid):
+                gid = next(self._gateway_ids)
+                self._to_gateway[(index, tid)] = gid
+                self._to_client[gid] = (index, tid)
+                if parse_qs(urlsplit(url).query).get("compress") == ["zlib-stream"]:
+                    self._zlib_stream.add(gid)
 
-            def opened() -> None:
-                if gid in self._dropped:
-                    return
-                if not self.server.accepting:
-                    conn.handle_transport_closed(tid, None, "connection refused", now=self.now)
-                    return
-                self.server.open(gid, url, now=self.now)
-                conn.handle_transport_open(tid, now=self.now)
+                def opened() -> None:
+                    if gid in self._dropped:
+                        return
+                    if not self.server.accepting:
+                        conn.handle_transport_closed(tid, None, "connection refused", now=self.now)
+                        return
+                    self.server.open(gid, url, now=self.now)
+                    conn.handle_transport_open(tid, now=self.now)
 
-            self._send(False, gid, opened)
-        elif isinstance(action, SendMessage):
-            gid, data = self._to_gateway[(index, action.transport_id)], action.data
-            self._send(False, gid, lambda: self.server.receive(gid, data, now=self.now))
-        elif isinstance(action, CloseTransport):
-            tid, code = action.transport_id, action.code
-            gid = self._to_gateway[(index, tid)]
+                self._send(False, gid, opened)
+            case SendMessage(data=data, transport_id=tid):
+                gid = self._to_gateway[(index, tid)]
+                self._send(False, gid, lambda: self.server.receive(gid, data, now=self.now))
+            case CloseTransport(code=code, transport_id=tid):
+                gid = self._to_gateway[(index, tid)]
 
-            def echoed() -> None:
-                conn.handle_transport_closed(tid, code, "", now=self.now)
+                def echoed() -> None:
+                    conn.handle_transport_closed(tid, code, "", now=self.now)
 
-            echo_at = now + 2 * self.latency
+                echo_at = now + 2 * self.latency
 
-            def arrived() -> None:
-                self.server.client_closed(gid, code, now=self.now)
-                # The server answers the close frame with its own (RFC 6455 §5.5.1).
-                self._send(True, gid, echoed, when=echo_at)
+                def arrived() -> None:
+                    self.server.client_closed(gid, code, now=self.now)
+                    # The server answers the close frame with its own (RFC 6455 §5.5.1).
+                    self._send(True, gid, echoed, when=echo_at)
 
-            self._send(False, gid, arrived)
-        elif isinstance(action, AbortTransport):
-            gid = self._to_gateway[(index, action.transport_id)]
-            self._dropped.add(gid)
-            self._send(False, gid, lambda: self.server.client_closed(gid, None, now=self.now))
-        elif isinstance(action, SetTimer):
-            self._timers[index] = action.deadline
-        elif isinstance(action, RequestIdentify):
-            if self.scheduler is not None:
-                self.scheduler.request(action.shard_id, now=now)
-            elif self.grant_identify_after is not None:
-                self._deliver(self.grant_identify_after, lambda: conn.grant_identify(now=self.now))
+                self._send(False, gid, arrived)
+            case AbortTransport(transport_id=tid):
+                gid = self._to_gateway[(index, tid)]
+                self._dropped.add(gid)
+                self._send(False, gid, lambda: self.server.client_closed(gid, None, now=self.now))
+            case SetTimer(deadline=deadline):
+                self._timers[index] = deadline
+            case RequestIdentify(shard_id=shard_id):
+                if self.scheduler is not None:
+                    self.scheduler.request(shard_id, now=now)
+                elif self.grant_identify_after is not None:
+                    self._deliver(
+                        self.grant_identify_after, lambda: conn.grant_identify(now=self.now)
+                    )
+            case _:
+                # A new action type is a type error here (mypy) and a loud failure at run
+                # time: the Simulator never drops one silently.
+                assert_never(action)
 
     def _route(self, output: ServerMessage | ServerClose) -> None:
         gid = output.transport_id

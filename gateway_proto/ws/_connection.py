@@ -34,7 +34,7 @@ import enum
 import itertools
 import os
 from collections.abc import Callable, Iterable
-from typing import Final, final
+from typing import Final, assert_never, final
 from urllib.parse import urlsplit
 
 from .._actions import (
@@ -416,24 +416,27 @@ class WebSocketConnection:
             actions = gateway.next_actions()
         while actions:
             for action in actions:
-                if isinstance(action, SendMessage):
-                    link = self._links.get(action.transport_id)
-                    if link is not None and link.phase is _WsPhase.OPEN:
-                        data = action.data
-                        if isinstance(data, str):
-                            self._send_frame(action.transport_id, _TEXT, data.encode("utf-8"))
-                        else:
-                            self._send_frame(action.transport_id, _BINARY, data)
-                elif isinstance(action, SetTimer | RequestIdentify):
-                    self._actions.append(action)
-                elif isinstance(action, OpenTransport):
-                    self._open(action, now)
-                elif isinstance(action, CloseTransport):
-                    self._close(action, now)
-                else:
-                    assert isinstance(action, AbortTransport)
-                    if self._links.pop(action.transport_id, None) is not None:
-                        self._actions.append(CloseTcp(action.transport_id, abort=True))
+                match action:
+                    case SendMessage(data=data, transport_id=tid):
+                        link = self._links.get(tid)
+                        if link is not None and link.phase is _WsPhase.OPEN:
+                            if isinstance(data, str):
+                                self._send_frame(tid, _TEXT, data.encode("utf-8"))
+                            else:
+                                self._send_frame(tid, _BINARY, data)
+                    case SetTimer() | RequestIdentify():
+                        self._actions.append(action)
+                    case OpenTransport():
+                        self._open(action, now)
+                    case CloseTransport():
+                        self._close(action, now)
+                    case AbortTransport(transport_id=tid):
+                        if self._links.pop(tid, None) is not None:
+                            self._actions.append(CloseTcp(tid, abort=True))
+                    case _:
+                        # A new action type is a type error here (mypy) and a loud failure
+                        # at run time, never silently dropped.
+                        assert_never(action)
             actions = gateway.next_actions()
 
     def _open(self, action: OpenTransport, now: float) -> None:
