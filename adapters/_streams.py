@@ -37,6 +37,8 @@ from gateway_proto import (
     UpdateVoiceState,
     shard_for_guild,
 )
+from gateway_proto._codecs._json import JsonCodec
+from gateway_proto._errors import DecodeError
 
 from .cli import printable
 
@@ -45,6 +47,8 @@ try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - exercised only where orjson is absent
     _orjson = None
+
+_JSON: Final = JsonCodec()
 
 #: The consumer group the nodes read their command streams with.
 NODES_GROUP: Final = "nodes"
@@ -153,27 +157,27 @@ class CommandRejected(LocalProtocolError):
 def encode_json(value: Any) -> bytes:
     """``value`` as compact JSON bytes, once; what JSON cannot hold is marked (``printable``).
 
-    orjson when installed. A payload that plain JSON cannot hold (an ETF map with integer
-    keys, an integer past 64 bits, NaN) is written in ``listen``'s marked form instead.
+    orjson when installed (what it refuses goes the slow way). A payload that plain JSON
+    cannot hold (an ETF map with integer keys, an integer past 64 bits, a lone surrogate)
+    is written in ``listen``'s marked form. One loss: orjson writes NaN and infinities
+    (which only a non-standard JSON payload can hold) as ``null``.
     """
     if _orjson is not None:
         try:
             return bytes(_orjson.dumps(value))
         except TypeError:
-            return bytes(_orjson.dumps(printable(value)))
-    try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError):
-        return json.dumps(printable(value), separators=(",", ":"), allow_nan=False).encode()
+            pass
+    return json.dumps(printable(value), separators=(",", ":"), allow_nan=False).encode()
 
 
 def decode_json(raw: bytes | str) -> Any:
-    """Parse JSON bytes; anything else is a :class:`~gateway_proto.StoreProtocolError`."""
+    """Parse JSON (the core's codec); anything else is a :class:`~gateway_proto.StoreProtocolError`.
+
+    As in the core, orjson reads an integer past 64 bits as the nearest float.
+    """
     try:
-        if _orjson is not None:
-            return _orjson.loads(raw)
-        return json.loads(raw)
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        return _JSON.loads(raw)
+    except DecodeError as exc:
         raise StoreProtocolError(f"a stream entry's JSON does not parse: {exc!s:.120}") from None
 
 

@@ -758,10 +758,6 @@ async def _consume(args: Any, app: str, out: TextIO) -> int:
     from .workers import Consumer  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, task.cancel)
     consumer = Consumer(
         redis_client(args.redis),
         StreamKeys(app),
@@ -771,6 +767,8 @@ async def _consume(args: Any, app: str, out: TextIO) -> int:
         count=args.count,
         claim_idle=args.claim_idle,
     )
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, consumer.stop)
     start = time.monotonic()
     try:
         async for delivery in consumer:
@@ -780,8 +778,6 @@ async def _consume(args: Any, app: str, out: TextIO) -> int:
             out.write(json_line(record) + "\n")
             out.flush()
             consumer.ack_later(delivery)
-    except asyncio.CancelledError:
-        pass
     finally:
         await consumer.aclose()
         await consumer.client.aclose()

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Final, Protocol, final
 
 import redis.asyncio
@@ -71,6 +71,7 @@ __all__ = [
     "RETRY_MAX",
     "RETRY_MIN",
     "SCRIPT_BATCH",
+    "Background",
     "CommandReader",
     "CommandRejected",
     "NodeFanout",
@@ -107,6 +108,50 @@ async def create_group(client: redis.asyncio.Redis, stream: str, group: str, *, 
     except StoreProtocolError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+@final
+class Background:
+    """A loop task that is stopped between Redis calls, never cancelled in one.
+
+    A ``redis.asyncio`` call cancelled while it waits for its answer can hang (its own
+    timeout is a cancellation too), so :meth:`close` asks the loop to stop, wakes it, and
+    waits up to ``grace`` seconds (a call's timeout) before it cancels as a last resort.
+    """
+
+    def __init__(self, wake: Callable[[], None] | None = None) -> None:
+        self._stop = asyncio.Event()
+        self._wake = wake
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`close` was called: the loop should return."""
+        return self._stop.is_set()
+
+    def start(self, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``run()`` on the running loop (once)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(run())
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless stopped meanwhile; whether the loop should return."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        return self.stopping
+
+    async def close(self, grace: float) -> None:
+        """Stop the loop: cooperatively within ``grace`` seconds, else by cancelling it."""
+        self._stop.set()
+        if self._wake is not None:
+            self._wake()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        done, _ = await asyncio.wait([task], timeout=grace)
+        if not done:
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)
 
 
 #: (shard id, session id, sequence) of the last dispatch of a shard Redis accepted.
@@ -163,7 +208,7 @@ class Publisher:
         self._space = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background(wake=self._ready.set)
         self._log = _FaultLog("event stream")
         #: Entries added, replays skipped by the marks, batches sent, failed attempts.
         self.added = 0
@@ -178,8 +223,7 @@ class Publisher:
 
     def start(self) -> None:
         """Start sending on the running loop."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._loop.start(self._run)
 
     async def publish(self, shard_id: int, session_id: str | None, event: DispatchReceived) -> None:
         """Queue one dispatch (its ``d`` encoded here, once); wait while the backlog is full."""
@@ -208,19 +252,22 @@ class Publisher:
 
     async def aclose(self) -> None:
         """Stop sending (what is pending stays unacknowledged: a resume replays it)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.close(grace=self.client_timeout + 1.0)
+
+    @property
+    def client_timeout(self) -> float:
+        """The client's socket timeout: how long one batch may take to be answered."""
+        timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        return float(timeout) if timeout else DEFAULT_TIMEOUT
 
     async def _run(self) -> None:
         delay = RETRY_MIN
-        while True:
+        while not self._loop.stopping:
             if not self._pending:
                 self._idle.set()
                 self._ready.clear()
                 await self._ready.wait()
+                continue
             batch = list(self._pending)
             self._pending.clear()
             self._inflight = len(batch)
@@ -230,7 +277,8 @@ class Publisher:
                 except CoordinationError as exc:
                     self.failures += 1
                     self._log.failed(exc)
-                    await asyncio.sleep(delay)
+                    if await self._loop.pause(delay):
+                        return
                     delay = min(delay * 2, RETRY_MAX)
                     continue
                 break
@@ -306,7 +354,7 @@ class CommandReader:
         self.block = block
         self.count = count
         self._streams = {keys.commands(shard_id): shard_id for shard_id in self.shards}
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background()
         self._log = _FaultLog("command streams")
         #: Commands sent on a shard, and commands refused (answered with the error).
         self.accepted = 0
@@ -314,21 +362,16 @@ class CommandReader:
 
     def start(self) -> None:
         """Start reading on the running loop."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._loop.start(self._run)
 
     async def aclose(self) -> None:
         """Stop reading (unanswered commands stay pending for the next node)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.close(grace=self.block + DEFAULT_TIMEOUT + 1.0)
 
     async def _run(self) -> None:
         delay = RETRY_MIN
         ready = False
-        while True:
+        while not self._loop.stopping:
             try:
                 if not ready:
                     await self._prepare()
@@ -336,7 +379,8 @@ class CommandReader:
                 await self._read_once()
             except CoordinationError as exc:
                 self._log.failed(exc)
-                await asyncio.sleep(delay)
+                if await self._loop.pause(delay):
+                    return
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             self._log.succeeded()

@@ -157,6 +157,7 @@ class Consumer:
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
         self._ready = False
+        self._stopped = False
         self._log = _FaultLog("event stream (consumer)")
         #: Entries delivered, of which claimed from others; entries trimmed before they were
         #: handled (the MAXLEN bound was too short for the group's lag); malformed entries.
@@ -185,12 +186,21 @@ class Consumer:
             await create_group(self.client, self.keys.events, self.group, start=self.start)
             self._ready = True
 
+    def stop(self) -> None:
+        """End the iteration after the read in progress (at most ``block`` seconds).
+
+        A signal handler may call it: the Redis call in flight is never cancelled (a
+        ``redis.asyncio`` call cancelled while it waits for its answer can hang).
+        Entries read but not yet yielded stay pending, and are claimed later.
+        """
+        self._stopped = True
+
     def __aiter__(self) -> AsyncIterator[Delivery]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Delivery]:
         delay = RETRY_MIN
-        while True:
+        while not self._stopped:
             if self._buffer:
                 self.delivered += 1
                 yield self._buffer.popleft()
