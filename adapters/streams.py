@@ -71,6 +71,7 @@ __all__ = [
     "RETRY_MAX",
     "RETRY_MIN",
     "SCRIPT_BATCH",
+    "Acknowledge",
     "Background",
     "CommandReader",
     "CommandRejected",
