@@ -96,15 +96,22 @@ class Delivery(NamedTuple):
 
 def parse_delivery(entry_id: object, fields: object, *, redelivered: bool = False) -> Delivery:
     """An event entry as a :class:`Delivery`; a malformed one is a ``StoreProtocolError``."""
-    values = field_map(fields)
     try:
-        shard_id = int(values["shard"])
-        seq = values["seq"]
-        name = text(values["t"])
-        session = text(values["session"])
-        data = decode_json(values["d"])
+        if type(fields) is dict and b"d" in fields:  # redis-py's usual shape: the fast path
+            shard, seq, name_raw, session_raw, raw = (
+                fields[b"shard"], fields[b"seq"], fields[b"t"], fields[b"session"], fields[b"d"]
+            )  # fmt: skip
+        else:
+            values = field_map(fields)
+            shard, seq, name_raw, session_raw, raw = (
+                values["shard"], values["seq"], values["t"], values["session"], values["d"]
+            )  # fmt: skip
+        shard_id = int(shard)
         sequence = int(seq) if seq else None
-    except (KeyError, ValueError) as exc:
+        name = name_raw.decode()
+        session = session_raw.decode()
+        data = decode_json(raw)
+    except (KeyError, ValueError, AttributeError) as exc:
         raise StoreProtocolError(
             f"not an event entry ({type(exc).__name__}: {exc!s:.60})"
         ) from None

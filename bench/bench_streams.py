@@ -209,7 +209,11 @@ def latency(url: str, rate: int, seconds: float) -> dict[str, float]:
             values = sorted(json.loads(out.strip().splitlines()[-1]))
         finally:
             node.terminate()
-            node.wait(20)
+            try:
+                node.wait(30)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                print("note: the node did not stop within 30 s of SIGTERM; killed")
             if worker.poll() is None:
                 worker.kill()
     return {
