@@ -137,6 +137,7 @@ class StreamKeys:
         return self._key("reply", command_id)
 
 
+@final
 class CommandRejected(LocalProtocolError):
     """A node refused a command from the command stream; the shard was never sent it.
 

@@ -1,6 +1,8 @@
 """The I/O half of the ``gateway-proto`` command: ``listen`` and the live ``demo``.
 
-``run`` runs a range of shards as one node of many processes, coordinated through Redis.
+``run`` runs a range of shards as one node of many processes, coordinated through Redis
+(``--publish``: its dispatches go to the bot's Redis stream); ``consume`` prints that
+stream as JSON lines, one consumer of a group.
 ``listen`` connects a real shard (to Discord or any compatible server) through the asyncio
 driver and prints one JSON line per event. ``demo`` starts the embedded loopback gateway
 from :mod:`gateway_proto.testing`, connects the real client to it over TCP, and scripts a

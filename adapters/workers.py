@@ -80,6 +80,7 @@ DEFAULT_CLAIM_IDLE: Final = 30.0
 DEFAULT_COMMANDS_MAXLEN: Final = 10_000
 
 
+@final
 class Delivery(NamedTuple):
     """One dispatch from the stream: the driver's event, its shard, and what acks it.
 

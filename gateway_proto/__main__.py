@@ -6,7 +6,8 @@ resume with replay, a server-requested reconnect. ``demo --virtual`` runs a long
 session in virtual time (a zombie connection, an invalidated session too). ``listen``
 connects a shard to Discord, or any compatible server, and prints events as JSON lines.
 ``run`` runs a range of shards as one node of a fleet sharing identify limits, shard leases
-and session snapshots through Redis.
+and session snapshots through Redis; with ``--publish`` it appends every dispatch to the
+bot's Redis stream for workers, and ``consume`` prints that stream as JSON lines.
 """
 
 from __future__ import annotations
