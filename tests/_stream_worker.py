@@ -26,8 +26,12 @@ async def main(url: str, app: str, group: str, name: str, claim_idle: float) -> 
         client, StreamKeys(app), group=group, name=name, claim_idle=claim_idle, count=200
     ) as consumer:
         print("ready", flush=True)
+        trimmed = 0
         async for delivery in consumer:
             await handle(consumer, delivery, name, last)
+            if consumer.trimmed != trimmed:  # entries trimmed before anyone handled them
+                trimmed = consumer.trimmed
+                await client.set(f"proof:trimmed:{name}", trimmed)
 
 
 async def handle(
