@@ -19,8 +19,10 @@ its own server on a free loopback port). ``--quick`` runs smaller sizes.
 3. **Added latency.** A LoopbackGateway emits MESSAGE_CREATEs at a fixed rate (10,000/s by
    default) with the wall-clock time of the send inside; a ``gateway-proto run --publish``
    process publishes them and a worker process's handler records ``now - sent``. p50, p99
-   and the max over the events after the first second. Every process shares the
-   machine's cores (gateway, node, redis-server, worker).
+   and the max over the events after the first second. The baseline is the same emission
+   read by ``gateway-proto listen`` (one JSON line per event on a pipe, read here), the path
+   without Redis. Every process shares the machine's cores (gateway, node, redis-server,
+   worker).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -161,14 +164,60 @@ async def latency_worker(url: str, app: str, total: int, skip: int) -> None:
     print(json.dumps(late[skip:]), flush=True)
 
 
+def emit_at(server: Any, rate: int, total: int) -> None:
+    """Emit ``total`` MESSAGE_CREATEs at ``rate`` per second, each with its send time."""
+    per_ms = max(rate // 1000, 1)
+    next_at = time.monotonic()
+    sent = 0
+
+    def emit(gw: Any) -> None:
+        for _ in range(per_ms):
+            gw.dispatch("MESSAGE_CREATE", {"sent": time.time(), "content": "hello " * 8})
+
+    while sent < total:
+        server.call(emit)
+        sent += per_ms
+        next_at += per_ms / rate
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    values = sorted(values)
+    return {
+        "events": len(values),
+        "p50": statistics.median(values),
+        "p99": values[int(len(values) * 0.99) - 1],
+        "max": values[-1],
+    }
+
+
+def wait_for_session(server: Any) -> None:
+    give_up = time.monotonic() + 30
+    while not server.call(lambda gw: gw.has_session(0)):
+        assert time.monotonic() < give_up, "the client did not start"
+        time.sleep(0.05)
+    time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        print(f"note: {process.args[3]} did not stop within 30 s of SIGTERM; killed")
+
+
 def latency(url: str, rate: int, seconds: float) -> dict[str, float]:
+    """Gateway send -> a worker's handler, through a publishing node and Redis."""
     from gateway_proto.testing import FakeGateway, LoopbackGateway
 
     total = int(rate * seconds)
     skip = rate  # the first second: connections warming up
     env = {**os.environ, "DISCORD_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
-    fake = FakeGateway(token=TOKEN, heartbeat_interval_ms=5000)
-    with LoopbackGateway(fake) as server:
+    with LoopbackGateway(FakeGateway(token=TOKEN, heartbeat_interval_ms=5000)) as server:
         server.recommended_shards = 1
         node = subprocess.Popen(
             [sys.executable, "-m", "gateway_proto", "run", "--shards", "0-0/1", "--redis", url,
@@ -182,47 +231,47 @@ def latency(url: str, rate: int, seconds: float) -> dict[str, float]:
         try:
             assert worker.stdout is not None
             assert worker.stdout.readline().strip() == "ready"
-            give_up = time.monotonic() + 30
-            while not server.call(lambda gw: gw.has_session(0)):
-                assert time.monotonic() < give_up, "the node did not start"
-                time.sleep(0.05)
-            time.sleep(0.5)
-            per_ms = max(rate // 1000, 1)
-            next_at = time.monotonic()
-            sent = 0
-
-            def emit(gw: Any) -> None:
-                for _ in range(per_ms):
-                    gw.dispatch(
-                        "MESSAGE_CREATE",
-                        {"sent": time.time(), "content": "hello " * 8, "id": str(sent)},
-                    )
-
-            while sent < total:
-                server.call(emit)
-                sent += per_ms
-                next_at += per_ms / rate
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+            wait_for_session(server)
+            emit_at(server, rate, total)
             out, _ = worker.communicate(timeout=60)
-            values = sorted(json.loads(out.strip().splitlines()[-1]))
         finally:
-            node.terminate()
-            try:
-                node.wait(30)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                print("note: the node did not stop within 30 s of SIGTERM; killed")
+            stop(node)
             if worker.poll() is None:
                 worker.kill()
-    return {
-        "events": len(values),
-        "p50": statistics.median(values),
-        "p99": values[int(len(values) * 0.99) - 1],
-        "max": values[-1],
-        "emitted_for": seconds,
-    }
+    return summary(json.loads(out.strip().splitlines()[-1]))
+
+
+def baseline(rate: int, seconds: float) -> dict[str, float]:
+    """Gateway send -> a ``gateway-proto listen`` line read here: the path without Redis."""
+    from gateway_proto.testing import FakeGateway, LoopbackGateway
+
+    total = int(rate * seconds)
+    env = {**os.environ, "DISCORD_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+    late: list[float] = []
+    with LoopbackGateway(FakeGateway(token=TOKEN, heartbeat_interval_ms=5000)) as server:
+        listen = subprocess.Popen(
+            [sys.executable, "-m", "gateway_proto", "listen", "--gateway-url", server.url],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+
+        def read() -> None:
+            assert listen.stdout is not None
+            for line in listen.stdout:
+                record = json.loads(line)
+                if record.get("name") == "MESSAGE_CREATE":
+                    late.append((time.time() - record["data"]["sent"]) * 1000)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            wait_for_session(server)
+            emit_at(server, rate, total)
+            give_up = time.monotonic() + 60
+            while len(late) < total and time.monotonic() < give_up:
+                time.sleep(0.05)
+        finally:
+            stop(listen)
+    return summary(late[rate:])
 
 
 def main() -> None:
@@ -262,12 +311,18 @@ def main() -> None:
                 f"(wall), {n / worker['cpu']:,.0f} per core of the worker"
             )
         seconds = 3.0 if args.quick else 6.0
-        result = latency(url, args.rate, seconds)
-        print(
-            f"added latency, gateway send -> worker handler, {args.rate:,}/s for {seconds:.0f} s "
-            f"({result['events']:,} events after the first second): p50 {result['p50']:.2f} ms, "
-            f"p99 {result['p99']:.2f} ms, max {result['max']:.2f} ms"
-        )
+        for what, result in (
+            (
+                "gateway send -> worker handler (node, Redis, worker)",
+                latency(url, args.rate, seconds),
+            ),
+            ("baseline: gateway send -> a listen line (no Redis)", baseline(args.rate, seconds)),
+        ):
+            print(
+                f"latency, {what}, {args.rate:,}/s for {seconds:.0f} s ({result['events']:,} "
+                f"events after the first second): p50 {result['p50']:.2f} ms, "
+                f"p99 {result['p99']:.2f} ms, max {result['max']:.2f} ms"
+            )
 
 
 if __name__ == "__main__":
