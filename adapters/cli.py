@@ -1,6 +1,8 @@
 """The I/O half of the ``gateway-proto`` command: ``listen`` and the live ``demo``.
 
-``run`` runs a range of shards as one node of many processes, coordinated through Redis.
+``run`` runs a range of shards as one node of many processes, coordinated through Redis
+(``--publish``: its dispatches go to the bot's Redis stream); ``consume`` prints that
+stream as JSON lines, one consumer of a group.
 ``listen`` connects a real shard (to Discord or any compatible server) through the asyncio
 driver and prints one JSON line per event. ``demo`` starts the embedded loopback gateway
 from :mod:`gateway_proto.testing`, connects the real client to it over TCP, and scripts a
@@ -66,6 +68,7 @@ __all__ = [
     "MARKERS",
     "MAX_DECIMAL_INT_BITS",
     "UsageError",
+    "consume_main",
     "event_record",
     "json_line",
     "listen_config",
@@ -562,6 +565,9 @@ async def run_node(
     debounce: float = 1.0,
     ssl_context: ssl.SSLContext | None = None,
     quiet: bool = False,
+    publish: str | None = None,
+    stream_maxlen: int | None = None,
+    max_pending: int | None = None,
 ) -> int:
     """Run ``configs`` as one node (docs/protocol.md §8, §11) until SIGINT/SIGTERM; an exit code.
 
@@ -570,8 +576,13 @@ async def run_node(
     ``shard``; a dispatch is acknowledged once its line is written (``commit_on_ack``), so a
     stored snapshot never runs ahead of what was printed. On a signal every shard closes
     resumably (4000) and its snapshot is stored: a replacement resumes them.
+
+    With ``publish`` (a Redis URL) dispatches go to the bot's event stream instead of
+    stdout, each acknowledged once Redis accepted it, and the workers' commands are read
+    from the shards' command streams (:class:`~gateway_proto.adapters.streams.NodeFanout`).
     """
     from .redis import AsyncRedisStore  # noqa: PLC0415 - needs the [redis] extra
+    from .streams import NodeFanout, StreamKeys, redis_client  # noqa: PLC0415 - likewise
 
     store = AsyncRedisStore.from_url(redis_url, KeySpace(app))
     coordinator = Coordinator(
@@ -596,6 +607,20 @@ async def run_node(
     )
     err.flush()
     by_id = {shard.gateway.config.shard[0]: shard for shard in group.shards}
+    fanout: NodeFanout | None = None
+    if publish is not None:
+        options: dict[str, Any] = {"maxlen": stream_maxlen}
+        if max_pending is not None:
+            options["max_pending"] = max_pending
+        fanout = NodeFanout(
+            redis_client(publish),
+            StreamKeys(app),
+            group.shards,
+            shard_count=first[1],
+            node=coordinator.node,
+            **options,
+        )
+        fanout.start()
     status = 0
     start = time.monotonic()
 
@@ -603,6 +628,8 @@ async def run_node(
         nonlocal status
         live = set(by_id)
         async for shard_id, event in group:
+            if fanout is not None and await fanout.handle(shard_id, event):
+                continue  # published; acknowledged once Redis has it
             if not quiet:
                 record = event_record(event, time.monotonic() - start)
                 record["shard"] = shard_id
@@ -621,6 +648,12 @@ async def run_node(
 
     consumer = loop.create_task(consume())
     await stop.wait()
+    if fanout is not None:
+        # Take no more events; what Redis accepts now is acknowledged before the snapshots
+        # are stored, and the rest is replayed by the next resume.
+        consumer.cancel()
+        if not await fanout.stop():
+            err.write("warning: some dispatches were not published; the next resume replays them\n")
     snapshots = await group.close(resumable=True)
     consumer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -654,11 +687,12 @@ def run_main(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> i
     """
     logging.basicConfig(level=logging.WARNING, stream=err, format="%(levelname)s %(message)s")
     try:
+        for option, url in (("--redis", args.redis), ("--publish", args.publish)):
+            if url is not None and not _usable_redis_url(url):
+                raise UsageError(f"{option} must be a redis://, rediss:// or unix:// URL")
+        fixed, node = _node_options(args)
         token = read_token(args.token_file, os.environ)
         intents = parse_intents(args.intents)
-        fixed, node = _node_options(args)
-        if urlsplit(args.redis).scheme not in ("redis", "rediss", "unix"):
-            raise UsageError("--redis must be a redis://, rediss:// or unix:// URL")
         if importlib.util.find_spec("redis") is None:
             raise UsageError(f"--redis needs the redis package: {install_hint('redis')}")
         if args.gateway_url is not None and not usable_ws_url(args.gateway_url):
@@ -712,8 +746,75 @@ def run_main(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> i
             lease_wait=args.lease_wait,
             ssl_context=context,
             quiet=args.quiet,
+            publish=args.publish,
+            stream_maxlen=None if args.stream_maxlen == 0 else args.stream_maxlen,
+            max_pending=args.max_pending,
         )
     )
+
+
+def _usable_redis_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        return parts.scheme == "unix" or (
+            parts.scheme in ("redis", "rediss") and bool(parts.hostname)
+        )
+    except ValueError:  # a malformed port or IPv6 address
+        return False
+
+
+def consume_main(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """``gateway-proto consume``: print the event stream's dispatches as JSON lines.
+
+    One consumer of ``--group`` (created at the stream's start, or at its end with
+    ``--from new``); each line is acknowledged once written. SIGINT/SIGTERM stop it with
+    status 0; a usage mistake is one line and status 2.
+    """
+    logging.basicConfig(level=logging.WARNING, stream=err, format="%(levelname)s %(message)s")
+    try:
+        if not _usable_redis_url(args.redis):
+            raise UsageError("--redis must be a redis://, rediss:// or unix:// URL")
+        if not args.group.strip():
+            raise UsageError("--group must name a consumer group")
+        if args.app_id:
+            app = app_key(application_id=args.app_id)
+        else:
+            app = app_key(token=read_token(args.token_file, os.environ))
+    except (UsageError, ValueError, LocalProtocolError) as exc:
+        err.write(f"gateway-proto consume: error: {exc}\n")
+        return EXIT_USAGE
+    return asyncio.run(_consume(args, app, out))
+
+
+async def _consume(args: Any, app: str, out: TextIO) -> int:
+    from .streams import StreamKeys, redis_client  # noqa: PLC0415 - needs the [redis] extra
+    from .workers import Consumer  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    consumer = Consumer(
+        redis_client(args.redis),
+        StreamKeys(app),
+        group=args.group,
+        name=args.consumer,
+        start="$" if args.start == "new" else "0",
+        count=args.count,
+        claim_idle=args.claim_idle,
+    )
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, consumer.stop)
+    start = time.monotonic()
+    try:
+        async for delivery in consumer:
+            record = event_record(delivery.event, time.monotonic() - start)
+            record.update(shard=delivery.shard_id, session_id=delivery.session_id)
+            record.update(id=delivery.entry_id, redelivered=delivery.redelivered)
+            out.write(json_line(record) + "\n")
+            out.flush()
+            consumer.ack_later(delivery)
+    finally:
+        await consumer.aclose()
+        await consumer.client.aclose()
+    return 0
 
 
 def serve_main(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:

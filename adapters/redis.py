@@ -1,4 +1,6 @@
-"""The coordination store on Redis (``pip install 'gateway-proto[redis]'``).
+"""The coordination store on Redis (the ``redis`` extra).
+
+``pip install 'gateway-proto[redis]'`` from PyPI, ``pip install '.[redis]'`` from a checkout.
 
 :class:`AsyncRedisStore` (``redis.asyncio``) and :class:`RedisStore` (blocking ``redis``)
 implement :class:`~gateway_proto._coordination.CoordinationStore`: every decision is one Lua

@@ -6,7 +6,8 @@ resume with replay, a server-requested reconnect. ``demo --virtual`` runs a long
 session in virtual time (a zombie connection, an invalidated session too). ``listen``
 connects a shard to Discord, or any compatible server, and prints events as JSON lines.
 ``run`` runs a range of shards as one node of a fleet sharing identify limits, shard leases
-and session snapshots through Redis.
+and session snapshots through Redis; with ``--publish`` it appends every dispatch to the
+bot's Redis stream for workers, and ``consume`` prints that stream as JSON lines.
 """
 
 from __future__ import annotations
@@ -152,6 +153,31 @@ def _unrecognized(extras: Sequence[str]) -> str:
     return message
 
 
+def _count(*, allow_zero: bool = False) -> Any:
+    """An argparse type: a whole number at least 1 (or 0 when allowed)."""
+
+    def parse(value: str) -> int:
+        lowest = 0 if allow_zero else 1
+        if not (value.isascii() and value.isdecimal() and len(value) <= 12):
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {lowest}")
+        if int(value) < lowest:
+            raise argparse.ArgumentTypeError(f"must be at least {lowest}")
+        return int(value)
+
+    return parse
+
+
+def _seconds(value: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number of seconds") from None
+    if not 0 < seconds < 86_400:
+        raise argparse.ArgumentTypeError("must be above 0 and below a day")
+    return seconds
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gateway-proto`` console script."""
     parser = _ArgumentParser(prog="gateway-proto", description=__doc__.splitlines()[0])
@@ -215,6 +241,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds to wait for a shard another process holds before failing",
     )
     run.add_argument("--quiet", action="store_true", help="print no event lines")
+    run.add_argument(
+        "--publish",
+        metavar="REDIS_URL",
+        help="append every dispatch to the bot's Redis stream (acknowledged once Redis has it) "
+        "and run the workers' commands, instead of printing dispatches",
+    )
+    run.add_argument(
+        "--stream-maxlen",
+        type=_count(allow_zero=True),
+        default=1_000_000,
+        help="the event stream's MAXLEN ~ bound (0: never trimmed; default 1000000)",
+    )
+    run.add_argument(
+        "--max-pending",
+        type=_count(),
+        default=10_000,
+        help="dispatches held unpublished before the node stops reading (default 10000)",
+    )
+    consume = commands.add_parser(
+        "consume",
+        help="print the Redis event stream's dispatches as JSON lines (a consumer group member)",
+    )
+    consume.add_argument("--redis", required=True, help="redis://host:port/db of the stream")
+    consume.add_argument("--group", required=True, help="the consumer group to read in")
+    consume.add_argument("--consumer", help="this consumer's name (default: host-pid-random)")
+    consume.add_argument(
+        "--token-file", help="the bot token, to name its keys (default: $DISCORD_TOKEN)"
+    )
+    consume.add_argument("--app-id", help="the bot's id its keys are filed under (no token)")
+    consume.add_argument(
+        "--from",
+        dest="start",
+        choices=["start", "new"],
+        default="start",
+        help="where a new group starts: the stream's first entry or its next one",
+    )
+    consume.add_argument("--count", type=_count(), default=100, help="entries per read")
+    consume.add_argument(
+        "--claim-idle",
+        type=_seconds,
+        default=30.0,
+        help="seconds before a dead consumer's entries are claimed (default 30)",
+    )
     serve = commands.add_parser(
         "serve", help="serve the test kit's gateway on loopback (to try `run` without Discord)"
     )
@@ -223,9 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--max-concurrency", type=int, default=1, help="identify buckets")
     args, extras = parser.parse_known_args(argv)
     if extras:
-        {"listen": listen, "run": run, "serve": serve}.get(args.command, demo).error(
-            _unrecognized(extras)
-        )
+        {"listen": listen, "run": run, "serve": serve, "consume": consume}.get(
+            args.command, demo
+        ).error(_unrecognized(extras))
     if args.command == "demo" and args.virtual:
         return run_demo(args.seed, sys.stdout)
     import asyncio  # noqa: PLC0415 - the I/O half is only loaded when it runs
@@ -241,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(cli.run_main(args))
     if args.command == "serve":
         return int(cli.serve_main(args))
+    if args.command == "consume":
+        return int(cli.consume_main(args))
     try:
         return int(asyncio.run(cli.run_demo(sys.stdout)))
     except KeyboardInterrupt:  # before the demo's signal handlers were installed

@@ -19,6 +19,11 @@ Each fenced block is one test, named after its section (``connecting-a-bot-1``):
   violation). Any other line fails the test.
 * A ``run_node`` coroutine (the cluster's Python API) is run against a real Redis and a
   loopback gateway of two shards, stopped, and must leave both snapshots stored.
+* The "Fan-out through Redis Streams" block: ``gateway-proto run --publish`` nodes are
+  waited on until they print their sessions, ``gateway-proto consume`` lines until they
+  print a MESSAGE_CREATE from the stream, then all get Ctrl-C (exit 0). A ``run_worker``
+  coroutine is run against a real Redis and a publishing node of two shards: a dispatch
+  must reach it and its command must reach the guild's shard.
 * A block that cannot run offline carries ``<!-- not-run: why -->`` on the line above its
   fence: the test is skipped with that reason. Any other block fails, so a new README block
   cannot go untested without saying why.
@@ -297,6 +302,12 @@ def is_message(line: str) -> bool:
     return record is not None and record.get("name") == "MESSAGE_CREATE"
 
 
+def is_session(line: str) -> bool:
+    """Whether ``line`` is the record of a session that started or resumed."""
+    record = event_line(line)
+    return record is not None and record.get("event") in ("SessionStarted", "SessionResumed")
+
+
 # -- the offline gateway of "Trying it offline" ------------------------------------------------
 
 
@@ -410,6 +421,72 @@ def run_cluster_node(run_node: Callable[..., Any]) -> None:
         assert server.call(lambda gw: list(gw.violations)) == []
 
 
+def run_stream_worker(run_worker: Callable[..., Any]) -> None:
+    """Run the README's ``run_worker`` against a real Redis and a publishing node of 2 shards.
+
+    The node is a ShardGroup with a NodeFanout (what ``run --publish`` runs). A "!members"
+    MESSAGE_CREATE must reach the worker through the stream, and the worker's
+    RequestGuildMembers must reach the guild's shard (the gateway answers with a
+    GUILD_MEMBERS_CHUNK); once ``stop`` is set the worker must return.
+    """
+    from _redis_server import redis_server
+    from gateway_proto.adapters.asyncio import ShardGroup
+    from gateway_proto.adapters.streams import NodeFanout, StreamKeys, redis_client
+
+    from gateway_proto import GatewayConfig, Intents, app_key, shard_for_guild
+    from gateway_proto.testing import FakeGateway, LoopbackGateway
+
+    token, guild = "offline-token", "81384788765712384"
+    fake = FakeGateway(token=token)
+    fake.members[guild] = [{"user": {"id": "1", "username": "someone"}}]
+
+    def chunks(gw: Any) -> int:
+        return sum(name == "GUILD_MEMBERS_CHUNK" for r in gw.sessions for _, name, _ in r.log)
+
+    with redis_server() as (url, _), LoopbackGateway(fake) as server:
+
+        async def scenario() -> None:
+            configs = [
+                GatewayConfig(
+                    token=token, intents=Intents.GUILDS, shard=(i, 2), url=server.url,
+                    commit_on_ack=True,
+                )
+                for i in range(2)
+            ]  # fmt: skip
+            async with ShardGroup(configs) as group:
+                fanout = NodeFanout(
+                    redis_client(url), StreamKeys(app_key(token=token)), group.shards,
+                    shard_count=2, node="readme",
+                )  # fmt: skip
+                fanout.start()
+
+                async def pump() -> None:
+                    async for shard_id, event in group:
+                        await fanout.handle(shard_id, event)
+
+                pumping = asyncio.ensure_future(pump())
+                stop = asyncio.Event()
+                worker = asyncio.ensure_future(run_worker(url, token, 2, stop))
+                give_up = time.monotonic() + WAIT
+                while server.call(lambda gw: gw.identifies) < 2:
+                    assert time.monotonic() < give_up, "the node never started both shards"
+                    await asyncio.sleep(0.05)
+                data = {"content": "!members", "guild_id": guild}
+                shard = shard_for_guild(guild, 2)
+                server.call(lambda gw: gw.dispatch("MESSAGE_CREATE", data, shard=shard))
+                while server.call(chunks) < 1:
+                    assert not worker.done(), worker.exception()
+                    assert time.monotonic() < give_up, "the worker's command never arrived"
+                    await asyncio.sleep(0.05)
+                stop.set()
+                await asyncio.wait_for(worker, WAIT)
+                assert await fanout.stop()
+                pumping.cancel()
+
+        asyncio.run(scenario())
+        assert server.call(lambda gw: list(gw.violations)) == []
+
+
 # -- running one block -----------------------------------------------------------------------
 
 
@@ -424,6 +501,8 @@ def run_python_block(block: Block, directory: Path) -> None:
         run_bot(main, exec_block(block_defining("offline_gateway")), directory)
     if inspect.iscoroutinefunction(namespace.get("run_node")):
         run_cluster_node(namespace["run_node"])
+    if inspect.iscoroutinefunction(namespace.get("run_worker")):
+        run_stream_worker(namespace["run_worker"])
     for name, value in namespace.items():
         if name.startswith("test_") and callable(value):
             value()
@@ -461,6 +540,8 @@ def run_shell_block(block: Block, directory: Path) -> None:
         port = stack.enter_context(offline_script(directory))[1] if needs_server else 0
         serve: Proc | None = None
         nodes: list[Proc] = []
+        consumers: list[Proc] = []
+        publishing: list[Proc] = []
         for text in lines:
             line = text.replace("{port}", str(port))
             for readme_port, ours in ports.items():
@@ -480,13 +561,14 @@ def run_shell_block(block: Block, directory: Path) -> None:
                     running(command("gateway-proto") + argv[1:], cwd=directory, env=env)
                 )
                 serve.wait_for_line(lambda out: out.startswith("gateway on "))
-            elif argv[:2] == ["gateway-proto", "run"]:
+            elif argv[:2] in (["gateway-proto", "run"], ["gateway-proto", "consume"]):
                 env = clean_env(**assignments)
-                nodes.append(
-                    stack.enter_context(
-                        running(command("gateway-proto") + argv[1:], cwd=directory, env=env)
-                    )
+                proc = stack.enter_context(
+                    running(command("gateway-proto") + argv[1:], cwd=directory, env=env)
                 )
+                (consumers if argv[1] == "consume" else nodes).append(proc)
+                if "--publish" in argv:
+                    publishing.append(proc)
             elif argv[:1] == ["echo"] and ">" in line:
                 subprocess.run(["bash", "-c", line], cwd=directory, check=True, env=clean_env())
             elif argv[:2] == ["gateway-proto", "listen"]:
@@ -505,11 +587,15 @@ def run_shell_block(block: Block, directory: Path) -> None:
                     f"{where}\ntest_readme cannot run this line: teach it, or mark the block "
                     "with <!-- not-run: why --> on the line above its fence"
                 )
-        for node in nodes:  # side by side, as in their own terminals
-            node.wait_for_line(is_message)
+        # Side by side, as in their own terminals: a node prints its MESSAGE_CREATEs, or
+        # with --publish its sessions (the dispatches go to the stream, which consume prints).
         for node in nodes:
-            assert node.interrupt() == 0, node.describe()
-            assert "Traceback" not in node.stderr, node.describe()
+            node.wait_for_line(is_session if node in publishing else is_message)
+        for consumer in consumers:
+            consumer.wait_for_line(is_message)
+        for proc in consumers + nodes:
+            assert proc.interrupt() == 0, proc.describe()
+            assert "Traceback" not in proc.stderr, proc.describe()
         if serve is not None:
             assert serve.interrupt() == 0, serve.describe()
             assert any("rule violations 0" in out for out in serve.lines), serve.describe()
