@@ -10,11 +10,14 @@ once a dispatch's handlers have finished; a routed shard (or group) refuses to b
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from gateway_proto.adapters import asyncio as aio
+from gateway_proto.adapters import threads as th
 from gateway_proto.adapters._driver_core import ShardStateError
 
 from gateway_proto import (
@@ -54,6 +57,17 @@ def send_messages(server: LoopbackGateway) -> None:
     """Three MESSAGE_CREATE, n=1..3, to every connected shard."""
     for n in range(1, COUNT + 1):
         server.call(lambda gw, n=n: gw.dispatch("MESSAGE_CREATE", {"n": n}))
+
+
+def dispatch_to_both(server: LoopbackGateway) -> None:
+    """MESSAGE_CREATE n=1..3 to shard 0 and to shard 1 of a group of two."""
+    for n in range(1, COUNT + 1):
+        for shard_id in (0, 1):
+            server.call(
+                lambda gw, n=n, shard_id=shard_id: gw.dispatch(
+                    "MESSAGE_CREATE", {"n": n, "shard": shard_id}, shard=shard_id
+                )
+            )
 
 
 class Record:
@@ -151,15 +165,7 @@ def test_asyncio_group_routes_every_shard_and_refuses_iteration(server: Loopback
             async with asyncio.timeout(15):
                 while len(ready) < 2:
                     await asyncio.sleep(0.02)
-                for n in range(1, COUNT + 1):
-                    server.call(
-                        lambda gw, n=n: [
-                            gw.dispatch(
-                                "MESSAGE_CREATE", {"n": n, "shard": shard_id}, shard=shard_id
-                            )
-                            for shard_id in (0, 1)
-                        ]
-                    )
+                dispatch_to_both(server)
                 while sum(map(len, handled.values())) < 2 * COUNT:
                     await asyncio.sleep(0.02)
             return await group.close(resumable=True)
@@ -167,3 +173,107 @@ def test_asyncio_group_routes_every_shard_and_refuses_iteration(server: Loopback
     snapshots = asyncio.run(main())
     assert handled == {0: [1, 2, 3], 1: [1, 2, 3]}
     assert [s.sequence for s in snapshots if s is not None] == [COUNT + 1, COUNT + 1]
+
+
+# -- threads ----------------------------------------------------------------------------------
+
+
+def test_threads_shard_routes_on_its_thread_acks_after_handlers_and_close_waits(
+    server: LoopbackGateway,
+) -> None:
+    record = Record()
+    router = Router()
+    started, entered = threading.Event(), threading.Event()
+    slow_done: list[bool] = []
+    threads: set[str] = set()
+    shards: list[th.Shard] = []
+
+    @router.on("MESSAGE_CREATE")
+    def on_message(data: Any) -> None:
+        threads.add(threading.current_thread().name)
+        record.handled.append(data["n"])
+        record.checkpoints.append(record.checkpoint(shards[0].gateway))
+        if data["n"] == 2:
+            raise ZeroDivisionError("a handler that fails")
+        if data["n"] == COUNT:
+            entered.set()
+            time.sleep(0.2)  # close() must wait for this
+            slow_done.append(True)
+
+    router.on(HandlerFailed)(record.failures.append)
+    router.on(SessionStarted)(lambda event: started.set())
+    shard = th.Shard(config_for(server), router=router)
+    shards.append(shard)
+    with shard:
+        with pytest.raises(ShardStateError, match="router"):
+            shard.events()
+        assert started.wait(10)
+        send_messages(server)
+        assert entered.wait(10)
+        snapshot = shard.close(resumable=True)
+        assert slow_done  # close() returned with the slow handler finished
+    record.check(slow_done=bool(slow_done))
+    assert threads == {"gateway-shard-0"}  # on the shard's own thread
+    assert snapshot is not None
+    assert snapshot.sequence == COUNT + 1
+
+
+def test_threads_router_and_on_event_are_refused_and_a_group_routes_every_shard(
+    server: LoopbackGateway,
+) -> None:
+    router = Router()
+    with pytest.raises(ValueError, match="router= or on_event="):
+        th.Shard(config_for(server), router=router, on_event=print)
+    with pytest.raises(ValueError, match="router= or on_event="):
+        th.ShardGroup([config_for(server)], router=router, on_event=print)
+    handled: dict[int, list[int]] = {0: [], 1: []}
+    failed: list[HandlerFailed] = []
+    lock = threading.Lock()
+    ready = threading.Semaphore(0)
+    done = threading.Semaphore(0)
+
+    @router.on("MESSAGE_CREATE")
+    def on_message(data: Any) -> None:
+        with lock:
+            handled[data["shard"]].append(data["n"])
+        done.release()
+
+    router.on(SessionStarted)(lambda event: ready.release())
+    router.on(HandlerFailed)(failed.append)
+    configs = [config_for(server, (0, 2)), config_for(server, (1, 2))]
+    group = th.ShardGroup(configs, router=router, scheduler=IdentifyScheduler(max_concurrency=2))
+    with group:
+        with pytest.raises(ShardStateError, match="router"):
+            group.events()
+        assert ready.acquire(timeout=10) and ready.acquire(timeout=10)
+        dispatch_to_both(server)
+        for _ in range(2 * COUNT):
+            assert done.acquire(timeout=10)
+        snapshots = group.close(resumable=True)
+    assert handled == {0: [1, 2, 3], 1: [1, 2, 3]}
+    assert failed == []
+    assert [s.sequence for s in snapshots if s is not None] == [COUNT + 1, COUNT + 1]
+
+
+def test_threads_an_async_handler_is_a_handler_failed_and_the_shard_goes_on(
+    server: LoopbackGateway,
+) -> None:
+    async_router = Router()
+
+    @async_router.on("MESSAGE_CREATE")
+    async def refused(data: Any) -> None:
+        raise AssertionError("never awaited under threads")
+
+    async_failures: list[HandlerFailed] = []
+    async_router.on(HandlerFailed)(async_failures.append)
+    async_ready = threading.Event()
+    async_router.on(SessionStarted)(lambda event: async_ready.set())
+    with th.Shard(config_for(server), router=async_router) as shard:
+        assert async_ready.wait(10)
+        send_messages(server)
+        deadline = time.monotonic() + 10
+        while len(async_failures) < COUNT and time.monotonic() < deadline:
+            time.sleep(0.01)
+        snapshot = shard.close(resumable=True)
+    assert [type(f.error) for f in async_failures] == [TypeError] * COUNT
+    assert snapshot is not None and snapshot.sequence == COUNT + 1
