@@ -457,7 +457,12 @@ async def route_events(
     it as a :class:`~gateway_proto.HandlerFailed`). ``observe`` sees each event first (a
     group's session store, which tracks snapshots by event).
     """
-    async for event in events:
+    while True:
+        # __anext__, not ``async for``: a routed shard's __aiter__ refuses (see ROUTED).
+        try:
+            event = await events.__anext__()
+        except StopAsyncIteration:
+            break
         if observe is not None:
             observe(event)
         await router.feed(event, ack=ack)

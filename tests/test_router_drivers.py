@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import trio
 from gateway_proto.adapters import asyncio as aio
 from gateway_proto.adapters import threads as th
+from gateway_proto.adapters import trio as tr
 from gateway_proto.adapters._driver_core import ShardStateError
 
 from gateway_proto import (
@@ -277,3 +279,112 @@ def test_threads_an_async_handler_is_a_handler_failed_and_the_shard_goes_on(
         snapshot = shard.close(resumable=True)
     assert [type(f.error) for f in async_failures] == [TypeError] * COUNT
     assert snapshot is not None and snapshot.sequence == COUNT + 1
+
+
+# -- trio -------------------------------------------------------------------------------------
+
+
+def test_trio_shard_routes_in_order_acks_after_handlers_and_close_waits(
+    server: LoopbackGateway,
+) -> None:
+    record = Record()
+    router = Router()
+    started, entered = trio.Event(), trio.Event()
+    slow_done: list[bool] = []
+    shards: list[tr.Shard] = []
+
+    @router.on("MESSAGE_CREATE")
+    async def on_message(data: Any) -> None:
+        record.handled.append(data["n"])
+        record.checkpoints.append(record.checkpoint(shards[0].gateway))
+        if data["n"] == 2:
+            raise ZeroDivisionError("a handler that fails")
+        if data["n"] == COUNT:
+            entered.set()
+            await trio.sleep(0.2)  # close() must wait for this
+            slow_done.append(True)
+
+    router.on(HandlerFailed)(record.failures.append)
+    router.on(SessionStarted)(lambda event: started.set())
+
+    async def main() -> int | None:
+        with pytest.raises(ValueError, match="in-order"):
+            tr.Shard(config_for(server), router=Router(concurrency=2))
+        with pytest.raises(ValueError, match="in-order"):
+            tr.ShardGroup([config_for(server)], router=Router(concurrency=2))
+        async with tr.Shard(config_for(server), router=router) as shard:
+            shards.append(shard)
+            with pytest.raises(ShardStateError, match="router"):
+                shard.__aiter__()
+            with trio.fail_after(10):
+                await started.wait()
+                send_messages(server)
+                await entered.wait()
+            snapshot = await shard.close(resumable=True)
+            assert slow_done  # close() returned with the slow handler finished
+            return None if snapshot is None else snapshot.sequence
+
+    sequence = trio.run(main)
+    record.check(slow_done=bool(slow_done))
+    assert sequence == COUNT + 1
+
+
+def test_trio_group_routes_every_shard_and_refuses_iteration(server: LoopbackGateway) -> None:
+    router = Router()
+    handled: dict[int, list[int]] = {0: [], 1: []}
+    ready: list[int] = []
+
+    @router.on("MESSAGE_CREATE")
+    def on_message(data: Any) -> None:
+        handled[data["shard"]].append(data["n"])
+
+    router.on(SessionStarted)(lambda event: ready.append(1))
+
+    async def main() -> list[Any]:
+        configs = [config_for(server, (0, 2)), config_for(server, (1, 2))]
+        scheduler = IdentifyScheduler(max_concurrency=2)
+        async with tr.ShardGroup(configs, router=router, scheduler=scheduler) as group:
+            with pytest.raises(ShardStateError, match="router"):
+                group.__aiter__()
+            with trio.fail_after(10):
+                while len(ready) < 2:
+                    await trio.sleep(0.02)
+                dispatch_to_both(server)
+                while sum(map(len, handled.values())) < 2 * COUNT:
+                    await trio.sleep(0.02)
+            return await group.close(resumable=True)
+
+    snapshots = trio.run(main)
+    assert handled == {0: [1, 2, 3], 1: [1, 2, 3]}
+    assert [s.sequence for s in snapshots if s is not None] == [COUNT + 1, COUNT + 1]
+
+
+def test_asyncio_concurrent_router_close_waits_for_join_and_acks_in_order(
+    server: LoopbackGateway,
+) -> None:
+    """Router(concurrency=2): handlers overlap, yet close() returns after router.join() and
+    the checkpoint covers every dispatch, moved in sequence order."""
+    router = Router(concurrency=2)
+    started = asyncio.Event()
+    finished: list[int] = []
+    router.on(SessionStarted)(lambda event: started.set())
+
+    @router.on("MESSAGE_CREATE")
+    async def on_message(data: Any) -> None:
+        await asyncio.sleep(0.05 * (COUNT - data["n"] + 1))  # the first finishes last
+        finished.append(data["n"])
+
+    async def main() -> int | None:
+        async with aio.Shard(config_for(server), router=router) as shard:
+            async with asyncio.timeout(10):
+                await started.wait()
+                send_messages(server)
+                while shard.gateway.sequence != COUNT + 1:
+                    await asyncio.sleep(0.01)
+            snapshot = await shard.close(resumable=True)
+            return None if snapshot is None else snapshot.sequence
+
+    sequence = asyncio.run(main())
+    assert sorted(finished) == [1, 2, 3]
+    assert finished != [1, 2, 3]  # they overlapped
+    assert sequence == COUNT + 1
