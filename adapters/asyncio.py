@@ -24,6 +24,10 @@ websocket layer; past ``write_hard_limit`` buffered bytes the transport is abort
 :class:`~gateway_proto.WriteBufferOverflow`. A graceful close still unfinished after the
 configuration's ``close_timeout`` is aborted.
 
+Handlers: ``Shard(config, router=router)`` hands every event to a
+:class:`~gateway_proto.Router` from one task of the shard instead of ``async for`` (see
+:class:`Shard`; the shared part is :func:`~gateway_proto.adapters._driver_core.route_events`).
+
 Two transports: the built-in TCP/TLS one (:class:`gateway_proto.ws.WebSocketConnection`
 over ``loop.create_connection``), or any websocket client that sends and receives whole
 messages, through a :data:`Connector`: :func:`websockets_connector` (the ``websockets``

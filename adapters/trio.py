@@ -51,6 +51,10 @@ the core is told; when the application has taken the backlog down to half, ``__a
 posts a resume to the main task. A graceful close gets the configuration's
 ``close_timeout`` (the link's cancel scope deadline); then the link is reset.
 
+Handlers: ``Shard(config, router=router)`` hands every event to a
+:class:`~gateway_proto.Router` from one task of the shard instead of ``async for`` (see
+:class:`Shard`; the shared part is :func:`~gateway_proto.adapters._driver_core.route_events`).
+
 Two transports: the built-in TCP/TLS one, or any websocket client that sends and receives
 whole messages, through a :data:`Connector` returning a :class:`MessageTransport` (the same
 shape as :mod:`gateway_proto.adapters.asyncio`'s). :func:`trio_websocket_connector` (the

@@ -388,3 +388,40 @@ def test_asyncio_concurrent_router_close_waits_for_join_and_acks_in_order(
     assert sorted(finished) == [1, 2, 3]
     assert finished != [1, 2, 3]  # they overlapped
     assert sequence == COUNT + 1
+
+
+def test_asyncio_slow_handlers_hold_reading_as_a_slow_async_for_would(
+    server: LoopbackGateway,
+) -> None:
+    """The routing task takes events where ``async for`` does: handlers that wait fill the
+    backlog, reading pauses at ``max_backlog``, and resumes once they catch up."""
+    router = Router()
+    started, release = asyncio.Event(), asyncio.Event()
+    handled: list[int] = []
+    router.on(SessionStarted)(lambda event: started.set())
+
+    @router.on("MESSAGE_CREATE")
+    async def on_message(data: Any) -> None:
+        await release.wait()
+        handled.append(data["n"])
+
+    total = 20
+
+    async def main() -> bool:
+        limits = aio.FlowLimits(max_backlog=4)
+        async with aio.Shard(config_for(server), router=router, limits=limits) as shard:
+            async with asyncio.timeout(10):
+                await started.wait()
+                for n in range(total):
+                    server.call(lambda gw, n=n: gw.dispatch("MESSAGE_CREATE", {"n": n}))
+                while not shard.reading_paused:
+                    await asyncio.sleep(0.01)
+                paused_at = shard.backlog
+                release.set()
+                while len(handled) < total:
+                    await asyncio.sleep(0.01)
+            assert paused_at >= limits.max_backlog
+            return shard.reading_paused
+
+    assert asyncio.run(main()) is False
+    assert handled == list(range(total))
