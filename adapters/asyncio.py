@@ -304,8 +304,9 @@ class Shard(ShardBase):
         With ``resumable=True`` the session stays alive on Discord's side (close 4000) and
         its :class:`SessionSnapshot` is returned for a cold resume; otherwise the session
         ends (close 1000) and ``None`` is returned. A routed shard's handlers have finished
-        when it returns (called from a handler, it does not wait for that handler's own
-        dispatch).
+        when it returns. Called from a handler of an in-order router it does not wait for
+        that handler's own dispatch; with ``Router(concurrency=N)`` a handler must not
+        await it (the router waits for that handler): start it as a task instead.
         """
         core = self._core
         if self._done is None:
