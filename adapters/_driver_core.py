@@ -24,14 +24,18 @@ identify gate, hand events to the application. The core owns the rest
 The reader and writer of a :class:`~gateway_proto.adapters._common.MessageTransport`
 (:func:`read_messages`, :func:`write_messages`) are here too: the asyncio and trio drivers
 run them in their own tasks and differ only in how they wait.
+
+So is what a shard built with ``router=`` does with its events (:class:`ShardBase`,
+:func:`route_events`): every driver hands them to the :class:`~gateway_proto.Router` where
+the application would have taken them, and refuses to be iterated as well.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, assert_never, final
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Final, assert_never, final
 
 import attrs
 
@@ -53,6 +57,10 @@ from gateway_proto import (
 )
 from gateway_proto.ws import CloseTcp, OpenTcp, SendBytes, WebSocketConnection
 
+if TYPE_CHECKING:
+    from gateway_proto import Router
+    from gateway_proto._router import Ack
+
 from ._common import (
     DriverAction,
     FlowLimits,
@@ -64,6 +72,7 @@ from ._common import (
 
 __all__ = [
     "ABORT_CLOSE",
+    "ROUTED",
     "DriverCore",
     "Feed",
     "GroupSettings",
@@ -72,8 +81,10 @@ __all__ = [
     "ShardBase",
     "ShardStateError",
     "TcpIO",
+    "check_delivery",
     "connect_failed",
     "read_messages",
+    "route_events",
     "write_messages",
 ]
 
@@ -374,11 +385,35 @@ class DriverCore:
 class ShardBase:
     """What a shard shows the application the same way in every driver.
 
-    A driver's ``Shard`` sets ``_core`` and ``_limits``.
+    A driver's ``Shard`` sets ``_core`` and ``_limits``, and ``_router`` when it was built
+    with ``router=``.
     """
 
     _core: DriverCore
     _limits: FlowLimits
+    _router: Router | None = None
+
+    @property
+    def router(self) -> Router | None:
+        """The :class:`~gateway_proto.Router` this shard hands its events to, if any."""
+        return self._router
+
+    def _router_ack(self) -> Ack | None:
+        """What the router acknowledges with: the core's, only with ``commit_on_ack``.
+
+        Without it the core moves its checkpoint itself and refuses acknowledgements.
+        """
+        gateway = self._core.gateway
+        return gateway.acknowledge if gateway.config.commit_on_ack else None
+
+    def _check_unrouted(self) -> None:
+        """Raise :class:`ShardStateError` if a router takes this shard's events.
+
+        Two consumers would split the events between them (and acknowledge out of order),
+        so a routed shard cannot be iterated as well.
+        """
+        if self._router is not None:
+            raise ShardStateError(ROUTED)
 
     @property
     def gateway(self) -> GatewayConnection:
@@ -398,6 +433,54 @@ class ShardBase:
     def reading_paused(self) -> bool:
         """Whether reading is held because the backlog reached ``limits.max_backlog``."""
         return self._core.reading_paused
+
+
+#: Why a shard (or group) built with ``router=`` cannot be iterated.
+ROUTED: Final = (
+    "this shard hands its events to its router (router=...): it cannot be iterated too; "
+    "register handlers on the router instead"
+)
+
+
+async def route_events(
+    router: Router,
+    events: AsyncIterator[Event],
+    ack: Ack | None,
+    observe: Callable[[Event], None] | None = None,
+) -> None:
+    """The consumer task of a routed shard (asyncio and trio): feed, then wait for the router.
+
+    ``events`` is the shard's own iterator, so the backlog bound and the read back-pressure
+    are those of ``async for``: a slow handler holds reading exactly as a slow loop body
+    would. It ends after :class:`~gateway_proto.Terminated`, then waits for the dispatches
+    a concurrent router still runs. A handler's error never reaches here (the router reports
+    it as a :class:`~gateway_proto.HandlerFailed`). ``observe`` sees each event first (a
+    group's session store, which tracks snapshots by event).
+    """
+    while True:
+        # __anext__, not ``async for``: a routed shard's __aiter__ refuses (see ROUTED).
+        try:
+            event = await events.__anext__()
+        except StopAsyncIteration:
+            break
+        if observe is not None:
+            observe(event)
+        await router.feed(event, ack=ack)
+    await router.join()
+
+
+def check_delivery(router: object, on_event: object) -> None:
+    """Refuse ``router=`` with ``on_event=`` (threads): each would take every event.
+
+    Raises:
+        ValueError: both were given.
+
+    """
+    if router is not None and on_event is not None:
+        raise ValueError(
+            "pass router= or on_event=, not both (an on_event callback can call "
+            "router.dispatch itself)"
+        )
 
 
 # -- a websocket from another library -------------------------------------------------------

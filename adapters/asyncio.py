@@ -24,6 +24,10 @@ websocket layer; past ``write_hard_limit`` buffered bytes the transport is abort
 :class:`~gateway_proto.WriteBufferOverflow`. A graceful close still unfinished after the
 configuration's ``close_timeout`` is aborted.
 
+Handlers: ``Shard(config, router=router)`` hands every event to a
+:class:`~gateway_proto.Router` from one task of the shard instead of ``async for`` (see
+:class:`Shard`; the shared part is :func:`~gateway_proto.adapters._driver_core.route_events`).
+
 Two transports: the built-in TCP/TLS one (:class:`gateway_proto.ws.WebSocketConnection`
 over ``loop.create_connection``), or any websocket client that sends and receives whole
 messages, through a :data:`Connector`: :func:`websockets_connector` (the ``websockets``
@@ -35,11 +39,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
-from typing import Any, final
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, final
 
 from gateway_proto import (
     Command,
@@ -74,6 +79,7 @@ from ._common import (
 )
 from ._driver_core import (
     ABORT_CLOSE,
+    ROUTED,
     DriverCore,
     GroupSettings,
     MessageIO,
@@ -83,9 +89,13 @@ from ._driver_core import (
     TcpIO,
     connect_failed,
     read_messages,
+    route_events,
     write_messages,
 )
 from .cluster import Coordinator, SessionStore, snapshot_source
+
+if TYPE_CHECKING:
+    from gateway_proto import Router
 
 __all__ = [
     "IDENTIFY_MARGIN",
@@ -160,15 +170,23 @@ class Shard(ShardBase):
         snapshot: resume this session on the first connection (a cold resume).
         limits: the backlog and write bounds (see the module doc); the defaults of
             :class:`FlowLimits` when omitted.
+        router: hand every event to this :class:`~gateway_proto.Router` instead of
+            ``async for``: :meth:`start` starts one task that takes the events where
+            ``async for`` would (same backlog bound, same back-pressure) and awaits
+            ``router.feed(event, ack=...)`` (``ack`` is the core's ``acknowledge`` with
+            ``commit_on_ack``, so the checkpoint moves only over handled dispatches). It
+            ends after :class:`Terminated`, once ``router.join()`` returned; :meth:`close`
+            waits for it. A routed shard cannot be iterated (:class:`ShardStateError`).
 
-    Using it before :meth:`start`, sending after :meth:`close`, or starting it twice raises
-    :class:`ShardStateError` and changes nothing.
+    Using it before :meth:`start`, sending after :meth:`close`, starting it twice, or
+    iterating a routed shard raises :class:`ShardStateError` and changes nothing.
     """
 
     def __init__(
         self,
         config: GatewayConfig,
         *,
+        router: Router | None = None,
         ssl_context: ssl.SSLContext | None = None,
         connector: Connector | None = None,
         identify: GrantGate | None = None,
@@ -178,6 +196,10 @@ class Shard(ShardBase):
     ) -> None:
         self._config = config
         self._limits = limits if limits is not None else FlowLimits()
+        self._router = router
+        self._routing: asyncio.Task[None] | None = None
+        #: Sees each event before the router (set by a :class:`ShardGroup` with a store).
+        self._observe: Callable[[Event], None] | None = None
         self._core = DriverCore(
             config,
             clock=time.monotonic,  # replaced by the loop's clock at start
@@ -259,6 +281,10 @@ class Shard(ShardBase):
         if self._gate is None:
             self._gate = _loop_gate(loop, default_scheduler())
         self._gate.register(self._config.shard[0], self._grant)
+        if self._router is not None:
+            self._routing = loop.create_task(
+                route_events(self._router, self._iterate(), self._router_ack(), self._observe)
+            )
         engine = self._core.engine
         self._core.input(lambda now: engine.connect(now=now))
 
@@ -277,7 +303,10 @@ class Shard(ShardBase):
 
         With ``resumable=True`` the session stays alive on Discord's side (close 4000) and
         its :class:`SessionSnapshot` is returned for a cold resume; otherwise the session
-        ends (close 1000) and ``None`` is returned.
+        ends (close 1000) and ``None`` is returned. A routed shard's handlers have finished
+        when it returns. Called from a handler of an in-order router it does not wait for
+        that handler's own dispatch; with ``Router(concurrency=N)`` a handler must not
+        await it (the router waits for that handler): start it as a task instead.
         """
         core = self._core
         if self._done is None:
@@ -285,6 +314,9 @@ class Shard(ShardBase):
         core.input(core.close_input(resumable=resumable))
         core.stop()
         await self._done.wait()
+        routing = self._routing
+        if routing is not None and routing is not asyncio.current_task():
+            await asyncio.shield(routing)
         return core.final_snapshot(resumable=resumable)
 
     async def wait_closed(self) -> None:
@@ -293,6 +325,7 @@ class Shard(ShardBase):
             await self._done.wait()
 
     def __aiter__(self) -> AsyncIterator[Event]:
+        self._check_unrouted()
         self._core.check_started()
         return self._iterate()
 
@@ -641,12 +674,18 @@ class ShardGroup:
     ``store`` each shard starts from its stored snapshot (a cold resume; it identifies only
     if that fails), its snapshot is written as it changes, and ``close(resumable=True)``
     stores the final ones (``close()`` deletes them: the sessions end).
+
+    With a ``router`` every shard hands its events to it (see :class:`Shard`): each shard
+    runs its own consumer task, so each shard's events are handled in its order and
+    acknowledged on its own core, and the group cannot be iterated
+    (:class:`ShardStateError`). :meth:`close` returns once every shard's handlers finished.
     """
 
     def __init__(
         self,
         configs: Sequence[GatewayConfig],
         *,
+        router: Router | None = None,
         scheduler: IdentifyScheduler | None = None,
         ssl_context: ssl.SSLContext | None = None,
         connector: Connector | None = None,
@@ -664,6 +703,7 @@ class ShardGroup:
         self._ssl = ssl_context
         self._connector = connector
         self._limits = limits
+        self._router = router
         self.shards: list[Shard] = []
         #: Shard ids that started from a stored snapshot (a cold resume was attempted).
         self.restored: list[int] = []
@@ -693,12 +733,15 @@ class ShardGroup:
                 identify=gate,
                 limits=self._limits,
                 snapshot=snapshot,
+                router=self._router,
             )
             self.shards.append(shard)
             if store is not None:
                 store.track(config.shard, snapshot_source(shard))
+                shard._observe = functools.partial(store.observe, config.shard)
             shard.start()
-            self._pumps.append(loop.create_task(self._pump(shard)))
+            if self._router is None:
+                self._pumps.append(loop.create_task(self._pump(shard)))
         if store is not None:
             store.start()
         return self
@@ -746,6 +789,8 @@ class ShardGroup:
             await self._queue.put((shard_key[0], event))
 
     def __aiter__(self) -> AsyncIterator[tuple[int, Event]]:
+        if self._router is not None:
+            raise ShardStateError(ROUTED)
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[tuple[int, Event]]:

@@ -17,13 +17,19 @@ it. The sockets are a
 the first ``connect``, TLS included, so nothing but the selector ever blocks the owner
 thread; this module is the shard around it.
 
-Events reach the application in one of two ways, chosen when the shard is built:
+Events reach the application in one of three ways, chosen when the shard is built:
 
 * a blocking iterator, ``for event in shard.events(timeout=...)``, on any one thread;
 * a callback, ``Shard(..., on_event=callable)`` or ``shard.run(callable)``, called on the
   shard's own thread. It must return quickly: while it runs nothing is read and no
   heartbeat is sent, and :class:`~gateway_proto.adapters._common.LoopWatch` warns when a
   timer fires late because of it. It may call :meth:`Shard.send` and :meth:`Shard.close`.
+* a :class:`~gateway_proto.Router`, ``Shard(..., router=router)``: where the callback would
+  be called, the shard calls ``router.dispatch(event, ack=...)``, so its sync handlers run
+  on the shard's thread as a callback does (the same "return quickly" holds), and with
+  ``commit_on_ack`` the core is acknowledged there, the only thread allowed to. An
+  ``async def`` handler is reported as a :class:`~gateway_proto.HandlerFailed` with a
+  ``TypeError``. ``router=`` and ``on_event=`` together raise ``ValueError``.
 
 Flow control (the bounds are :class:`~gateway_proto.adapters._common.FlowLimits`):
 
@@ -61,7 +67,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import Final, TypeAlias, final
+from typing import TYPE_CHECKING, Final, TypeAlias, final
 
 from gateway_proto import (
     Command,
@@ -86,8 +92,21 @@ from ._common import (
     discover,
     logger,
 )
-from ._driver_core import DriverCore, Feed, GroupSettings, ShardBase, ShardStateError, TcpIO
+from ._driver_core import (
+    ROUTED,
+    DriverCore,
+    Feed,
+    GroupSettings,
+    ShardBase,
+    ShardStateError,
+    TcpIO,
+    check_delivery,
+)
 from ._selector_transport import SelectorTransport
+
+if TYPE_CHECKING:
+    from gateway_proto import Router
+    from gateway_proto._router import Ack
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -105,6 +124,12 @@ __all__ = [
 
 #: Called with each event, on the shard's thread.
 EventCallback: TypeAlias = Callable[[Event], None]
+
+
+def _route(router: Router, ack: Ack | None, event: Event) -> None:
+    """The ``on_event`` of a shard built with ``router=``: the handlers, then the ack."""
+    router.dispatch(event, ack=ack)
+
 
 #: A shard waiting for an identify slot polls the gate at least this often, whatever its
 #: deadline says (a safety net: see :class:`_GateClock`).
@@ -176,6 +201,12 @@ class Shard(ShardBase):
             it raises is logged and the shard carries on.
         limits: the backlog and write bounds (see the module doc); the defaults of
             :class:`FlowLimits` when omitted.
+        router: hand each event to this :class:`~gateway_proto.Router` on the shard's
+            thread (``router.dispatch``, acknowledging with ``commit_on_ack``), instead of
+            :meth:`events` or ``on_event``; see the module doc.
+
+    Raises:
+        ValueError: both ``router`` and ``on_event`` were given.
 
     """
 
@@ -189,7 +220,9 @@ class Shard(ShardBase):
         stall_warning: float = 1.0,
         on_event: EventCallback | None = None,
         limits: FlowLimits | None = None,
+        router: Router | None = None,
     ) -> None:
+        check_delivery(router, on_event)
         self._config = config
         self._limits = limits if limits is not None else FlowLimits()
         self._shard = config.shard
@@ -220,6 +253,9 @@ class Shard(ShardBase):
         self._ws = core.ws
         self._gate = identify if identify is not None else identify_gate()
         self._gate_clock = _CLOCKS.get(self._gate)
+        self._router = router
+        if router is not None:
+            on_event = functools.partial(_route, router, self._router_ack())
         self._on_event = on_event
         self._on_crash: Callable[[BaseException], None] | None = None
         self.watch = LoopWatch(stall_warning)
@@ -298,6 +334,7 @@ class Shard(ShardBase):
         driver (a bug) is raised here.
         """
         if callback is not None:
+            check_delivery(self._router, callback)
             self._on_event = callback
         self._prepare()
         self._main(reraise=True)
@@ -383,10 +420,12 @@ class Shard(ShardBase):
 
         Raises:
             TimeoutError: (while iterating) no event came within ``timeout`` seconds.
-            ShardStateError: the shard delivers to a callback, or was never started.
+            ShardStateError: the shard delivers to a router or a callback, or was never
+                started.
             RuntimeError: (while iterating) the shard's thread failed (chained to the error).
 
         """
+        self._check_unrouted()
         if self._on_event is not None:
             raise ShardStateError("this shard delivers its events to its on_event callback")
         self._core.check_started()
@@ -703,6 +742,12 @@ class ShardGroup:
     called on the shards' threads. ``configs``, ``scheduler`` and ``limits`` mean what they
     mean in every driver (see :class:`~gateway_proto.adapters._driver_core.GroupSettings`;
     here the group's queue is counted per shard, see the module doc).
+
+    With a ``router`` every shard hands its events to it on its own thread, as
+    :class:`Shard` does (each shard in its order, each acknowledging its own core); the
+    group then cannot be iterated (:class:`ShardStateError`), and ``router`` with
+    ``on_event`` raises ``ValueError``. The router is called from several threads at once:
+    its handlers must be thread-safe.
     """
 
     def __init__(
@@ -714,7 +759,10 @@ class ShardGroup:
         stall_warning: float = 1.0,
         on_event: Callable[[int, Event], None] | None = None,
         limits: FlowLimits | None = None,
+        router: Router | None = None,
     ) -> None:
+        check_delivery(router, on_event)
+        self._router = router
         self.gate = identify_gate(GroupSettings.of(configs, scheduler, limits).scheduler)
         self._queue: queue.SimpleQueue[tuple[int, Event | _Crash]] = queue.SimpleQueue()
         self._on_event = on_event
@@ -733,11 +781,12 @@ class ShardGroup:
                 ssl_context=ssl_context,
                 identify=self.gate,
                 stall_warning=stall_warning,
-                on_event=functools.partial(self._collect, shard_id),
+                on_event=None if router is not None else functools.partial(self._collect, shard_id),
                 limits=limits,
+                router=router,
             )
             shard._on_crash = functools.partial(self._crashed, shard_id)
-            if on_event is None:
+            if on_event is None and router is None:
                 self._counts[shard_id] = 0
                 shard._undelivered = functools.partial(self._undelivered, shard_id)
             self._by_id[shard_id] = shard
@@ -785,10 +834,13 @@ class ShardGroup:
 
         Raises:
             TimeoutError: (while iterating) no event came within ``timeout`` seconds.
-            ShardStateError: the group delivers to a callback or was not started.
+            ShardStateError: the group delivers to a router or a callback, or was not
+                started.
             RuntimeError: (while iterating) a shard's thread failed.
 
         """
+        if self._router is not None:
+            raise ShardStateError(ROUTED)
         if self._on_event is not None:
             raise ShardStateError("this shard group delivers its events to its on_event callback")
         if not self._started:

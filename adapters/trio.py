@@ -51,6 +51,10 @@ the core is told; when the application has taken the backlog down to half, ``__a
 posts a resume to the main task. A graceful close gets the configuration's
 ``close_timeout`` (the link's cancel scope deadline); then the link is reset.
 
+Handlers: ``Shard(config, router=router)`` hands every event to a
+:class:`~gateway_proto.Router` from one task of the shard instead of ``async for`` (see
+:class:`Shard`; the shared part is :func:`~gateway_proto.adapters._driver_core.route_events`).
+
 Two transports: the built-in TCP/TLS one, or any websocket client that sends and receives
 whole messages, through a :data:`Connector` returning a :class:`MessageTransport` (the same
 shape as :mod:`gateway_proto.adapters.asyncio`'s). :func:`trio_websocket_connector` (the
@@ -71,7 +75,7 @@ import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Final, NoReturn, assert_never, final
+from typing import TYPE_CHECKING, Final, NoReturn, assert_never, final
 
 import attrs
 
@@ -113,6 +117,7 @@ from ._common import (
 )
 from ._driver_core import (
     ABORT_CLOSE,
+    ROUTED,
     DriverCore,
     GroupSettings,
     MessageIO,
@@ -122,9 +127,13 @@ from ._driver_core import (
     TcpIO,
     connect_failed,
     read_messages,
+    route_events,
     write_messages,
 )
 from ._trio_websocket import trio_websocket_connector
+
+if TYPE_CHECKING:
+    from gateway_proto import Router
 
 __all__ = [
     "IDENTIFY_MARGIN",
@@ -352,15 +361,28 @@ class Shard(ShardBase):
         snapshot: resume this session on the first connection (a cold resume).
         limits: the backlog and write bounds (see the module doc); the defaults of
             :class:`FlowLimits` when omitted.
+        router: hand every event to this :class:`~gateway_proto.Router` instead of
+            ``async for``: :meth:`run` runs one more task that takes the events where
+            ``async for`` would (same backlog bound, same back-pressure) and awaits
+            ``router.feed(event, ack=...)`` (``ack`` is the core's ``acknowledge`` with
+            ``commit_on_ack``, so the checkpoint moves only over handled dispatches). It
+            ends after :class:`Terminated`; :meth:`close` and :meth:`run` wait for it. A
+            routed shard cannot be iterated (:class:`ShardStateError`).
 
     Use it with ``async with`` (which runs :meth:`run` in a nursery of its own), or start
     :meth:`run` in your nursery: ``await nursery.start(shard.run)``.
+
+    Raises:
+        ValueError: ``router`` is concurrent (``Router(concurrency=N)`` runs its handlers as
+            asyncio tasks; on trio use an in-order router).
+
     """
 
     def __init__(
         self,
         config: GatewayConfig,
         *,
+        router: Router | None = None,
         ssl_context: ssl.SSLContext | None = None,
         connector: Connector | None = None,
         identify: IdentifyGate | None = None,
@@ -368,8 +390,14 @@ class Shard(ShardBase):
         snapshot: SessionSnapshot | None = None,
         limits: FlowLimits | None = None,
     ) -> None:
+        _check_in_order(router)
         self._config = config
         self._limits = limits if limits is not None else FlowLimits()
+        self._router = router
+        # Set when the routing task has ended; the task itself (close() from a handler
+        # must not wait for its own dispatch).
+        self._routed = trio.Event()
+        self._routing: trio.lowlevel.Task | None = None
         self._core = core = DriverCore(
             config,
             clock=trio.current_time,
@@ -443,9 +471,28 @@ class Shard(ShardBase):
 
         ``await nursery.start(shard.run)`` returns once the shard accepts calls. Cancelling
         this task drops the connection without a close handshake; :meth:`close` is the
-        graceful way.
+        graceful way. A routed shard's task runs beside the core's, outside the nursery
+        whose close grace (``close_timeout``) cancels connections, so handlers still at
+        work when the connection ends are not cut short: this returns once they finished.
         """
         self._core.start()
+        if self._router is None:
+            await self._run(task_status)
+            return
+        async with trio.open_nursery() as routing:
+            routing.start_soon(self._route, self._router)
+            await self._run(task_status)
+
+    async def _route(self, router: Router) -> None:
+        """The routing task: the events, as ``async for`` would take them, to the router."""
+        self._routing = trio.lowlevel.current_task()
+        try:
+            await route_events(router, self, self._router_ack())
+        finally:
+            self._routed.set()
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        """The core's task: serve inputs until the shard terminates, then drop connections."""
         inbox, receive = trio.open_memory_channel[_InboxItem](math.inf)
         gate_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
@@ -483,7 +530,8 @@ class Shard(ShardBase):
 
         With ``resumable=True`` the session stays alive on Discord's side (close 4000) and
         its :class:`SessionSnapshot` is returned for a cold resume; otherwise the session
-        ends (close 1000) and ``None`` is returned.
+        ends (close 1000) and ``None`` is returned. A routed shard's handlers have finished
+        when it returns (called from a handler, it does not wait for its own dispatch).
         """
         core = self._core
         if not core.started:
@@ -493,6 +541,8 @@ class Shard(ShardBase):
                 await self._call(core.close_input(resumable=resumable))
             core.stop()
             await self._done.wait()
+        if self._router is not None and self._routing is not trio.lowlevel.current_task():
+            await self._routed.wait()
         return core.final_snapshot(resumable=resumable)
 
     async def wait_closed(self) -> None:
@@ -500,6 +550,7 @@ class Shard(ShardBase):
         await self._done.wait()
 
     def __aiter__(self) -> AsyncIterator[Event]:
+        self._check_unrouted()
         self._core.check_started()
         return self
 
@@ -945,6 +996,20 @@ class Shard(ShardBase):
             io.cancel()
 
 
+def _check_in_order(router: Router | None) -> None:
+    """Refuse a concurrent router: ``Router(concurrency=N)`` runs handlers as asyncio tasks.
+
+    Raises:
+        ValueError: ``router.concurrency`` is above 1.
+
+    """
+    if router is not None and router.concurrency > 1:
+        raise ValueError(
+            "Router(concurrency>1) runs handlers as asyncio tasks: give the trio driver "
+            "an in-order Router()"
+        )
+
+
 async def _enter_nursery(
     start: Callable[[trio.Nursery], Awaitable[None]],
     failed: Callable[[trio.Nursery], None] | None = None,
@@ -999,23 +1064,31 @@ class ShardGroup:
     what was not taken. ``configs``, ``scheduler`` and ``limits`` mean what they mean in
     every driver (see :class:`~gateway_proto.adapters._driver_core.GroupSettings`: the
     group's buffer, the scheduler's margin).
+
+    With a ``router`` every shard hands its events to it (see :class:`Shard`): each shard
+    runs its own routing task, so each shard's events are handled in its order and
+    acknowledged on its own core, and the group cannot be iterated
+    (:class:`ShardStateError`). :meth:`close` returns once every shard's handlers finished.
     """
 
     def __init__(
         self,
         configs: Sequence[GatewayConfig],
         *,
+        router: Router | None = None,
         scheduler: IdentifyScheduler | None = None,
         ssl_context: ssl.SSLContext | None = None,
         connector: Connector | None = None,
         limits: FlowLimits | None = None,
     ) -> None:
+        _check_in_order(router)
         settings = GroupSettings.of(configs, scheduler, limits)
         self._configs = settings.configs
         self._scheduler = settings.scheduler
         self._ssl = ssl_context
         self._connector = connector
         self._limits = limits
+        self._router = router
         self.shards: list[Shard] = []
         self._send, self._receive = trio.open_memory_channel[tuple[int, Event]](settings.buffer)
         self._pump_scopes: list[trio.CancelScope] = []
@@ -1038,9 +1111,12 @@ class ShardGroup:
                     connector=self._connector,
                     identify=gate,
                     limits=self._limits,
+                    router=self._router,
                 )
                 self.shards.append(shard)
                 await nursery.start(shard.run)
+                if self._router is not None:
+                    continue
                 scope = trio.CancelScope()
                 self._pump_scopes.append(scope)
                 nursery.start_soon(self._pump, shard, self._send.clone(), scope)
@@ -1092,4 +1168,6 @@ class ShardGroup:
                     await send.send((shard_id, event))
 
     def __aiter__(self) -> AsyncIterator[tuple[int, Event]]:
+        if self._router is not None:
+            raise ShardStateError(ROUTED)
         return self._receive.__aiter__()
