@@ -486,6 +486,7 @@ class Shard(ShardBase):
                 self._iter_finished = True
             self._taken()
             yield item
+            del item  # no payload is kept alive while the consumer waits for the next
 
     def _queued(self) -> int:
         """Undelivered events with :meth:`events`: those waiting in the queue."""
@@ -863,6 +864,7 @@ class ShardGroup:
                 self._counts[shard_id] -= 1
             self._by_id[shard_id]._taken()
             yield shard_id, item
+            del item  # as in Shard._iterate
         self._iter_finished = True
 
     def _undelivered(self, shard_id: int) -> int:

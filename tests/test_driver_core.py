@@ -12,6 +12,8 @@ import ast
 import asyncio
 import gc
 import random
+import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -45,6 +47,7 @@ from gateway_proto import (
     Intents,
     LocalProtocolError,
     RawCommand,
+    Terminated,
 )
 from gateway_proto.testing import FakeGateway, Simulator
 from gateway_proto.ws import WebSocketConnection
@@ -344,6 +347,33 @@ def test_asyncio_keeps_no_payload_alive_while_idle() -> None:
         assert shard._waiters == []
 
     asyncio.run(main())
+
+
+def test_threads_keeps_no_payload_alive_while_idle() -> None:
+    """The threads iterator drops its last event before it blocks for the next one."""
+    shard = threads_driver.Shard(config())
+    watched: list[weakref.ref[Payload]] = []
+    iterator = shard._iterate(None)
+
+    def consume() -> None:
+        for event in iterator:
+            del event  # the application keeps nothing either
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    for sequence in (1, 2):
+        payload = Payload()
+        watched.append(weakref.ref(payload))
+        shard._events.put(DispatchReceived("X", sequence, {"p": payload}))
+        del payload
+    give_up = time.monotonic() + 10.0
+    while shard._events.qsize() or any(ref() is not None for ref in watched):
+        assert time.monotonic() < give_up, "an event was still referenced while idle"
+        time.sleep(0.01)
+        gc.collect()
+    shard._events.put(Terminated(code=None, error=None))
+    consumer.join(10.0)
+    assert not consumer.is_alive()
 
 
 def test_asyncio_wakes_every_waiting_consumer() -> None:
