@@ -11,6 +11,7 @@ import http.server
 import io
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -337,7 +338,11 @@ def test_demo_runs_clean() -> None:
     assert asyncio.run(cli.run_demo(out)) == 0
     text = out.getvalue()
     assert "READY: session session-1 started" in text
-    assert "1 missed dispatch(es) replayed" in text
+    # The script's steps run in a thread pool, so on a busy machine the 0.8 s message can be
+    # sent after the 1.5 s restart has begun: one or two dispatches are then replayed.
+    replayed = re.search(r"RESUMED at seq \d+, (\d+) missed dispatch\(es\) replayed", text)
+    assert replayed is not None and int(replayed.group(1)) >= 1, text
+    assert text.count("MESSAGE_CREATE") >= 2, text  # both messages reached the application
     assert "terminated (code 1000)" in text
     assert "fake gateway rule violations: 0" in text
 
