@@ -56,6 +56,7 @@ from gateway_proto import (
     WriteBufferOverflow,
 )
 from gateway_proto._errors import install_hint
+from gateway_proto._router_tasks import in_handler
 from gateway_proto.ws import OpenTcp
 
 from ._aiohttp import aiohttp_connector
@@ -304,9 +305,8 @@ class Shard(ShardBase):
         With ``resumable=True`` the session stays alive on Discord's side (close 4000) and
         its :class:`SessionSnapshot` is returned for a cold resume; otherwise the session
         ends (close 1000) and ``None`` is returned. A routed shard's handlers have finished
-        when it returns. Called from a handler of an in-order router it does not wait for
-        that handler's own dispatch; with ``Router(concurrency=N)`` a handler must not
-        await it (the router waits for that handler): start it as a task instead.
+        when it returns, except the dispatch of a handler that awaits it (with
+        ``Router(concurrency=N)`` too: it waits for every other dispatch).
         """
         core = self._core
         if self._done is None:
@@ -315,7 +315,13 @@ class Shard(ShardBase):
         core.stop()
         await self._done.wait()
         routing = self._routing
-        if routing is not None and routing is not asyncio.current_task():
+        if routing is None or routing is asyncio.current_task():
+            pass  # not routed, or a handler of an in-order router: the routing task itself
+        elif self._router is not None and in_handler(self._router):
+            # A concurrent router's handler: the routing task waits for this very task, so
+            # wait for every other dispatch instead (the routing task ends after this one).
+            await self._router.join()
+        else:
             await asyncio.shield(routing)
         return core.final_snapshot(resumable=resumable)
 

@@ -561,7 +561,10 @@ class Router:
         return ()
 
     async def join(self) -> None:
-        """Wait until every dispatch :meth:`feed` started has finished (concurrent mode)."""
+        """Wait until every dispatch :meth:`feed` started has finished (concurrent mode).
+
+        Awaited from a handler, it waits for every dispatch but the handler's own.
+        """
         from ._router_tasks import join  # noqa: PLC0415 - asyncio only when concurrent
 
         await join(self)

@@ -68,6 +68,18 @@ async def _run(router: Router, event: Event, ack: Ack | None, slot: list[Any] | 
 
 
 async def join(router: Router) -> None:
-    """Wait for every task :func:`start` started (those started meanwhile too)."""
-    while router._running:
-        await asyncio.gather(*router._running, return_exceptions=True)
+    """Wait for every task :func:`start` started (those started meanwhile too).
+
+    Awaited from one of those tasks (a handler), it waits for all the others: a task that
+    waited for itself would never finish.
+    """
+    if not router._running:
+        return  # nothing started (and maybe no asyncio loop: the trio driver joins too)
+    current = asyncio.current_task()
+    while others := router._running - {current}:
+        await asyncio.gather(*others, return_exceptions=True)
+
+
+def in_handler(router: Router) -> bool:
+    """Whether the running task (asyncio) is one of ``router``'s dispatch tasks: a handler."""
+    return asyncio.current_task() in router._running

@@ -390,6 +390,49 @@ def test_asyncio_concurrent_router_close_waits_for_join_and_acks_in_order(
     assert sequence == COUNT + 1
 
 
+def test_asyncio_concurrent_handler_awaits_close_and_it_returns_after_the_others(
+    server: LoopbackGateway,
+) -> None:
+    """Router(concurrency=3): a handler that awaits ``shard.close()`` gets the snapshot once
+    every other dispatch has finished (the routing task waits for that handler, so close()
+    must not wait for the routing task: it did, a deadlock), and the shard ends."""
+    router = Router(concurrency=3)
+    started = asyncio.Event()
+    finished: list[int] = []
+    closed: list[int | None] = []
+    shards: list[aio.Shard] = []
+    router.on(SessionStarted)(lambda event: started.set())
+
+    @router.on("MESSAGE_CREATE")
+    async def on_message(data: Any) -> None:
+        if data["n"] == COUNT:
+            while shards[0].gateway.sequence != COUNT + 1:
+                await asyncio.sleep(0.01)
+            snapshot = await shards[0].close(resumable=True)
+            assert sorted(finished) == [1, 2]  # the others finished first
+            closed.append(None if snapshot is None else snapshot.sequence)
+        else:
+            await asyncio.sleep(0.2)
+            finished.append(data["n"])
+
+    async def main() -> None:
+        shard = aio.Shard(config_for(server), router=router)
+        shards.append(shard)
+        shard.start()
+        async with asyncio.timeout(10):
+            await started.wait()
+            send_messages(server)
+            await shard.wait_closed()
+            while router._running:
+                await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    # The checkpoint covers n=1 and n=2 (sequences 2, 3); n=3, whose handler was still
+    # running, is replayed on resume.
+    assert closed == [COUNT]
+    assert sorted(finished) == [1, 2]
+
+
 def test_asyncio_slow_handlers_hold_reading_as_a_slow_async_for_would(
     server: LoopbackGateway,
 ) -> None:
