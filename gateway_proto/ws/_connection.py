@@ -134,7 +134,11 @@ class WebSocketConnection:
 
     def next_events(self) -> list[Event]:
         """Return and forget the core's events emitted since the last call, in order."""
-        return self._gateway.next_events()
+        # GatewayConnection.next_events, inlined: this layer owns its core, and the driver
+        # calls this after every read (one call less per message).
+        gateway = self._gateway
+        events, gateway._events = gateway._events, []
+        return events
 
     # -- inputs from the application (forwarded; the core validates them) ---------------
 
@@ -250,19 +254,20 @@ class WebSocketConnection:
                 reason = f"connection closed while {link.phase.value}"
                 self._gateway.handle_transport_closed(transport_id, None, reason, now=now)
         elif link.phase is _WsPhase.OPEN:
-            try:
-                frames = link.reader.feed(data)
-            except WebSocketProtocolError as exc:
-                # The frames before the bad one count (Autobahn 3.2, 4.1.3, 5.15, ...): their
-                # messages, pongs and replies go out, a close frame among them is honoured,
-                # and only then is the connection failed (RFC 6455 §7.1.7).
-                self._deliver(transport_id, link, exc.frames, now)
-                self._fail_after(transport_id, link, exc, now)
+            message = link.reader.single_binary(data)
+            if message is not None:
+                # A live gateway's common read: one whole binary message, nothing else (the
+                # batch and its control-frame ordering in _deliver have nothing to do).
+                self._gateway.receive_message(transport_id, message, now=now)
             else:
-                if len(frames) == 1 and frames[0][0] == _BINARY:
-                    # A live gateway's common read: one binary message, nothing else (the
-                    # batch and its control-frame ordering in _deliver have nothing to do).
-                    self._gateway.receive_message(transport_id, frames[0][1], now=now)
+                try:
+                    frames = link.reader.feed(data)
+                except WebSocketProtocolError as exc:
+                    # The frames before the bad one count (Autobahn 3.2, 4.1.3, 5.15, ...):
+                    # their messages, pongs and replies go out, a close frame among them is
+                    # honoured, and only then is the connection failed (RFC 6455 §7.1.7).
+                    self._deliver(transport_id, link, exc.frames, now)
+                    self._fail_after(transport_id, link, exc, now)
                 else:
                     self._deliver(transport_id, link, frames, now)
         elif link.phase is _WsPhase.UPGRADE:
@@ -275,10 +280,10 @@ class WebSocketConnection:
                 self._fail_after(transport_id, link, exc, now)
             else:
                 self._await_close(transport_id, frames, now)
-        # _drain_core, its first step inlined: after most reads the core has nothing to do.
-        actions = self._gateway.next_actions()
-        if actions:
-            self._drain_core(now, actions)
+        # _drain_core's first test, inlined: after most reads the core has nothing to do
+        # (reading its queue, rather than calling next_actions, spares a call and a list).
+        if self._gateway._actions:
+            self._drain_core(now)
 
     # -- internals ----------------------------------------------------------------------
 
