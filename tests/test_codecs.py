@@ -1262,3 +1262,104 @@ def test_bytes_after_the_end_of_a_large_zlib_stream_end_in_decode_error(extra: b
     ended = compressor.compress(text) + compressor.flush(zlib.Z_FINISH)  # a final block
     with pytest.raises(DecodeError, match="follow"):
         ZlibStreamDecompressor(PEAK_BOUND).feed(ended + extra + ZLIB_SUFFIX)
+
+
+# --- the core's inlined zlib-stream + JSON path (receive_message) against decode ------------
+
+
+def _big_dispatch(size: int, seq: int = 2) -> bytes:
+    """A dispatch of about ``size`` bytes of JSON: more than one inflate step past OUT_STEP."""
+    return b'{"op":0,"s":%d,"t":"BIG","d":"' % seq + b"x" * size + b'"}'
+
+
+_HELLO = b'{"op":10,"d":{"heartbeat_interval":41250}}'
+_READY = json.dumps(
+    {"op": 0, "s": 1, "t": "READY", "d": {"session_id": "s", "resume_gateway_url": "wss://r.test"}}
+).encode()
+
+
+def _after_session(tail: list[bytes], *, raw: bytes | None = None) -> list[bytes]:
+    """HELLO, READY and ``tail`` as one connection's zlib-stream messages; ``raw`` (already
+    compressed) appended as it is."""
+    messages = deflate_stream([_HELLO, _READY, *tail])
+    return messages if raw is None else [*messages, raw]
+
+
+def _corrupt_past_one_step() -> list[bytes]:
+    """A message whose first inflate call fills its step, with its last block broken: the
+    error comes from the stepped rest (the byte before the suffix, checked by hand)."""
+    *session, big = _after_session([_big_dispatch(BIG)])
+    return [*session, big[:-5] + b"\xff" + ZLIB_SUFFIX]
+
+
+def _run(messages: list[bytes], *, batch: bool) -> list[Any]:
+    """What a live connection makes of the messages after READY: events, and the error that
+    ended the generation as (type name, text). One by one (receive_message: the inlined path) or
+    as one batch (receive_messages: InboundDecoder.decode)."""
+    conn = opened(make_conn(ZLIB, max_size=MIB))
+    conn.receive_message(1, messages[0], now=100.0)
+    conn.grant_identify(now=100.0)
+    conn.receive_message(1, messages[1], now=100.0)
+    assert conn.state is ConnectionState.CONNECTED
+    conn.next_actions()
+    conn.next_events()
+    if batch:
+        conn.receive_messages(1, messages[2:], now=100.0)
+    else:
+        for message in messages[2:]:
+            conn.receive_message(1, message, now=100.0)
+    if conn.state is ConnectionState.CLOSING:
+        conn.handle_transport_closed(1, 4000, "", now=100.0)
+    out: list[Any] = []
+    for event in conn.next_events():
+        if isinstance(event, Disconnected):
+            out.append((type(event.error).__name__, str(event.error)))
+        elif isinstance(event, DispatchReceived):
+            out.append((event.name, event.sequence, repr(event.data)[:50]))
+    return out
+
+
+BIG = OUT_STEP + 5000
+
+
+@pytest.mark.parametrize(
+    ("messages", "expected"),
+    [
+        pytest.param(
+            _after_session([_big_dispatch(BIG), b'{"op":0,"s":3,"t":"A","d":1}']),
+            [("BIG", 2, repr("x" * BIG)[:50]), ("A", 3, "1")],
+            id="past-one-step",
+        ),
+        pytest.param(
+            _after_session([b'{"op":0,"s":2,"t":"N","d":NaN}']),
+            [("N", 2, "nan")],
+            id="orjson-refuses-stdlib-reads",
+        ),
+        pytest.param(
+            _after_session([b'{"op":0,"s":2,']),
+            ["DecodeError"],
+            id="invalid-json",
+        ),
+        pytest.param(
+            _after_session([_big_dispatch(BIG)[:-1]]),
+            ["DecodeError"],
+            id="invalid-json-past-one-step",
+        ),
+        pytest.param(
+            _after_session([], raw=b"\x12\x34\x56" + ZLIB_SUFFIX),
+            ["DecodeError"],
+            id="corrupt",
+        ),
+        pytest.param(_corrupt_past_one_step(), ["DecodeError"], id="corrupt-past-one-step"),
+        pytest.param(_after_session([padded(2 * MIB)]), ["MessageTooLarge"], id="past-the-bound"),
+    ],
+)
+def test_the_inlined_zlib_json_path_reads_as_decode(messages: list[bytes], expected: list[Any]):
+    """docs/protocol.md §10.3, docs/architecture.md §3: receive_message inlines the decoder's
+    common case for zlib-stream + JSON (InboundDecoder.zlib_json); message by message it
+    gives the same events and the same errors, word for word, as a batch, which goes through
+    InboundDecoder.decode: a message past one inflate step, orjson's refusal that the
+    standard library reads, invalid JSON (small and past one step), corrupt data, a bomb."""
+    one_by_one, batched = _run(messages, batch=False), _run(messages, batch=True)
+    assert one_by_one == batched  # errors with their text
+    assert [e[0] if len(e) == 2 else e for e in one_by_one] == expected
