@@ -38,9 +38,10 @@ The core (``_connection.py``) and the websocket connection (``ws/_connection.py`
 Python, for two reasons measured on ``bench/bench_realistic.py`` (both compile): mypyc checks
 every argument against its annotation, so their documented ``LocalProtocolError`` for a
 wrong-typed argument (a non-bool ``paused``, a str transport id, a non-int close code, ...)
-becomes a ``TypeError`` (50 core tests, 2 websocket ones), and the websocket fuzz harness's
+becomes a ``TypeError`` (50 failures in the core's suites, 4 in the websocket ones, the
+fuzz harness among them, which feeds ints where bools go), and the fuzz harness's
 self-tests, which plant a bug by replacing a method on the class, cannot reach a native
-method (6 tests); and neither buys speed: their per-message work is on dicts typed ``Any``
+method (4 more); and neither buys speed: their per-message work is on dicts typed ``Any``
 and on attrs objects, which compiled code reaches through the same generic calls, so the
 core and bytes figures stayed within the run-to-run noise (about ±5 %).
 
