@@ -17,7 +17,6 @@ Two lifetimes hold all state:
 from __future__ import annotations
 
 import enum
-import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeGuard, final
 
@@ -33,15 +32,7 @@ from ._actions import (
     SetTimer,
 )
 from ._backoff import Jitter, RandomSource, backoff_delay, invalid_session_pause
-from ._codecs import (
-    NEED_MORE,
-    ZLIB_SUFFIX,
-    Codec,
-    InboundDecoder,
-    ZlibJson,
-    corrupt_stream,
-    make_codec,
-)
+from ._codecs import NEED_MORE, Codec, InboundDecoder, make_codec
 from ._commands import COMMAND_TYPES, Command
 from ._config import (
     API_VERSION,
@@ -148,8 +139,6 @@ class _Generation:
     #: without its InboundDecoder: one attribute lookup less per message, one object less
     #: per shard.
     decode: Callable[[str | bytes | bytearray | memoryview], Any] = _no_decoder
-    #: Its :attr:`InboundDecoder.zlib_json`, which receive_message inlines.
-    zlib_json: ZlibJson | None = None
     limiter: SendLimiter | None = None
     hello_deadline: float | None = None
     interval: float | None = None
@@ -486,13 +475,12 @@ class GatewayConnection:
         gen.connect_deadline = None
         # docs/protocol.md §1.3: HELLO is the first message; wait for it no longer than hello_timeout.
         gen.hello_deadline = now + self._config.hello_timeout
-        decoder = InboundDecoder(
+        gen.decode = InboundDecoder(
             self._codec,
             self._config.compression,
             self._config.max_message_size,
             payload_compression=self._config.payload_compression,
-        )
-        gen.decode, gen.zlib_json = decoder.decode, decoder.zlib_json
+        ).decode
         gen.limiter = SendLimiter()
         self._sync_timer()
 
@@ -512,29 +500,9 @@ class GatewayConnection:
         else:
             self._advance(now)
         # A live session: the per-message path, with _receive and _on_payload's common case
-        # inlined, and with zlib-stream + JSON the decoder's own common case too (one call
-        # per layer is a measurable share of a small dispatch's cost; the steps are
-        # _codecs.ZlibJson's, anything else takes decode).
+        # inlined (one call per layer is a measurable share of a small dispatch's cost).
         try:
-            parts = gen.zlib_json
-            if parts is not None and type(data) is bytes and data[-4:] == ZLIB_SUFFIX:
-                stream, inflate, step, one_call, parse, parse_error, finish = parts
-                if len(data) > one_call or stream.buffer:
-                    payload = gen.decode(data)
-                else:
-                    try:
-                        plain = inflate(data, step)
-                    except zlib.error as exc:
-                        raise corrupt_stream(exc) from exc
-                    if len(plain) >= step:
-                        payload = finish(plain, data)
-                    else:
-                        try:
-                            payload = parse(plain)
-                        except parse_error:
-                            payload = self._codec.loads(plain)  # stdlib or DecodeError
-            else:
-                payload = gen.decode(data)
+            payload = gen.decode(data)
         except RemoteProtocolError as exc:
             self._fail(now, exc, reason=type(exc).__name__)
             self._sync_timer()

@@ -89,31 +89,6 @@ def check_supported(
         )
 
 
-#: The default configuration's per-message pieces (zlib-stream, JSON, orjson), for a caller
-#: that inlines :attr:`InboundDecoder.decode`'s common case (see ``zlib_json`` there):
-#: ``(decompressor, inflate, step, one_call, parse, parse_error, finish)``. A message takes
-#: the common case when it is ``bytes``, ends with the flush suffix, is at most ``one_call``
-#: bytes and nothing is buffered; it is then ``inflate(message, step)``, and the output
-#: ``parse``\ d when shorter than ``step``, else handed with the message to ``finish``, which
-#: inflates the rest within the bound and parses it (``parse_error``: parse refused; the
-#: codec's ``loads`` decides). ``zlib.error`` from ``inflate`` is corrupt data
-#: (:func:`corrupt_stream`).
-ZlibJson = tuple[
-    ZlibStreamDecompressor,
-    Callable[[bytes, int], bytes],
-    int,
-    int,
-    Callable[[bytes | bytearray], Any],
-    type[Exception],
-    Callable[[bytes, bytes], Any],
-]
-
-
-def corrupt_stream(exc: zlib.error) -> DecodeError:
-    """The error for zlib-stream data the inflater refused."""
-    return DecodeError(f"corrupt zlib-stream data: {exc}")
-
-
 #: What :meth:`InboundDecoder.decode` returns for a message that completes no payload yet
 #: (``None`` would be ambiguous: ``null`` is valid JSON).
 NEED_MORE: Any = object()
@@ -127,12 +102,9 @@ class InboundDecoder:
     once per generation so the per-message path has no branches on the configuration.
     """
 
-    __slots__ = ("decode", "zlib_json")
+    __slots__ = ("decode",)
 
     decode: Callable[[str | bytes | bytearray | memoryview], Any]
-    #: The pieces of ``decode``'s common case, with zlib-stream and JSON through orjson;
-    #: ``None`` in every other configuration (see :data:`ZlibJson`).
-    zlib_json: ZlibJson | None
 
     def __init__(
         self,
@@ -143,7 +115,6 @@ class InboundDecoder:
         payload_compression: bool = False,
     ) -> None:
         loads = codec.loads
-        self.zlib_json = None
 
         def plain(message: str | bytes | bytearray | memoryview) -> Any:
             # The bound is in bytes; a str needs encoding only when it might exceed it.
@@ -223,18 +194,6 @@ class InboundDecoder:
         step = min(OUT_STEP, max_size + 1)
         one_call = min(IN_STEP, max_size)
 
-        def finish(plain: bytes, message: bytes) -> Any:
-            # A common-case message whose first inflate call filled its step (``plain``):
-            # inflate the rest in bounded steps, then parse.
-            try:
-                inflated = continue_inflating(inflater, plain, message, len(message), max_size)
-            except zlib.error as exc:
-                raise corrupt_stream(exc) from exc
-            try:
-                return parse(inflated)
-            except parse_error:
-                return loads(inflated)  # the codec decides: stdlib fallback or DecodeError
-
         def zlib_json(message: str | bytes | bytearray | memoryview) -> Any:
             # The default configuration's common case in one frame: a whole message, bytes,
             # nothing pending. Anything else takes the general path with the same checks.
@@ -247,29 +206,28 @@ class InboundDecoder:
                 return compressed(message)
             try:
                 plain: bytes = decompress(message, step)
+                inflated = (
+                    plain
+                    if len(plain) < step
+                    else continue_inflating(inflater, plain, message, len(message), max_size)
+                )
             except zlib.error as exc:
-                raise corrupt_stream(exc) from exc
-            if len(plain) >= step:
-                return finish(plain, message)
+                raise DecodeError(f"corrupt zlib-stream data: {exc}") from exc
             try:
-                return parse(plain)
+                return parse(inflated)
             except parse_error:
-                return loads(plain)  # the codec decides: stdlib fallback or DecodeError
+                return loads(inflated)  # the codec decides: stdlib fallback or DecodeError
 
         self.decode = zlib_json
-        self.zlib_json = (stream, decompress, step, one_call, parse, parse_error, finish)
 
 
 __all__ = [
     "NEED_MORE",
-    "ZLIB_SUFFIX",
     "Codec",
     "Decompressor",
     "Encoding",
     "InboundDecoder",
     "TransportCompression",
-    "ZlibJson",
     "check_supported",
-    "corrupt_stream",
     "make_codec",
 ]
