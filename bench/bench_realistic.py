@@ -16,6 +16,9 @@ Two figures, one command each (prints ratios; asserts nothing about time):
 ``python bench/bench_realistic.py core`` — whole messages → events:
 
 * floor: ``zlib.decompressobj().decompress`` + ``orjson.loads`` per message, nothing else;
+* client floor: the least a correct client does per message on top of that: check the
+  zlib-stream suffix (docs/protocol.md §10.3: a message without it is buffered, not
+  inflated) and read ``op`` and ``s`` (the sequence every heartbeat and RESUME echoes);
 * ours: ``GatewayConnection.receive_message`` + ``next_actions()`` + ``next_events()``;
 * hikari 2.7: ``GatewayShardImpl._poll_events`` (op switch, sequence, logging checks, up to
   the event manager's ``consume_raw_event``, here a counting stub) reading from
@@ -33,6 +36,7 @@ included:
 
 * floor: aiohttp's compiled (Cython) ``WebSocketReader`` fed each read, its queue drained,
   each message inflated and parsed by orjson (hikari's and discord.py's reader);
+* client floor: the same, plus the suffix check and the ``op``/``s`` read (as for core);
 * ours: ``WebSocketConnection.receive_data`` + ``next_actions()`` + ``next_events()``.
 
 Method: every contender is set up untimed, then its startup burst and its steady state are
@@ -75,6 +79,7 @@ from gateway_proto import (
     TransportCompression,
 )
 from gateway_proto._actions import RequestIdentify
+from gateway_proto._codecs._zlib import ZLIB_SUFFIX
 from gateway_proto.ws import WsOpcode, encode_frame
 
 #: A TCP read carries at most this much of a large message.
@@ -150,6 +155,25 @@ def core_floor(stream: Stream) -> Part:
         for message in stream.parts[part]:
             loads(inflate(message))
             n += 1
+        return n
+
+    return run
+
+
+def core_client_floor(stream: Stream) -> Part:
+    inflate, loads = zlib.decompressobj().decompress, orjson.loads
+    for message in stream.preamble:
+        loads(inflate(message))
+
+    def run(part: str) -> int:
+        n, sequence = 0, None
+        for message in stream.parts[part]:
+            if message[-4:] == ZLIB_SUFFIX:  # (else buffered: never in this stream)
+                payload = loads(inflate(message))
+                if payload["op"] == 0:
+                    sequence = payload["s"]
+                n += 1
+        assert sequence is not None
         return n
 
     return run
@@ -376,6 +400,34 @@ def bytes_floor(stream: Stream) -> Part:
     return run
 
 
+def bytes_client_floor(stream: Stream) -> Part:
+    reader_cls, queue_cls, _ = aiohttp_reader_info()
+    reader, queue = aiohttp_reader(reader_cls, queue_cls)
+    feed, buffer = reader.feed_data, queue._buffer  # type: ignore[attr-defined]
+    pop = buffer.popleft
+    inflate, loads = zlib.decompressobj().decompress, orjson.loads
+    for frame in stream.preamble_frames:
+        feed(frame)
+        while buffer:
+            loads(inflate(pop()[0][1]))
+
+    def run(part: str) -> int:
+        n, sequence = 0, None
+        for read in stream.reads[part]:
+            feed(read)
+            while buffer:
+                message = pop()[0][1]
+                if message[-4:] == ZLIB_SUFFIX:  # (else buffered: never in this stream)
+                    payload = loads(inflate(message))
+                    if payload["op"] == 0:
+                        sequence = payload["s"]
+                    n += 1
+        assert sequence is not None
+        return n
+
+    return run
+
+
 def bytes_ours(stream: Stream) -> Part:
     ws = _ws_stream.live_connection(stream.preamble_frames)
     receive, actions, events = ws.receive_data, ws.next_actions, ws.next_events
@@ -409,12 +461,14 @@ def check_ours_events(stream: Stream) -> None:
 
 CORE: dict[str, tuple[str, Callable[[Stream], Part]]] = {
     "floor": ("floor: zlib inflate + orjson.loads", core_floor),
+    "client floor": ("client floor: + suffix check, op/s read", core_client_floor),
     "ours": ("ours: GatewayConnection.receive_message + next_*", core_ours),
     "hikari": ("hikari 2.7: receive_json + _poll_events", core_hikari),
     "discord.py": ("discord.py 2.7: DiscordWebSocket.received_message", core_discord),
 }
 BYTES: dict[str, tuple[str, Callable[[Stream], Part]]] = {
     "floor": ("floor: aiohttp C reader + zlib + orjson.loads", bytes_floor),
+    "client floor": ("client floor: + suffix check, op/s read", bytes_client_floor),
     "ours": ("ours: WebSocketConnection.receive_data + next_*", bytes_ours),
 }
 
@@ -491,7 +545,7 @@ def report(
             best = min(map(figure, ours)) / min(map(figure, times[name]))
             per_round = [figure(a) / figure(b) for a, b in zip(ours, times[name], strict=True)]
             cells.append(f"{best:.3f} [{min(per_round):.3f}–{max(per_round):.3f}]")
-        print(f"   ours / {name:11} whole {cells[0]}   steady {cells[1]}")
+        print(f"   ours / {name:12} whole {cells[0]}   steady {cells[1]}")
 
 
 def main() -> None:

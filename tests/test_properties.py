@@ -587,6 +587,14 @@ class GatewayMachine(RuleBasedStateMachine):
             assert self.conn.session_id == self.model_session
 
     @invariant()
+    def fast_path_cache_agrees(self) -> None:
+        # receive_message's fast path tests ``_live`` alone: it must be the generation
+        # exactly while the state is CONNECTED.
+        if hasattr(self, "conn"):
+            expected = self.conn._gen if self.conn.state is ConnectionState.CONNECTED else None
+            assert self.conn._live is expected
+
+    @invariant()
     def count_step(self) -> None:
         STATS["steps"] += 1
         self.steps += 1

@@ -482,3 +482,67 @@ def test_a_read_of_one_whole_frame_reads_as_the_same_frame_split(size, opcode, b
             results.append(exc.code)
     assert results[0] == results[1]
     assert results[0] == ([(opcode, b"a" * size)] if size <= bound else 1009)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+@pytest.mark.parametrize("length_bytes", [None, 8])
+@pytest.mark.parametrize("bound", [125, 65535, 1 << 20])
+def test_single_binary_is_the_whole_binary_frame_or_leaves_the_read_to_feed(
+    size, length_bytes, bound
+):
+    """RFC 6455 §5.2: ``single_binary`` answers a read that is one whole, final, unmasked
+    BINARY frame within the bound (any length form, 7-, 16- or 64-bit) with its payload,
+    exactly as ``feed`` reads it; past the bound it leaves the read to ``feed`` (1009)."""
+    frame = raw_frame(BINARY, b"a" * size, length_bytes=length_bytes)
+    reader = FrameReader(max_message_size=bound)
+    got = reader.single_binary(frame)
+    if size > bound:
+        assert got is None
+        with pytest.raises(WebSocketProtocolError) as info:
+            reader.feed(frame)
+        assert info.value.code == 1009
+    else:
+        assert got == b"a" * size
+        assert reader.feed(frame) == [(BINARY, got)]  # it consumed nothing: same answer
+    assert reader.buffered == 0
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        pytest.param(raw_frame(TEXT, b"hi"), id="text"),
+        pytest.param(raw_frame(BINARY, b"hi", fin=False), id="first-fragment"),
+        pytest.param(raw_frame(BINARY, b"hi", rsv=0x40), id="rsv"),
+        pytest.param(raw_frame(BINARY, b"hi", mask=RFC_MASK), id="masked"),
+        pytest.param(raw_frame(PING, b"hi"), id="ping"),
+        pytest.param(raw_frame(BINARY, b"hi")[:-1], id="short"),
+        pytest.param(raw_frame(BINARY, b"a" * 300)[:3], id="short-16-bit-header"),
+        pytest.param(raw_frame(BINARY, b"a" * 70000)[:9], id="short-64-bit-header"),
+        pytest.param(raw_frame(BINARY, b"hi") + raw_frame(BINARY, b"yo"), id="two-frames"),
+        pytest.param(raw_frame(BINARY, b"hi") + b"\x82", id="trailing-byte"),
+        pytest.param(b"\x82", id="one-byte"),
+        pytest.param(b"", id="empty"),
+    ],
+)
+def test_single_binary_leaves_every_other_read_to_feed(read):
+    """Anything but exactly one whole unmasked final BINARY frame is ``None``, untouched."""
+    reader = FrameReader(max_message_size=1 << 20)
+    assert reader.single_binary(read) is None
+    assert reader.buffered == 0
+
+
+def test_single_binary_defers_while_anything_is_carried_over():
+    """A read after a partial frame, a partial header or a first fragment belongs to the
+    message in progress: ``single_binary`` leaves it to ``feed``; a server-side reader
+    (masked frames expected) never takes the shortcut."""
+    whole = raw_frame(BINARY, b"next")
+    for carried in (
+        raw_frame(BINARY, b"abc")[:3],  # part of a payload
+        b"\x82",  # part of a header
+        raw_frame(BINARY, b"abc", fin=False),  # a fragmented message
+    ):
+        reader = FrameReader(max_message_size=1 << 20)
+        reader.feed(carried)
+        assert reader.single_binary(whole) is None
+    server = FrameReader(max_message_size=1 << 20, expect_masked=True)
+    assert server.single_binary(whole) is None

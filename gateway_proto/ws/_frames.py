@@ -36,6 +36,7 @@ class WsOpcode(enum.IntEnum):
 _FIN: Final = 0x80
 #: First header bytes of an unfragmented TEXT or BINARY frame.
 _FINAL_DATA: Final = frozenset({0x81, 0x82})
+_FINAL_BINARY: Final = 0x82
 _RSV: Final = 0x70
 _MASKED: Final = 0x80
 #: RFC 6455 §5.5: control frames carry at most 125 bytes and are never fragmented.
@@ -166,6 +167,41 @@ class FrameReader:
     def buffered(self) -> int:
         """Bytes held for frames that are not complete yet."""
         return len(self._head) + sum(map(len, self._parts)) + self._fragments_size
+
+    def single_binary(self, data: bytes) -> bytes | None:
+        """The payload when ``data`` is exactly one whole, final, unmasked BINARY frame.
+
+        ``None`` otherwise (also when anything is carried over from earlier reads, or when
+        this reader expects masked frames): then :meth:`feed` must read ``data``, which
+        this call left unconsumed. A live gateway's common read, answered without the
+        list and tuple :meth:`feed` returns (7-, 16- and 64-bit lengths).
+        """
+        size = len(data)
+        if (
+            size < 2
+            or data[0] != _FINAL_BINARY
+            or self._remaining
+            or self._head
+            or self._fragment_op
+            or self._expect_masked
+        ):
+            return None
+        b1 = data[1]
+        if b1 < 126:
+            start, length = 2, b1
+        elif b1 == 126:
+            if size < 4:
+                return None
+            start, length = 4, data[2] << 8 | data[3]
+        elif b1 == 127:
+            if size < 10:
+                return None
+            start, length = 10, int.from_bytes(data[2:10], "big")
+        else:  # masked
+            return None
+        if start + length != size or length > self._max_size:
+            return None
+        return data[start:]
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Consume ``data`` (any size) and return the messages and control frames it completed.
