@@ -158,6 +158,22 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return False
 
+    # What the asyncio driver also asks of a TCP transport (write marks, the buffered size,
+    # closing): without them its ``connection_made`` raised, the driver reported a failed
+    # open and reconnected for ever, and the bench waited for a connection that never came.
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        return None
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        return None
+
+    def abort(self) -> None:
+        return None
+
 
 async def feed(protocol: Any, transport: FakeTransport, reads: list[bytes]) -> None:
     """Deliver ``reads`` like the loop's transport: one data_received per loop iteration."""
@@ -484,8 +500,12 @@ def run_ours_asyncio_driver(reads: list[bytes]) -> int:
         )
         shard = Shard(config)
         shard.start()
-        while not links:
+        for _ in range(1000):  # the driver opens its connection within a few loop turns
+            if links:
+                break
             await asyncio.sleep(0)
+        else:
+            raise AssertionError("the driver never connected (see its debug log)")
         protocol, transport = links[0]
         head = split_head(transport.written[0])
         assert head is not None
