@@ -355,7 +355,8 @@ class TrioPart:
         async def open_tcp_stream(host: str, port: int, **_: Any) -> _TrioStream:
             return socket
 
-        trio_driver.trio.open_tcp_stream = open_tcp_stream  # type: ignore[assignment]
+        real_open = trio.open_tcp_stream
+        trio.open_tcp_stream = open_tcp_stream  # type: ignore[assignment]  # restored below
         taken = 0
         target = 1
         reached = trio.Event()
@@ -393,6 +394,8 @@ class TrioPart:
         except BaseException as exc:  # the bench thread must not wait for ever
             self._answers.put(exc)
             raise
+        finally:
+            trio.open_tcp_stream = real_open
 
 
 def _config() -> GatewayConfig:
