@@ -172,6 +172,8 @@ class DriverCore:
         "_deliver",
         "_ended",
         "_messages",
+        "_next_actions",
+        "_next_events",
         "_phase",
         "_request_identify",
         "_set_timer",
@@ -208,6 +210,10 @@ class DriverCore:
         self.engine: WebSocketConnection | GatewayConnection = (
             self.ws if self.ws is not None else self.gateway
         )
+        # Bound once: the loop below asks for both after every input. The websocket
+        # layer's next_events only forwards to the core's, so the core's is asked directly.
+        self._next_actions = self.engine.next_actions
+        self._next_events = self.gateway.next_events
         self._clock = clock
         self._set_timer = set_timer
         self._request_identify = request_identify
@@ -309,12 +315,15 @@ class DriverCore:
         if self._stepping:
             return
         self._stepping = True
-        engine = self.engine
+        next_actions, next_events = self._next_actions, self._next_events
         try:
             while True:
-                for action in engine.next_actions():
-                    self.route(action)
-                events = engine.next_events()
+                actions = next_actions()
+                if actions:  # most reads produce none
+                    for action in actions:
+                        self.route(action)
+                    del actions
+                events = next_events()
                 if events:
                     self._deliver(events)
                     if isinstance(events[-1], Terminated):

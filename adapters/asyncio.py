@@ -130,17 +130,27 @@ async def discover_gateway(
 class _TcpProtocol(asyncio.Protocol):
     """Feeds one socket's callbacks to its shard, tagged with the transport id."""
 
-    __slots__ = ("_shard", "_tid")
+    __slots__ = ("_fed", "_receive", "_shard", "_step", "_tid", "_time")
 
     def __init__(self, shard: Shard, tid: int) -> None:
         self._shard = shard
         self._tid = tid
+        # The read path, bound once: a read is fed and stepped from here, one call deep.
+        assert shard._ws is not None and shard._loop is not None
+        self._receive = shard._ws.receive_data
+        self._step = shard._core.step
+        self._time = shard._loop.time
+        self._fed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._shard._tcp_made(self._tid, transport)
 
     def data_received(self, data: bytes) -> None:
-        self._shard._tcp_data(self._tid, data)
+        if not self._fed:  # the first read makes this transport one that back-pressure holds
+            self._fed = True
+            self._shard._fed.add(self._tid)
+        self._receive(self._tid, data, now=self._time())
+        self._step()
 
     def eof_received(self) -> bool:
         self._shard._tcp_data(self._tid, None)
@@ -197,6 +207,7 @@ class Shard(ShardBase):
     ) -> None:
         self._config = config
         self._limits = limits if limits is not None else FlowLimits()
+        self._max_backlog = self._limits.max_backlog  # read after every batch
         self._router = router
         self._routing: asyncio.Task[None] | None = None
         #: Sees each event before the router (set by a :class:`ShardGroup` with a store).
@@ -336,8 +347,10 @@ class Shard(ShardBase):
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Event]:
-        events, core = self._events, self._core
+        events, core, waiters = self._events, self._core, self._waiters
         resume_at = self._limits.resume_backlog
+        assert self._loop is not None
+        create_future = self._loop.create_future
         event: Event | None = None
         while True:
             while events:
@@ -348,14 +361,15 @@ class Shard(ShardBase):
                 if isinstance(event, Terminated):
                     return
             event = None  # no payload is kept alive while the consumer waits
-            assert self._loop is not None
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            waiters = self._waiters
+            # Woken by the next batch (_deliver), which empties ``waiters``; the event
+            # itself stays in the deque until taken here, so a consumer cancelled between
+            # the wake-up and its next step loses nothing.
+            waiter: asyncio.Future[None] = create_future()
             waiters.append(waiter)
             try:
                 await waiter
             finally:
-                if waiter in waiters:  # cancelled while waiting
+                if waiters and waiter in waiters:  # cancelled while waiting
                     waiters.remove(waiter)
 
     # -- what the core calls --------------------------------------------------------------
@@ -370,7 +384,7 @@ class Shard(ShardBase):
                 if not waiter.done():
                     waiter.set_result(None)
             waiters.clear()
-        if len(queued) >= self._limits.max_backlog:
+        if len(queued) >= self._max_backlog:
             self._pause_reading()
 
     def _request_identify(self, shard_id: int) -> None:
@@ -527,6 +541,7 @@ class Shard(ShardBase):
         self._core.input(lambda now: ws.handle_tcp_open(tid, now=now))
 
     def _tcp_data(self, tid: int, data: bytes | None) -> None:
+        """EOF (``None``) or bytes read outside ``_TcpProtocol.data_received``'s fast path."""
         ws = self._ws
         assert ws is not None and self._loop is not None
         self._fed.add(tid)

@@ -79,7 +79,8 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -158,6 +159,22 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return False
 
+    # What the asyncio driver also asks of a TCP transport (write marks, the buffered size,
+    # closing): without them its ``connection_made`` raised, the driver reported a failed
+    # open and reconnected for ever, and the bench waited for a connection that never came.
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        return None
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        return None
+
+    def abort(self) -> None:
+        return None
+
 
 async def feed(protocol: Any, transport: FakeTransport, reads: list[bytes]) -> None:
     """Deliver ``reads`` like the loop's transport: one data_received per loop iteration."""
@@ -235,7 +252,24 @@ def hikari_info() -> str:
     return f"hikari {hikari.__version__}"
 
 
-def prepare_hikari(reads: list[bytes], target: int) -> Run:
+@dataclass
+class Receiver:
+    """A peer's receive path wired on ``loop``, built as the peer builds it (setup, untimed).
+
+    ``protocol`` takes the socket's reads (``data_received``) through ``transport``'s flow
+    control; ``consume()`` is the peer's own receive loop (it never returns); ``ready()``
+    says whether READY was handled; ``close()`` stops what the peer started (a thread).
+    """
+
+    protocol: Any
+    transport: FakeTransport
+    consume: Callable[[], Coroutine[Any, Any, None]]
+    ready: Callable[[], bool]
+    close: Callable[[], None]
+
+
+def hikari_receiver(loop: asyncio.AbstractEventLoop, hand_off: Callable[..., None]) -> Receiver:
+    """hikari's receive path (see the module doc), its event manager's hand-off ``hand_off``."""
     import logging
 
     import hikari
@@ -244,12 +278,9 @@ def prepare_hikari(reads: list[bytes], target: int) -> Run:
     from hikari.impl import shard as hikari_shard
     from hikari.internal import data_binding
 
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
     ws, conn_proto, transport = aiohttp_websocket(
         loop, decode_text=False, timeout=client_ws.DEFAULT_WS_CLIENT_TIMEOUT
     )
-    hand_off = _HandOff(target)
     manager = SimpleNamespace(consume_raw_event=hand_off)
     shard = hikari_shard.GatewayShardImpl(
         compression=hikari.api.GatewayCompression.TRANSPORT_ZLIB_STREAM,
@@ -277,11 +308,26 @@ def prepare_hikari(reads: list[bytes], target: int) -> Run:
         assert hello["op"] == 10, hello
         await shard._poll_events()
 
+    def ready() -> bool:
+        return shard._handshake_event is not None and shard._handshake_event.is_set()
+
+    return Receiver(conn_proto, transport, consume, ready, lambda: None)
+
+
+def prepare_hikari(reads: list[bytes], target: int) -> Run:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    hand_off = _HandOff(target)
+    peer = hikari_receiver(loop, hand_off)
+
     def run() -> int:
         try:
-            loop.run_until_complete(run_with_feeder(conn_proto, transport, reads, consume()))
-            assert shard._handshake_event is not None and shard._handshake_event.is_set()
+            loop.run_until_complete(
+                run_with_feeder(peer.protocol, peer.transport, reads, peer.consume())
+            )
+            assert peer.ready()
         finally:
+            peer.close()
             loop.close()
             asyncio.set_event_loop(None)
         return hand_off.n
@@ -319,20 +365,18 @@ def discord_info() -> str:
     return f"discord.py {discord.__version__} ({context.__name__}, {context.COMPRESSION_TYPE})"
 
 
-def prepare_discord(reads: list[bytes], target: int) -> Run:
+def discord_receiver(loop: asyncio.AbstractEventLoop, hand_off: Callable[..., None]) -> Receiver:
+    """discord.py's receive path (see the module doc), every parser replaced by ``hand_off``."""
     import aiohttp
 
     discord = import_discord()
     gateway = discord.gateway
 
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
     client = discord.Client(intents=discord.Intents.default())
     ws_socket, conn_proto, transport = aiohttp_websocket(
         loop, decode_text=True, timeout=aiohttp.ClientWSTimeout(ws_close=30.0)
     )
     ws = gateway.DiscordWebSocket(ws_socket, loop=loop)
-    hand_off = _HandOff(target)
     # What DiscordWebSocket.from_client sets, with the parsers replaced by the hand-off.
     ws.token = "bench-token"
     ws._connection = client._connection
@@ -352,13 +396,27 @@ def prepare_discord(reads: list[bytes], target: int) -> Run:
         while True:  # Client.connect's loop
             await ws.poll_event()
 
+    def close() -> None:
+        if ws._keep_alive is not None:
+            ws._keep_alive.stop()
+
+    return Receiver(conn_proto, transport, consume, lambda: ws.session_id is not None, close)
+
+
+def prepare_discord(reads: list[bytes], target: int) -> Run:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    hand_off = _HandOff(target)
+    peer = discord_receiver(loop, hand_off)
+
     def run() -> int:
         try:
-            loop.run_until_complete(run_with_feeder(conn_proto, transport, reads, consume()))
-            assert ws.session_id is not None
+            loop.run_until_complete(
+                run_with_feeder(peer.protocol, peer.transport, reads, peer.consume())
+            )
+            assert peer.ready()
         finally:
-            if ws._keep_alive is not None:
-                ws._keep_alive.stop()
+            peer.close()
             loop.close()
             asyncio.set_event_loop(None)
         return hand_off.n
@@ -484,8 +542,12 @@ def run_ours_asyncio_driver(reads: list[bytes]) -> int:
         )
         shard = Shard(config)
         shard.start()
-        while not links:
+        for _ in range(1000):  # the driver opens its connection within a few loop turns
+            if links:
+                break
             await asyncio.sleep(0)
+        else:
+            raise AssertionError("the driver never connected (see its debug log)")
         protocol, transport = links[0]
         head = split_head(transport.written[0])
         assert head is not None

@@ -11,7 +11,7 @@ keeps alive decides what each collection costs). HELLO and READY are fed untimed
 figures are per message over the startup burst plus the steady state ("whole"), and over
 the steady state alone ("steady").
 
-Two figures, one command each (prints ratios; asserts nothing about time):
+Four figures, one command each (prints ratios; asserts nothing about time):
 
 ``python bench/bench_realistic.py core`` — whole messages → events:
 
@@ -38,6 +38,26 @@ included:
   each message inflated and parsed by orjson (hikari's and discord.py's reader);
 * client floor: the same, plus the suffix check and the ``op``/``s`` read (as for core);
 * ours: ``WebSocketConnection.receive_data`` + ``next_actions()`` + ``next_events()``.
+
+``python bench/bench_realistic.py asyncio`` — TCP reads → events through an asyncio event loop,
+each message taken by the application's own task (``realistic_asyncio.py`` says exactly what
+runs): one task plays the loop's socket transport, calling the protocol's
+``data_received(read)`` once per read and yielding to the loop between reads, honouring
+``pause_reading`` / ``resume_reading`` (``bench_peers.feed``):
+
+* floor: aiohttp's compiled reader + zlib + orjson in ``data_received``, each payload handed
+  to a consumer task through a deque and a future (no gateway logic at all);
+* ours: the real ``gateway_proto.adapters.asyncio.Shard`` (its protocol, ``DriverCore`` and
+  hand-off) over a simulated socket, events taken with ``async for event in shard``;
+* hikari 2.7 and discord.py 2.7: their receive paths over aiohttp's real client protocol,
+  reader and queue, as bench_peers.py builds them, each peer's model layer a counting stub.
+
+``python bench/bench_realistic.py drivers`` — the asyncio driver as above against the trio
+driver fed the same way: ``trio.open_tcp_stream`` returns a stream whose ``receive_some``
+hands over one read per call, each a checkpoint, and the application takes the events with
+``async for`` in its own task (trio runs in its own thread; this thread only waits, so the
+process's CPU time is the driver's). The threads driver is not measured this way yet: its
+selector transport reads real sockets, and a socket pair would let the kernel merge reads.
 
 Method: every contender is set up untimed, then its startup burst and its steady state are
 timed (CPU time of this process) within one round; rounds interleave the contenders with the
@@ -511,7 +531,10 @@ def measure(
                 if count != expected[part]:
                     raise AssertionError(f"{name} {part}: {count} delivered, {expected[part]} sent")
             times[name].append(spent)
-            del run
+            close = getattr(run, "close", None)
+            if close is not None:  # a contender on its own event loop
+                close()
+            del run, close
     return times
 
 
@@ -550,7 +573,7 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("figure", choices=("core", "bytes"))
+    parser.add_argument("figure", choices=("core", "bytes", "asyncio", "drivers"))
     parser.add_argument("--quick", action="store_true", help="a small stream, for a smoke test")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5, quick 2)")
     args = parser.parse_args()
@@ -565,10 +588,20 @@ def main() -> None:
     if args.figure == "core":
         contenders = CORE
         print("\ncore: whole messages -> events")
-    else:
+    elif args.figure == "bytes":
         contenders = BYTES
         check_ours_events(stream)
         print("\nbytes: TCP reads -> events (websocket framing included), synchronous")
+    elif args.figure == "asyncio":
+        from realistic_asyncio import ASYNCIO
+
+        contenders = ASYNCIO
+        print("\nasyncio: TCP reads -> events through an event loop, taken by the application")
+    else:
+        from realistic_asyncio import DRIVERS
+
+        contenders = DRIVERS
+        print("\ndrivers: the asyncio driver's figure vs the trio driver's, fed the same way")
     contenders = installed(contenders)
     times = measure(stream, contenders, rounds)
     report(stream, contenders, times)
