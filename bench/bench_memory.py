@@ -91,6 +91,12 @@ def rss() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+async def consume(group: ShardGroup) -> None:
+    """The idle application: takes every event and keeps none while it waits."""
+    async for item in group:
+        del item
+
+
 async def measure(
     server: subprocess.Popen[str], url: str, shards: int, per_shard: int, args: argparse.Namespace
 ) -> dict[str, float]:
@@ -132,6 +138,9 @@ async def measure(
                             break
             figures["traffic_s"] = time.perf_counter() - started
         del event
+        # From now on the application takes every event as it comes (the heartbeat ACKs),
+        # as a real one does: its wake-ups count in the idle CPU, and no event waits.
+        consumer = asyncio.create_task(consume(group))
         await asyncio.sleep(1.0)  # idle: a heartbeat round trip or two, nothing pending
         gc.collect()
         figures["heap_kib"] = (tracemalloc.get_traced_memory()[0] - heap_before) / shards / 1024
@@ -143,6 +152,7 @@ async def measure(
             cpu = time.process_time()
             await asyncio.sleep(args.idle)
             figures["idle_core_pct"] = (time.process_time() - cpu) / args.idle * 100
+        consumer.cancel()
         await group.close()
     return figures
 
