@@ -36,6 +36,7 @@ import asyncio
 import ctypes
 import gc
 import os
+import re
 import subprocess
 import sys
 import time
@@ -85,6 +86,58 @@ def trim() -> bool:
     return True
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in [
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        ]
+    ]
+
+
+def heaps() -> dict[str, int]:
+    """Bytes in the two allocators under RSS: glibc's (in use, free) and pymalloc's arenas.
+
+    pymalloc (``sys._debugmallocstats``) holds Python's small objects in 1 MiB arenas and
+    returns an arena only once all of it is free; the difference between its arenas and its
+    allocated blocks is memory the traffic used that one survivor per pool keeps resident.
+    Empty where glibc's ``mallinfo2`` is missing.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {}
+    read, write = os.pipe()
+    saved = os.dup(2)
+    os.dup2(write, 2)
+    os.close(write)
+    try:
+        sys._debugmallocstats()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    with os.fdopen(read, encoding="ascii", errors="replace") as stats:
+        text = stats.read()
+    arenas = re.search(r"# arenas allocated current\s*=\s*([\d,]+)", text)
+    blocks = re.search(r"# bytes in allocated blocks\s*=\s*([\d,]+)", text)
+    figures = {"glibc_in_use": info.uordblks, "glibc_free": info.fordblks}
+    if arenas and blocks:
+        figures["pymalloc_arenas"] = int(arenas.group(1).replace(",", "")) << 20
+        figures["pymalloc_blocks"] = int(blocks.group(1).replace(",", ""))
+    return figures
+
+
 def rss() -> int:
     """Resident set size of this process in bytes (Linux)."""
     with open("/proc/self/statm", encoding="ascii") as statm:
@@ -106,6 +159,7 @@ async def measure(
         for i in range(shards)
     ]
     gc.collect()
+    heaps_before = heaps() if args.breakdown else {}
     rss_before = rss()
     if args.heap:  # tracemalloc's own bookkeeping inflates RSS: measure in a separate run
         tracemalloc.start()
@@ -145,6 +199,8 @@ async def measure(
         gc.collect()
         figures["heap_kib"] = (tracemalloc.get_traced_memory()[0] - heap_before) / shards / 1024
         figures["rss_kib"] = (rss() - rss_before) / shards / 1024
+        for name, value in (heaps() if args.breakdown else {}).items():
+            figures[name] = (value - heaps_before[name]) / shards / 1024
         if trim():  # after the figure: what of it is freed memory the C heap kept
             figures["trimmed_kib"] = (rss() - rss_before) / shards / 1024
         tracemalloc.stop()
@@ -164,6 +220,7 @@ def main() -> None:
     parser.add_argument("--heap", action="store_true", help="measure the Python heap instead")
     parser.add_argument("--idle", type=float, default=0.0, help="seconds of idle CPU to measure")
     parser.add_argument("--no-traffic", action="store_true", help="READY only, no traffic")
+    parser.add_argument("--breakdown", action="store_true", help="the RSS by allocator")
     args = parser.parse_args()
     server = subprocess.Popen(
         [sys.executable, "-c", _SERVER.format(bench=str(BENCH), traffic=TRAFFIC, n=args.shards)],
@@ -189,6 +246,12 @@ def main() -> None:
         print(f"Python heap (tracemalloc) / idle shard: {figures['heap_kib']:6.1f} KiB")
     else:
         print(f"RSS growth per idle shard: {figures['rss_kib']:6.1f} KiB  (target <= 52 KiB)")
+        if "pymalloc_arenas" in figures:
+            print(
+                f"  glibc heap in use {figures['glibc_in_use']:5.1f} KiB (free "
+                f"{figures['glibc_free']:4.1f}); pymalloc arenas {figures['pymalloc_arenas']:5.1f}"
+                f" KiB, of which allocated blocks {figures['pymalloc_blocks']:5.1f}"
+            )
         if "trimmed_kib" in figures:
             print(
                 f"  the same after malloc_trim(0): {figures['trimmed_kib']:6.1f} KiB "

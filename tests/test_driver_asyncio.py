@@ -176,7 +176,7 @@ def test_idle_group_keeps_no_consumed_payload() -> None:
         return sum(
             1
             for o in gc.get_objects()
-            if isinstance(o, DispatchReceived) and o.data == {"marker": "kept?"}
+            if type(o) is DispatchReceived and o.data == {"marker": "kept?"}
         )
 
     async def main(server: LoopbackGateway) -> int:
