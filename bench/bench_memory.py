@@ -9,14 +9,21 @@ counted. Every shard connects (zlib-stream, JSON, no TLS) and is READY; then the
 sends each shard the same realistic traffic (``realistic_stream.shard_session``: a few
 small GUILD_CREATEs, then steady dispatches of about 700 bytes; about 110 KB of JSON per
 shard, so every shard's inflate window has been filled, as on a real shard a few seconds
-after connecting), :data:`BATCH` shards at a time. The application consumes every event.
-Once every shard is idle:
+after connecting), :data:`BATCH` shards at a time. The application consumes every event,
+and keeps consuming (a task that takes each event and keeps none) while the shards idle, as
+a real application does. Once every shard is idle:
 
 * RSS growth of this process per shard, from before the shards were built to now (C
   allocations included: zlib's inflate state and window, sockets, asyncio transports, and
   whatever the traffic left behind);
 * the same after glibc's ``malloc_trim(0)``: the difference is memory the traffic used and
   freed that the C heap had not yet returned, not memory anything still holds;
+* with ``--breakdown``, the same growth by allocator: glibc's heap in use and free (zlib's
+  state and window are there, about 39 KiB a shard) and pymalloc's arenas against the
+  blocks allocated in them. The arenas hold more than the blocks because the traffic's
+  decoded events filled arenas that a few objects allocated meanwhile (a timer, a float)
+  still pin: that slack grows with the traffic in flight at once (``BATCH``) and is what
+  moves the RSS figure between runs;
 * with ``--heap``, in a separate run, the Python heap growth per shard seen by tracemalloc
   (Python objects only: tracemalloc's own bookkeeping would inflate the RSS figure);
 * with ``--idle SECONDS``, this process's CPU time over that long an idle period, as a
@@ -26,7 +33,13 @@ Once every shard is idle:
 ``--no-traffic`` skips the traffic (the shards stay as READY left them: the figure the
 README reported before, with zlib's window mostly untouched).
 
-Usage: ``python bench/bench_memory.py [--shards 1000] [--heap] [--idle 60] [--no-traffic]``.
+Usage: ``python bench/bench_memory.py [--shards 1000] [--heap] [--breakdown] [--idle 90]
+[--no-traffic]``.
+
+Measured (Python 3.11, the 2 shared cores of this project's machine, 1,000 shards): RSS
+54.7-59.9 KiB per idle shard (nine runs; glibc 40.0 KiB in use, pymalloc arenas 14.3-20.5
+KiB of which 10.4 allocated), Python heap 49.7 KiB (``--heap``; zlib 39.2 of it); idle CPU
+1.03-1.05 % of one core over 90 s (``--idle 90``, three runs at a quiet moment).
 """
 
 from __future__ import annotations
