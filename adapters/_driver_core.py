@@ -475,6 +475,7 @@ async def route_events(
         if observe is not None:
             observe(event)
         await router.feed(event, ack=ack)
+        del event  # an idle shard's consumer keeps no payload alive while it waits
     await router.join()
 
 

@@ -44,7 +44,7 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from gateway_proto import (
     Command,
@@ -124,6 +124,10 @@ async def discover_gateway(
 ) -> GatewayInfo:
     """``GET /gateway/bot`` in a worker thread, so the loop never blocks (docs/protocol.md §1.1)."""
     return await asyncio.to_thread(discover, token, api_base=api_base, ssl_context=ssl_context)
+
+
+#: The bounds of a shard built without ``limits=``: one frozen instance for all of them.
+_DEFAULT_LIMITS: Final = FlowLimits()
 
 
 @final
@@ -206,7 +210,7 @@ class Shard(ShardBase):
         limits: FlowLimits | None = None,
     ) -> None:
         self._config = config
-        self._limits = limits if limits is not None else FlowLimits()
+        self._limits = limits if limits is not None else _DEFAULT_LIMITS
         self._max_backlog = self._limits.max_backlog  # read after every batch
         self._router = router
         self._routing: asyncio.Task[None] | None = None
@@ -243,17 +247,23 @@ class Shard(ShardBase):
         # a consumer has found it empty, and set by the first batch after that.
         self._events: collections.deque[Event] = collections.deque()
         self._waiters: list[asyncio.Future[None]] = []
-        self._done: asyncio.Event | None = None
+        # Whether the connection has terminated; a future to wait on it is made only when
+        # :meth:`close` or :meth:`wait_closed` waits (an asyncio.Event per idle shard would
+        # keep a 760-byte deque of waiters).
+        self._ended = False
+        self._ended_future: asyncio.Future[None] | None = None
         self.watch = LoopWatch(stall_warning)
         # Flow control: whether reading is held for the backlog, which TCP transports are
         # held, the open gates of custom transports, write-paused transports, and the
-        # abort timers of graceful closes.
-        self._held: set[int] = set()
+        # abort timers of graceful closes. The two sets that are empty while a shard is
+        # idle are dicts used as sets: an empty set keeps an 8-slot table (216 bytes), an
+        # empty dict 64.
+        self._held: dict[int, None] = {}
         # Transports that have received something: only those are held (a connection
         # opened while the backlog is full reads its upgrade and HELLO first).
         self._fed: set[int] = set()
         self._gates: dict[int, asyncio.Event] = {}
-        self._write_paused: set[int] = set()
+        self._write_paused: dict[int, None] = {}
         self._closing: dict[int, asyncio.TimerHandle] = {}
 
     # -- the public API -----------------------------------------------------------------
@@ -289,7 +299,6 @@ class Shard(ShardBase):
         loop = asyncio.get_running_loop()
         self._core.start(clock=loop.time)
         self._loop = loop
-        self._done = asyncio.Event()
         if self._gate is None:
             self._gate = _loop_gate(loop, default_scheduler())
         self._gate.register(self._config.shard[0], self._grant)
@@ -320,11 +329,11 @@ class Shard(ShardBase):
         ``Router(concurrency=N)`` too: it waits for every other dispatch).
         """
         core = self._core
-        if self._done is None:
+        if self._loop is None:
             return None
         core.input(core.close_input(resumable=resumable))
         core.stop()
-        await self._done.wait()
+        await self._wait_ended()
         routing = self._routing
         if routing is None or routing is asyncio.current_task():
             pass  # not routed, or a handler of an in-order router: the routing task itself
@@ -338,8 +347,17 @@ class Shard(ShardBase):
 
     async def wait_closed(self) -> None:
         """Wait until the connection has terminated (fatal close or :meth:`close`)."""
-        if self._done is not None:
-            await self._done.wait()
+        if self._loop is not None:
+            await self._wait_ended()
+
+    async def _wait_ended(self) -> None:
+        if self._ended:
+            return
+        assert self._loop is not None
+        if self._ended_future is None:
+            self._ended_future = self._loop.create_future()
+        # Shielded: a cancelled waiter must not cancel the future other waiters share.
+        await asyncio.shield(self._ended_future)
 
     def __aiter__(self) -> AsyncIterator[Event]:
         self._check_unrouted()
@@ -403,7 +421,7 @@ class Shard(ShardBase):
         for tid, tcp in self._tcp.items():
             if tid in self._fed and tid not in self._held and not tcp.is_closing():
                 tcp.pause_reading()  # type: ignore[attr-defined]
-                self._held.add(tid)
+                self._held[tid] = None
         for tid, gate in self._gates.items():
             if tid in self._fed:
                 gate.clear()
@@ -425,9 +443,9 @@ class Shard(ShardBase):
         if tid not in self._tcp:
             return
         if paused:
-            self._write_paused.add(tid)
+            self._write_paused[tid] = None
         else:
-            self._write_paused.discard(tid)
+            self._write_paused.pop(tid, None)
         ws = self._ws
         assert ws is not None
         self._core.input(lambda now: ws.set_writing_paused(tid, paused, now=now))
@@ -435,8 +453,8 @@ class Shard(ShardBase):
     def _overflow(self, tid: int, tcp: asyncio.BaseTransport, buffered: int) -> None:
         """Past the hard bound: the peer stopped reading; abort and report it."""
         del self._tcp[tid]
-        self._write_paused.discard(tid)
-        self._held.discard(tid)
+        self._write_paused.pop(tid, None)
+        self._held.pop(tid, None)
         tcp.abort()  # type: ignore[attr-defined]
         error = WriteBufferOverflow(buffered, self._limits.write_hard_limit)
         logger.debug("shard %s: %s", self._config.shard, error)
@@ -478,21 +496,20 @@ class Shard(ShardBase):
         self._core.input(lambda at: self._core.engine.handle_timer(now=at))
 
     def _grant(self) -> None:
-        if self._loop is not None and not self._done_set():
+        if self._loop is not None and not self._ended:
             self._core.input(lambda now: self._core.engine.grant_identify(now=now))
 
-    def _done_set(self) -> bool:
-        return self._done is not None and self._done.is_set()
-
     def _finish(self) -> None:
-        assert self._done is not None
+        assert self._loop is not None
         self._set_timer(None)
         if self._gate is not None:
             self._gate.unregister(self._config.shard[0])
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
-        self._done.set()
+        self._ended = True
+        if self._ended_future is not None and not self._ended_future.done():
+            self._ended_future.set_result(None)
 
     def _spawn(self, tid: int, coro: Coroutine[Any, Any, None]) -> None:
         assert self._loop is not None
@@ -552,9 +569,9 @@ class Shard(ShardBase):
         closing = self._closing.pop(tid, None)
         if closing is not None:
             closing.cancel()
-        self._held.discard(tid)
+        self._held.pop(tid, None)
         self._fed.discard(tid)
-        self._write_paused.discard(tid)
+        self._write_paused.pop(tid, None)
         if self._tcp.pop(tid, None) is None:
             return
         ws = self._ws
@@ -572,8 +589,8 @@ class Shard(ShardBase):
             task.cancel()  # still connecting: the core gave up on it
         if tcp is None:
             return
-        self._held.discard(tid)
-        self._write_paused.discard(tid)
+        self._held.pop(tid, None)
+        self._write_paused.pop(tid, None)
         if abort:
             tcp.abort()  # type: ignore[attr-defined]
             return
@@ -808,6 +825,7 @@ class ShardGroup:
             if store is not None:
                 store.observe(shard_key, event)
             await self._queue.put((shard_key[0], event))
+            del event  # an idle shard's pump keeps no payload alive while it waits
 
     def __aiter__(self) -> AsyncIterator[tuple[int, Event]]:
         if self._router is not None:

@@ -1166,6 +1166,7 @@ class ShardGroup:
                 shard_id = shard.gateway.config.shard[0]
                 async for event in shard:
                     await send.send((shard_id, event))
+                    del event  # an idle shard's pump keeps no payload alive while it waits
 
     def __aiter__(self) -> AsyncIterator[tuple[int, Event]]:
         if self._router is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import http.server
 import io
 import json
@@ -161,6 +162,57 @@ def test_shard_group_shares_one_identify_scheduler(server: LoopbackGateway) -> N
     seen = asyncio.run(main())
     assert all(isinstance(events[0], SessionStarted) for events in seen.values())
     assert server.call(lambda gw: (gw.identifies, list(gw.violations))) == (2, [])
+
+
+def test_idle_group_keeps_no_consumed_payload() -> None:
+    """Once the application has taken an event, the group's pump does not keep it alive.
+
+    An idle shard would otherwise hold its last payload for as long as it stays idle (and
+    pin the memory of the traffic it came with). The heartbeat is slow here so that no ACK
+    replaces the event while the test looks.
+    """
+
+    def alive() -> int:
+        return sum(
+            1
+            for o in gc.get_objects()
+            if type(o) is DispatchReceived and o.data == {"marker": "kept?"}
+        )
+
+    async def main(server: LoopbackGateway) -> int:
+        async with asyncio.timeout(10), ShardGroup([config_for(server)]) as group:
+            async for _, event in group:
+                if isinstance(event, SessionStarted):
+                    break
+            later(0, lambda: server.call(lambda gw: gw.dispatch("X", {"marker": "kept?"})))
+            async for _, event in group:
+                if isinstance(event, DispatchReceived):
+                    break
+            del event
+            await asyncio.sleep(0.05)  # the pump is back waiting for the next event
+            return alive()
+
+    fake = FakeGateway(token=TOKEN, heartbeat_interval_ms=60_000)
+    with LoopbackGateway(fake) as server:
+        assert asyncio.run(main(server)) == 0
+
+
+def test_wait_closed_survives_a_cancelled_waiter(server: LoopbackGateway) -> None:
+    """Waiters share one future made on demand: cancelling one leaves the others waiting."""
+
+    async def main() -> bool:
+        async with asyncio.timeout(10), Shard(config_for(server)) as shard:
+            await collect(shard, has(SessionStarted))
+            first = asyncio.create_task(shard.wait_closed())
+            second = asyncio.create_task(shard.wait_closed())
+            await asyncio.sleep(0)
+            first.cancel()
+            await shard.close()
+            await second
+            await shard.wait_closed()  # after the end: returns at once
+            return first.cancelled() and second.done()
+
+    assert asyncio.run(main())
 
 
 def test_resumable_close_returns_a_snapshot(server: LoopbackGateway) -> None:
