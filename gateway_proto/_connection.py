@@ -17,6 +17,7 @@ Two lifetimes hold all state:
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeGuard, final
 
@@ -188,8 +189,9 @@ class GatewayConnection:
             raise LocalProtocolError(
                 "the token is too long: a RESUME carrying it would exceed 4096 bytes (docs/protocol.md §9)"
             ) from None
-        self._main_url = gateway_url(
-            config.url, encoding=config.encoding, compression=config.compression
+        # Interned: the shards of one bot share the same main URL string instead of a copy each.
+        self._main_url = sys.intern(
+            gateway_url(config.url, encoding=config.encoding, compression=config.compression)
         )
         self._state = _S.IDLE
         #: The latest ``now``; starts at the lowest accepted time (every input checks it).
@@ -1103,7 +1105,8 @@ class GatewayConnection:
         self._sequence = _NO_SEQUENCE if seq is None else seq
         resume_url = d.get("resume_gateway_url")
         self._session_id = session_id if isinstance(session_id, str) and session_id else None
-        self._resume_url = resume_url if usable_ws_url(resume_url) else None
+        # Interned: the shards of a bot mostly get the same few resume URLs (one per region).
+        self._resume_url = sys.intern(str(resume_url)) if usable_ws_url(resume_url) else None
         self._resume_failures = 0
         # READY itself is consumed here, so a new session starts acknowledged up to it.
         self._committed = self._sequence

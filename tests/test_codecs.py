@@ -43,6 +43,7 @@ from gateway_proto import (
 )
 from gateway_proto._codecs import NEED_MORE, InboundDecoder
 from gateway_proto._codecs import _json as json_module
+from gateway_proto._codecs._etf import EtfCodec
 from gateway_proto._codecs._json import JsonCodec
 from gateway_proto._codecs._payload_zlib import PayloadZlibDecompressor
 from gateway_proto._codecs._zlib import IN_STEP, OUT_STEP, ZLIB_SUFFIX, ZlibStreamDecompressor
@@ -1262,3 +1263,25 @@ def test_bytes_after_the_end_of_a_large_zlib_stream_end_in_decode_error(extra: b
     ended = compressor.compress(text) + compressor.flush(zlib.Z_FINISH)  # a final block
     with pytest.raises(DecodeError, match="follow"):
         ZlibStreamDecompressor(PEAK_BOUND).feed(ended + extra + ZLIB_SUFFIX)
+
+
+def test_decoders_hold_no_closure_and_an_idle_stream_no_buffer() -> None:
+    """Memory per idle connection (bench/bench_memory.py): every configuration's ``decode``
+    is a method of a slotted object, not closures with their cells (about 1.2 KiB per
+    connection), and a zlib-stream holds no empty buffer between messages, also after one
+    split over several websocket messages."""
+    for compression, payload_compression in ((ZLIB, False), (NONE, False), (NONE, True)):
+        for codec in (JsonCodec(), EtfCodec()):
+            if payload_compression and isinstance(codec, EtfCodec):
+                continue
+            decode = InboundDecoder(
+                codec, compression, MIB, payload_compression=payload_compression
+            ).decode
+            assert getattr(decode, "__closure__", None) is None
+            assert not hasattr(decode.__self__, "__dict__")  # type: ignore[attr-defined]
+    stream = ZlibStreamDecompressor(MIB)
+    assert stream.buffer == b""
+    (whole,) = deflate_stream([b'{"op":11}'])
+    assert stream.feed(whole[:3]) is None
+    assert stream.feed(whole[3:]) == b'{"op":11}'
+    assert type(stream.buffer) is bytes and stream.buffer == b""

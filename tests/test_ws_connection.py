@@ -1399,3 +1399,26 @@ def test_handle_tcp_failed_forwards_the_drivers_error():
     (event,) = step.of(Disconnected)
     assert event.error is error
     assert event.will_resume
+
+
+def test_an_idle_link_keeps_no_upgrade_state_and_shards_share_their_urls():
+    """Memory per idle shard (bench/bench_memory.py): once upgraded, a link drops the host,
+    target and key only the upgrade needed, and its frame reader holds no empty buffers after
+    a frame split over reads and a fragmented message; shards share their main and resume
+    URL strings (interned) rather than holding a copy each."""
+    harnesses = [Harness(), Harness()]
+    for h in harnesses:
+        h.start_session()
+        body = json.dumps(dispatch("GUILD_CREATE", 2, {"id": "1", "name": "x" * 300})).encode()
+        split = jframe(dispatch("X", 3))
+        stream = raw_frame(TEXT, body[:100], fin=False) + raw_frame(CONT, body[100:])
+        events = h.feed(stream + split[:10], at=2.0).events + h.feed(split[10:], at=2.1).events
+        assert [(e.name, e.sequence) for e in events] == [("GUILD_CREATE", 2), ("X", 3)]
+        link = h.ws._links[1]
+        assert (link.host, link.target, link.key, link.head) == ("", "", "", b"")
+        assert link.reader._parts is None and link.reader._fragments is None
+        assert link.reader.buffered == 0
+    first, second = (h.ws.gateway for h in harnesses)
+    assert first.resume_url == second.resume_url == RESUME_BASE
+    assert first.resume_url is second.resume_url
+    assert first._main_url is second._main_url

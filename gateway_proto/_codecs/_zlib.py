@@ -95,8 +95,9 @@ class ZlibStreamDecompressor:
     def __init__(self, max_size: int) -> None:
         #: The connection's inflate context (read by the fused zlib+JSON fast path).
         self.inflater = zlib.decompressobj()
-        #: Part of a message (no flush marker yet) waiting for the rest.
-        self.buffer = bytearray()
+        #: Part of a message (no flush marker yet) waiting for the rest: a ``bytearray``
+        #: while there is one, else the shared ``b""`` (no empty bytearray per connection).
+        self.buffer: bytes | bytearray = b""
         self._max_size = max_size
 
     def feed(self, data: bytes) -> bytes | bytearray | None:
@@ -116,11 +117,11 @@ class ZlibStreamDecompressor:
             if not self.buffer.endswith(ZLIB_SUFFIX):
                 return None
             compressed: bytes | bytearray = self.buffer
-            self.buffer = bytearray()
+            self.buffer = b""
         elif data.endswith(ZLIB_SUFFIX):
             compressed = data  # the common case: one message, one frame, no copy
         else:
-            self.buffer += data
+            self.buffer = bytearray(data)
             return None
         try:
             return inflate(self.inflater, compressed, self._max_size)

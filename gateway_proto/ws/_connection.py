@@ -380,7 +380,9 @@ class WebSocketConnection:
             self._end_link(transport_id, CloseTcp(transport_id, abort=True))
             self._gateway.handle_transport_closed(transport_id, None, str(exc), now=now)
             return
+        # What only the upgrade needed is not held for the life of the connection.
         link.head = b""
+        link.host = link.target = link.key = ""
         link.phase = _OPEN
         self._gateway.handle_transport_open(transport_id, now=now)
         if rest:

@@ -151,11 +151,14 @@ class FrameReader:
         self._max_size = max_message_size
         self._expect_masked = expect_masked
         self._head = b""  # an incomplete frame header carried to the next read
-        self._parts: list[bytes] = []  # pieces of a frame payload split over reads
+        # Pieces of a frame payload split over reads, and (below) the frames of a fragmented
+        # message (RFC 6455 §5.4): ``None`` while there are none, so an idle reader holds no
+        # empty lists.
+        self._parts: list[bytes] | None = None
         self._remaining = 0  # bytes of that payload still to come
         self._partial_b0 = 0
         self._partial_mask: bytes | None = None
-        self._fragments: list[bytes] = []  # frames of a fragmented message (RFC 6455 §5.4)
+        self._fragments: list[bytes] | None = None
         self._fragment_op = 0
         self._fragments_size = 0
         # The UTF-8 check of the text message in progress, while one spans frames or reads,
@@ -166,7 +169,7 @@ class FrameReader:
     @property
     def buffered(self) -> int:
         """Bytes held for frames that are not complete yet."""
-        return len(self._head) + sum(map(len, self._parts)) + self._fragments_size
+        return len(self._head) + sum(map(len, self._parts or ())) + self._fragments_size
 
     def single_binary(self, data: bytes) -> bytes | None:
         """The payload when ``data`` is exactly one whole, final, unmasked BINARY frame.
@@ -237,15 +240,17 @@ class FrameReader:
             if self._remaining:
                 take = min(self._remaining, size)
                 piece = data[:take]
-                self._parts.append(piece)
+                parts = self._parts
+                assert parts is not None  # a frame is in progress
+                parts.append(piece)
                 self._remaining -= take
                 if self._partial_text:
                     self._check_text(piece)
                 if self._remaining:
                     return out
                 pos = take
-                payload = b"".join(self._parts)
-                self._parts = []
+                payload = b"".join(parts)
+                self._parts = None
                 if self._partial_mask is not None:
                     payload = _xor_mask(payload, self._partial_mask)
                 checked = self._partial_text
@@ -390,12 +395,14 @@ class FrameReader:
             text = self._fragment_op == _TEXT_OP
             if text and not checked:
                 self._check_text(payload)
-            self._fragments.append(payload)
+            fragments = self._fragments
+            assert fragments is not None  # a fragmented message is in progress
+            fragments.append(payload)
             self._fragments_size += len(payload)
             if b0 & _FIN:
                 if text:
                     self._check_text(b"", final=True)
-                out.append((self._fragment_op, b"".join(self._fragments)))
+                out.append((self._fragment_op, b"".join(fragments)))
                 self._fragment_op = 0
-                self._fragments = []
+                self._fragments = None
                 self._fragments_size = 0
