@@ -18,7 +18,8 @@ done, so the core never sees an input in the middle of its own actions.
 Flow control (the bounds are :class:`~gateway_proto.adapters._common.FlowLimits`): past
 ``max_backlog`` events not yet taken by ``async for`` the driver calls
 ``transport.pause_reading()`` (a custom transport: stops calling ``recv``) and tells the
-core; it resumes at half of it. Each TCP transport gets the write marks through
+core; it resumes at half of it (in a :class:`ShardGroup`, the shard's events still waiting in
+the group's buffer are counted). Each TCP transport gets the write marks through
 ``set_write_buffer_limits``, and ``pause_writing`` / ``resume_writing`` are handed to the
 websocket layer; past ``write_hard_limit`` buffered bytes the transport is aborted with
 :class:`~gateway_proto.WriteBufferOverflow`. A graceful close still unfinished after the
