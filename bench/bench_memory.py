@@ -37,12 +37,13 @@ Usage: ``python bench/bench_memory.py [--shards 1000] [--heap] [--breakdown] [--
 [--no-traffic]``.
 
 Measured (Python 3.11, the 2 shared cores of this project's machine, 1,000 shards, other
-helpers' benchmarks running): RSS 50.4-61.7 KiB per idle shard (seven runs, four of them
-50.4-51.3; glibc 39.4 KiB in use, pymalloc arenas 10.2-21.5 KiB of which 8.8 allocated),
-Python heap 47.4 KiB (``--heap``; zlib 39.2 of it); idle CPU 1.06-1.09 % of one core over 90 s
-(``--idle 90``, two runs). The code before the group's shards put their events straight into
+helpers' benchmarks running): RSS 49.8-61.7 KiB per idle shard (eight runs, five of them
+49.8-51.3; glibc 39.4 KiB in use, pymalloc arenas 10.2-21.5 KiB of which 8.8 allocated),
+Python heap 47.4 KiB (``--heap``; zlib 39.2 of it); idle CPU 1.06-1.11 % of one core over 90 s
+(``--idle 90``, three runs). The code before the group's shards put their events straight into
 its buffer (a pump task per shard) and before ``Shard`` had slots, in the same session:
-55.1-63.7 KiB (seven runs; glibc 40.0, 10.7-10.8 allocated), heap 50.1 KiB, 1.12-1.13 %.
+54.4-63.7 KiB (eight runs; glibc 40.0, 10.7-10.8 allocated), heap 50.1 KiB, 1.11-1.13 %
+(1.11 for both in one interleaved pair: no idle CPU gain shows above the noise).
 The targets above are therefore not met in every run: the pymalloc arenas pinned after the
 traffic still move the RSS figure by about 10 KiB, and the idle CPU is above 1 %.
 """
