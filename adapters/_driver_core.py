@@ -148,6 +148,11 @@ class MessageIO:
     abort: Callable[[int], None]
 
 
+#: The transport a core does not run: one shared instance each, for every core.
+_NO_TCP: Final = TcpIO(_no_transport, _no_transport, _no_transport)
+_NO_MESSAGES: Final = MessageIO(_no_transport, _no_transport, _no_transport, _no_transport)
+
+
 @final
 class DriverCore:
     """The core of one shard and the loop around it; see the module doc.
@@ -219,12 +224,8 @@ class DriverCore:
         self._request_identify = request_identify
         self._deliver = deliver
         self._terminated = terminated
-        self._tcp = tcp if tcp is not None else TcpIO(_no_transport, _no_transport, _no_transport)
-        self._messages = (
-            messages
-            if messages is not None
-            else MessageIO(_no_transport, _no_transport, _no_transport, _no_transport)
-        )
+        self._tcp = tcp if tcp is not None else _NO_TCP
+        self._messages = messages if messages is not None else _NO_MESSAGES
         self._start_hint = start_hint
         self._phase = _Phase.NEW
         self._ended = False
@@ -395,8 +396,10 @@ class ShardBase:
     """What a shard shows the application the same way in every driver.
 
     A driver's ``Shard`` sets ``_core`` and ``_limits``, and ``_router`` when it was built
-    with ``router=``.
+    with ``router=``. No slots of its own, so that a driver's ``Shard`` may have slots.
     """
+
+    __slots__ = ()
 
     _core: DriverCore
     _limits: FlowLimits
@@ -550,9 +553,10 @@ class GroupSettings:
     * ``scheduler``: the :class:`~gateway_proto.IdentifyScheduler` the group's shards share
       (docs/protocol.md §8, §11). One passed in needs ``margin=IDENTIFY_MARGIN`` (each
       driver exports it; why: its definition in ``_common``); the default has it.
-    * ``limits``: each shard's :class:`FlowLimits`. Events wait for the application in the
-      group's queue (at most ``limits.max_backlog``), then in each shard's backlog, so the
-      back-pressure of each shard holds for the group too.
+    * ``limits``: each shard's :class:`FlowLimits`, whose back-pressure holds for the group
+      too. In the asyncio and threads drivers each shard's events wait in the group's one
+      buffer and count there against that shard's ``max_backlog``; in trio they wait in
+      the group's channel (at most ``buffer``), then in each shard's backlog.
 
     Raises:
         ValueError: no configuration.
@@ -561,7 +565,7 @@ class GroupSettings:
 
     configs: list[GatewayConfig]
     scheduler: IdentifyScheduler
-    #: How many events wait in the group's queue (the shards' ``max_backlog``).
+    #: How many events wait in a trio group's channel (the shards' ``max_backlog``).
     buffer: int
 
     @classmethod

@@ -18,7 +18,8 @@ done, so the core never sees an input in the middle of its own actions.
 Flow control (the bounds are :class:`~gateway_proto.adapters._common.FlowLimits`): past
 ``max_backlog`` events not yet taken by ``async for`` the driver calls
 ``transport.pause_reading()`` (a custom transport: stops calling ``recv``) and tells the
-core; it resumes at half of it. Each TCP transport gets the write marks through
+core; it resumes at half of it (in a :class:`ShardGroup`, the shard's events still waiting in
+the group's buffer are counted). Each TCP transport gets the write marks through
 ``set_write_buffer_limits``, and ``pause_writing`` / ``resume_writing`` are handed to the
 websocket layer; past ``write_hard_limit`` buffered bytes the transport is aborted with
 :class:`~gateway_proto.WriteBufferOverflow`. A graceful close still unfinished after the
@@ -129,6 +130,12 @@ async def discover_gateway(
 #: The bounds of a shard built without ``limits=``: one frozen instance for all of them.
 _DEFAULT_LIMITS: Final = FlowLimits()
 
+#: Why a shard of an unrouted :class:`ShardGroup` cannot be iterated on its own.
+_IN_GROUP: Final = (
+    "this shard's events go to its ShardGroup's buffer: iterate the group "
+    "(async for shard_id, event in group)"
+)
+
 
 @final
 class _TcpProtocol(asyncio.Protocol):
@@ -197,6 +204,42 @@ class Shard(ShardBase):
     iterating a routed shard raises :class:`ShardStateError` and changes nothing.
     """
 
+    # Slots: past 30 attributes an instance dict no longer shares its keys with the
+    # class's other instances and costs about 1.5 KiB a shard; slots cost 8 bytes each.
+    __slots__ = (
+        "_closing",
+        "_config",
+        "_connector",
+        "_core",
+        "_ended",
+        "_ended_future",
+        "_events",
+        "_fed",
+        "_gate",
+        "_gates",
+        "_gateway",
+        "_group",
+        "_held",
+        "_in_group",
+        "_limits",
+        "_loop",
+        "_max_backlog",
+        "_observe",
+        "_outbox",
+        "_resume_at",
+        "_router",
+        "_routing",
+        "_ssl",
+        "_tasks",
+        "_tcp",
+        "_timer",
+        "_timer_deadline",
+        "_waiters",
+        "_write_paused",
+        "_ws",
+        "watch",
+    )
+
     def __init__(
         self,
         config: GatewayConfig,
@@ -212,6 +255,7 @@ class Shard(ShardBase):
         self._config = config
         self._limits = limits if limits is not None else _DEFAULT_LIMITS
         self._max_backlog = self._limits.max_backlog  # read after every batch
+        self._resume_at = self._limits.resume_backlog  # ... and in a group, every event
         self._router = router
         self._routing: asyncio.Task[None] | None = None
         #: Sees each event before the router (set by a :class:`ShardGroup` with a store).
@@ -244,9 +288,15 @@ class Shard(ShardBase):
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._outbox: dict[int, asyncio.Queue[Outgoing]] = {}
         # The hand-off to the consumer: events wait in a deque; a future is made only when
-        # a consumer has found it empty, and set by the first batch after that.
-        self._events: collections.deque[Event] = collections.deque()
-        self._waiters: list[asyncio.Future[None]] = []
+        # a consumer has found it empty, and set by the first batch after that. Both are
+        # made by the first batch or consumer: a shard of a group never needs them (its
+        # events go to the group's buffer), and an empty deque is 624 bytes.
+        self._events: collections.deque[Event] | None = None
+        self._waiters: list[asyncio.Future[None]] | None = None
+        #: The group whose buffer takes this shard's events (set by an unrouted
+        #: :class:`ShardGroup`), and how many of them wait there, untaken.
+        self._group: ShardGroup | None = None
+        self._in_group = 0
         # Whether the connection has terminated; a future to wait on it is made only when
         # :meth:`close` or :meth:`wait_closed` waits (an asyncio.Event per idle shard would
         # keep a 760-byte deque of waiters).
@@ -271,7 +321,9 @@ class Shard(ShardBase):
     @property
     def backlog(self) -> int:
         """Events received but not yet taken by the application."""
-        return len(self._events)
+        if self._group is not None:
+            return self._in_group
+        return len(self._events) if self._events is not None else 0
 
     @property
     def write_buffered(self) -> int:
@@ -361,10 +413,16 @@ class Shard(ShardBase):
 
     def __aiter__(self) -> AsyncIterator[Event]:
         self._check_unrouted()
+        if self._group is not None:
+            raise ShardStateError(_IN_GROUP)
         self._core.check_started()
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Event]:
+        if self._events is None:
+            self._events = collections.deque()
+        if self._waiters is None:
+            self._waiters = []
         events, core, waiters = self._events, self._core, self._waiters
         resume_at = self._limits.resume_backlog
         assert self._loop is not None
@@ -394,7 +452,13 @@ class Shard(ShardBase):
 
     def _deliver(self, events: list[Event]) -> None:
         """Queue a batch for the consumer; wake it only if it waits."""
+        group = self._group
+        if group is not None:
+            group._deliver(self, events)
+            return
         queued = self._events
+        if queued is None:
+            queued = self._events = collections.deque()
         queued.extend(events)
         waiters = self._waiters
         if waiters:
@@ -425,7 +489,7 @@ class Shard(ShardBase):
         for tid, gate in self._gates.items():
             if tid in self._fed:
                 gate.clear()
-        self._core.pause_reading(len(self._events))
+        self._core.pause_reading(self.backlog)
 
     def _resume_reading(self) -> None:
         """The application took enough events: read again and tell the core."""
@@ -519,6 +583,8 @@ class Shard(ShardBase):
         def forget(_: object) -> None:
             if self._tasks.get(tid) is task:
                 del self._tasks[tid]
+                if not self._tasks:  # an emptied dict keeps its table; an empty one is 64 B
+                    self._tasks = {}
 
         task.add_done_callback(forget)
 
@@ -701,8 +767,15 @@ class ShardGroup:
 
     ``async for shard_id, event in group`` interleaves every shard's events in arrival order.
     ``configs``, ``scheduler`` and ``limits`` mean what they mean in every driver (see
-    :class:`~gateway_proto.adapters._driver_core.GroupSettings`: the group's queue, the
+    :class:`~gateway_proto.adapters._driver_core.GroupSettings`: the group's buffer, the
     scheduler's margin).
+
+    Each shard puts its events straight into the group's one buffer as it reads them (no
+    task per shard, no second queue), and they count there against that shard's
+    ``limits.max_backlog``: a shard with that many events untaken stops reading, and reads
+    again once the application has taken enough of them that ``resume_backlog`` or fewer
+    are left; the other shards read on. A shard of an unrouted group cannot be iterated on
+    its own (:class:`ShardStateError`).
 
     One node of many processes (docs/protocol.md §8, §11; see
     :mod:`gateway_proto.adapters.cluster`): with a ``coordinator`` the shards' identifies
@@ -745,8 +818,12 @@ class ShardGroup:
         self.shards: list[Shard] = []
         #: Shard ids that started from a stored snapshot (a cold resume was attempted).
         self.restored: list[int] = []
-        self._queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue(maxsize=settings.buffer)
-        self._pumps: list[asyncio.Task[None]] = []
+        # Every shard's events, in arrival order; a future is made only while a consumer
+        # has found the buffer empty, and set by the next batch of any shard.
+        self._buffer: collections.deque[tuple[int, Event]] = collections.deque()
+        self._waiters: list[asyncio.Future[None]] = []
+        #: The shards by id: what the consumer credits each taken event to.
+        self._by_id: dict[int, Shard] = {}
         self._closed = False
 
     async def __aenter__(self) -> ShardGroup:
@@ -777,9 +854,10 @@ class ShardGroup:
             if store is not None:
                 store.track(config.shard, snapshot_source(shard))
                 shard._observe = functools.partial(store.observe, config.shard)
-            shard.start()
             if self._router is None:
-                self._pumps.append(loop.create_task(self._pump(shard)))
+                shard._group = self
+                self._by_id[config.shard[0]] = shard
+            shard.start()
         if store is not None:
             store.start()
         return self
@@ -794,8 +872,6 @@ class ShardGroup:
         coordinator, the shard leases are released.
         """
         snapshots = await asyncio.gather(*(s.close(resumable=resumable) for s in self.shards))
-        for pump in self._pumps:
-            pump.cancel()
         if not self._closed:
             self._closed = True
             if self._store is not None:
@@ -818,14 +894,27 @@ class ShardGroup:
                     self._store.untrack(config.shard)
                 asyncio.get_running_loop().create_task(shard.close(resumable=True))
 
-    async def _pump(self, shard: Shard) -> None:
-        shard_key = shard.gateway.config.shard
-        store = self._store
-        async for event in shard:
-            if store is not None:
-                store.observe(shard_key, event)
-            await self._queue.put((shard_key[0], event))
-            del event  # an idle shard's pump keeps no payload alive while it waits
+    def _deliver(self, shard: Shard, events: list[Event]) -> None:
+        """A batch of ``shard`` (its ``_deliver``): buffer it, wake a waiting consumer.
+
+        The session store sees each event as it arrives; past the shard's ``max_backlog``
+        untaken events the shard stops reading.
+        """
+        observe = shard._observe
+        if observe is not None:
+            for event in events:
+                observe(event)
+        shard_id = shard._config.shard[0]
+        self._buffer.extend([(shard_id, event) for event in events])
+        shard._in_group += len(events)
+        waiters = self._waiters
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            waiters.clear()
+        if shard._in_group >= shard._max_backlog:
+            shard._pause_reading()
 
     def __aiter__(self) -> AsyncIterator[tuple[int, Event]]:
         if self._router is not None:
@@ -833,8 +922,27 @@ class ShardGroup:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[tuple[int, Event]]:
+        buffer, waiters, shards = self._buffer, self._waiters, self._by_id
+        create_future = asyncio.get_running_loop().create_future
+        item: tuple[int, Event] | None = None
         while True:
-            yield await self._queue.get()
+            while buffer:
+                item = buffer.popleft()
+                shard = shards[item[0]]
+                shard._in_group -= 1
+                if shard._core.reading_paused and shard._in_group <= shard._resume_at:
+                    shard._resume_reading()
+                yield item
+            item = None  # no payload is kept alive while the consumer waits
+            # As in Shard._iterate: the events stay in the buffer until taken here, so a
+            # consumer cancelled between the wake-up and its next step loses nothing.
+            waiter: asyncio.Future[None] = create_future()
+            waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiters and waiter in waiters:  # cancelled while waiting
+                    waiters.remove(waiter)
 
 
 @final

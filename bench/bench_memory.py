@@ -36,10 +36,16 @@ README reported before, with zlib's window mostly untouched).
 Usage: ``python bench/bench_memory.py [--shards 1000] [--heap] [--breakdown] [--idle 90]
 [--no-traffic]``.
 
-Measured (Python 3.11, the 2 shared cores of this project's machine, 1,000 shards): RSS
-54.7-59.9 KiB per idle shard (nine runs; glibc 40.0 KiB in use, pymalloc arenas 14.3-20.5
-KiB of which 10.4 allocated), Python heap 49.7 KiB (``--heap``; zlib 39.2 of it); idle CPU
-1.03-1.05 % of one core over 90 s (``--idle 90``, three runs at a quiet moment).
+Measured (Python 3.11, the 2 shared cores of this project's machine, 1,000 shards, other
+helpers' benchmarks running): RSS 49.8-61.7 KiB per idle shard (eight runs, five of them
+49.8-51.3; glibc 39.4 KiB in use, pymalloc arenas 10.2-21.5 KiB of which 8.8 allocated),
+Python heap 47.4 KiB (``--heap``; zlib 39.2 of it); idle CPU 1.06-1.11 % of one core over 90 s
+(``--idle 90``, three runs). The code before the group's shards put their events straight into
+its buffer (a pump task per shard) and before ``Shard`` had slots, in the same session:
+54.4-63.7 KiB (eight runs; glibc 40.0, 10.7-10.8 allocated), heap 50.1 KiB, 1.11-1.13 %
+(1.11 for both in one interleaved pair: no idle CPU gain shows above the noise).
+The targets above are therefore not met in every run: the pymalloc arenas pinned after the
+traffic still move the RSS figure by about 10 KiB, and the idle CPU is above 1 %.
 """
 
 from __future__ import annotations

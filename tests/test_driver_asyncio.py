@@ -165,7 +165,7 @@ def test_shard_group_shares_one_identify_scheduler(server: LoopbackGateway) -> N
 
 
 def test_idle_group_keeps_no_consumed_payload() -> None:
-    """Once the application has taken an event, the group's pump does not keep it alive.
+    """Once the application has taken an event, the group does not keep it alive.
 
     An idle shard would otherwise hold its last payload for as long as it stays idle (and
     pin the memory of the traffic it came with). The heartbeat is slow here so that no ACK
@@ -189,7 +189,7 @@ def test_idle_group_keeps_no_consumed_payload() -> None:
                 if isinstance(event, DispatchReceived):
                     break
             del event
-            await asyncio.sleep(0.05)  # the pump is back waiting for the next event
+            await asyncio.sleep(0.05)  # the shard and the group wait for the next event
             return alive()
 
     fake = FakeGateway(token=TOKEN, heartbeat_interval_ms=60_000)

@@ -349,6 +349,59 @@ def test_asyncio_keeps_no_payload_alive_while_idle() -> None:
     asyncio.run(main())
 
 
+def test_asyncio_group_holds_back_each_shard_on_its_own() -> None:
+    """In a group's one buffer each shard's untaken events count against its own bound.
+
+    A shard with ``max_backlog`` events untaken stops reading while the other goes on; it
+    reads again once the application took it down to ``resume_backlog``. Events come out in
+    arrival order, each with its shard id, and the session store's hook sees each as it
+    arrives. A shard of the group cannot be iterated on its own.
+    """
+    limits = FlowLimits(max_backlog=4)
+    configs = [
+        GatewayConfig(token=TOKEN, intents=Intents.GUILDS, url=UNREACHABLE, shard=(i, 2))
+        for i in range(2)
+    ]
+    group = asyncio_driver.ShardGroup(configs, limits=limits)
+    observed: list[Event] = []
+
+    async def main() -> list[tuple[int, int | None]]:
+        shards = []
+        for shard_config in configs:
+            shard = asyncio_driver.Shard(shard_config, limits=limits)
+            shard._group = group
+            shard._loop = asyncio.get_running_loop()
+            group._by_id[shard_config.shard[0]] = shard
+            shards.append(shard)
+        slow, other = shards
+        slow._observe = observed.append
+        with pytest.raises(ShardStateError, match="iterate the group"):
+            aiter(slow)
+        slow._deliver([DispatchReceived("X", n, {}) for n in (1, 2, 3)])
+        other._deliver([DispatchReceived("X", 1, {})])
+        assert (slow.backlog, other.backlog, slow.reading_paused) == (3, 1, False)
+        slow._deliver([DispatchReceived("X", 4, {})])
+        assert (slow.reading_paused, other.reading_paused) == (True, False)
+        other._deliver([DispatchReceived("X", n, {}) for n in (2, 3)])
+        assert (slow.backlog, other.backlog, other.reading_paused) == (4, 3, False)
+        taken: list[tuple[int, int | None]] = []
+        paused: list[bool] = []
+        iterator = aiter(group)
+        for _ in range(7):
+            shard_id, event = await anext(iterator)
+            assert isinstance(event, DispatchReceived)
+            taken.append((shard_id, event.sequence))
+            paused.append(slow.reading_paused)
+        # Still paused with 3 of the slow shard's events left; resumed at 2 (4 // 2).
+        assert paused == [True] + [False] * 6
+        assert (slow.backlog, other.backlog) == (0, 0)
+        assert [e.sequence for e in observed if isinstance(e, DispatchReceived)] == [1, 2, 3, 4]
+        return taken
+
+    taken = asyncio.run(main())
+    assert taken == [(0, 1), (0, 2), (0, 3), (1, 1), (0, 4), (1, 2), (1, 3)]
+
+
 def test_threads_keeps_no_payload_alive_while_idle() -> None:
     """The threads iterator drops its last event before it blocks for the next one."""
     shard = threads_driver.Shard(config())
