@@ -9,8 +9,9 @@
 
 The core (a :class:`gateway_proto.ws.WebSocketConnection` over the
 :class:`~gateway_proto.GatewayConnection`) belongs to one task, the shard's main task
-(:meth:`Shard.run`, started in a nursery that ``async with`` opens). Nothing else touches it:
-every other task posts to the main task's inbox, a trio memory channel (docs/architecture.md §5):
+(:meth:`Shard.run`, started in a nursery that ``async with`` opens), and one task at a time
+touches it: every other task posts its inputs to the main task's inbox (docs/architecture.md §5),
+or, while the main task waits with nothing queued, feeds the input itself (see below):
 
 * one connection task per TCP connection opens it (``trio.open_tcp_stream``, then
   :class:`trio.SSLStream` for ``wss://``) and runs a reader, which posts what it reads, EOF
@@ -22,11 +23,20 @@ every other task posts to the main task's inbox, a trio memory channel (docs/arc
 
 The main loop drains the core's actions (performing them), queues its events for
 ``async for``, then waits on the inbox until the core's one deadline
-(``trio.move_on_at``); at the deadline it calls ``handle_timer`` (and tells
+(a cancel scope's deadline); at the deadline it calls ``handle_timer`` (and tells
 :class:`~gateway_proto.adapters._common.LoopWatch` how late it ran). Whatever is already in
 the inbox is fed before an overdue deadline is handled, so an ACK that has arrived counts
-(docs/architecture.md §4). ``now`` is ``trio.current_time()`` throughout. There are no locks: only the
-main task calls the core.
+(docs/architecture.md §4). ``now`` is ``trio.current_time()`` throughout. There are no locks.
+
+Feeding on the poster's task: while the main task waits on an empty inbox, a reader (or the
+writer, the gate, ``__anext__``'s resume) feeds its input to the core and performs what it
+produced right there, instead of posting it and waking the main task: a TCP read then costs
+two task switches (reader, consumer), not three. It is safe because trio switches tasks only
+at ``await`` and a feed awaits nothing, so inputs still reach the core one at a time and in
+order (whatever the feed produces for the inbox is queued behind it). A deadline the feed
+moved moves the main task's wait; a termination wakes it; what the feed raised is raised by
+the main task, where its own feed would have raised it. Application calls
+(:meth:`Shard.send`, :meth:`Shard.close`) always go through the inbox.
 
 Cancellation: a :meth:`Shard.send` that raised ``Cancelled`` did not post anything (the
 wait for the answer is shielded; the main task answers at once). Cancelling the main task
@@ -274,6 +284,70 @@ _Out = Outgoing
 
 
 @final
+class _Inbox:
+    """The main task's inputs, in order, and the main task itself while it waits for one.
+
+    ``waiter`` is set only while the main task is parked in :meth:`wait` with nothing
+    queued: then the task that has an input may feed the core itself (:meth:`claim`, see
+    :meth:`Shard._post`); meanwhile what that feed produces for the inbox is queued.
+    """
+
+    __slots__ = ("closed", "failure", "feeding", "items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[_InboxItem] = collections.deque()
+        self.waiter: trio.lowlevel.Task | None = None
+        self.feeding = False
+        self.closed = False
+        #: What a feed on another task raised: the main task raises it when it wakes.
+        self.failure: BaseException | None = None
+
+    def put(self, item: _InboxItem) -> bool:
+        """Queue ``item`` and wake the main task; ``False`` once the main loop has ended."""
+        if self.closed:
+            return False
+        self.items.append(item)
+        if not self.feeding:
+            self.wake()
+        return True
+
+    def claim(self) -> bool:
+        """Whether the calling task may feed the core now (then :meth:`release` after it)."""
+        if self.waiter is None or self.feeding:
+            return False
+        self.feeding = True
+        return True
+
+    def release(self, failure: BaseException | None, *, wake: bool) -> None:
+        """End a claimed feed; wake the main task for what it queued, ``wake`` or a failure."""
+        self.feeding = False
+        if failure is not None:
+            self.failure = failure
+            self.wake()
+        elif wake or self.items:
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake the main task if it waits."""
+        task = self.waiter
+        if task is not None:
+            self.waiter = None
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        """Park the main task until an input is queued or another task's feed needs it."""
+        self.waiter = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        failure, self.failure = self.failure, None
+        if failure is not None:
+            raise failure
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self.waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+@final
 class _ConnTasks:
     """One connection's tasks, as the main task sees them."""
 
@@ -422,7 +496,9 @@ class Shard(ShardBase):
         self._connector = connector
         self._ssl = ssl_context
         self._gate = identify
-        self._inbox: trio.MemorySendChannel[_InboxItem] | None = None
+        self._inbox: _Inbox | None = None
+        #: The main task's wait for an input, bounded by the core's deadline (see _set_deadline).
+        self._wait_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._links: dict[int, _ConnTasks] = {}
         self._deadline: float | None = None
@@ -493,7 +569,7 @@ class Shard(ShardBase):
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         """The core's task: serve inputs until the shard terminates, then drop connections."""
-        inbox, receive = trio.open_memory_channel[_InboxItem](math.inf)
+        inbox = _Inbox()
         gate_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -506,9 +582,9 @@ class Shard(ShardBase):
             self._inbox = inbox
             task_status.started()
             try:
-                await self._serve(receive)
+                await self._serve(inbox)
             finally:
-                self._finish(receive)
+                self._finish(inbox)
                 gate_scope.cancel()
                 # Let graceful closes (close frame echoes, TLS close_notify) finish, briefly.
                 grace = self._config.close_timeout
@@ -584,9 +660,7 @@ class Shard(ShardBase):
             raise ShardStateError("the shard's main task has not started yet")
         await trio.lowlevel.checkpoint_if_cancelled()
         call = _Call(feed)
-        try:
-            inbox.send_nowait(call)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        if not inbox.put(call):
             # The main task is gone and nothing else uses the core: a closed core answers
             # the call itself (send raises, close does nothing).
             if self._gateway.state is not ConnectionState.CLOSED:
@@ -600,27 +674,32 @@ class Shard(ShardBase):
         if call.error is not None:
             raise call.error
 
-    async def _serve(self, inbox: trio.MemoryReceiveChannel[_InboxItem]) -> None:
-        """The main loop: perform actions, deliver events, wait for one input or the timer."""
+    async def _serve(self, inbox: _Inbox) -> None:
+        """The main loop: perform actions, deliver events, wait for one input or the timer.
+
+        While it waits, other tasks may feed the core themselves (:meth:`_post`); a
+        deadline their feed moved moves this wait's (:meth:`_set_deadline`).
+        """
         self._engine.connect(now=trio.current_time())
         self._core.step()
+        queued = inbox.items
         while not self._terminated:
-            item: _InboxItem | None = None
-            try:
-                item = inbox.receive_nowait()
-            except trio.WouldBlock:
-                # Everything received is fed before a deadline is judged (docs/architecture.md §4: an ACK
-                # already read must count before the heartbeat deadline).
-                deadline = self._deadline
-                if deadline is not None and trio.current_time() >= deadline:
-                    self._fire(deadline)
-                    continue
-                with trio.move_on_at(math.inf if deadline is None else deadline):
-                    item = await inbox.receive()
-                if item is None:
-                    continue  # the deadline: handled at the top of the loop
-            self._feed(item)
-            self._core.step()
+            if queued:
+                self._feed(queued.popleft())
+                self._core.step()
+                continue
+            # Everything received is fed before a deadline is judged (docs/architecture.md §4: an ACK
+            # already read must count before the heartbeat deadline).
+            deadline = self._deadline
+            if deadline is not None and trio.current_time() >= deadline:
+                self._fire(deadline)
+                continue
+            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+                self._wait_scope = scope
+                try:
+                    await inbox.wait()
+                finally:
+                    self._wait_scope = None
 
     def _fire(self, deadline: float) -> None:
         now = trio.current_time()
@@ -678,6 +757,9 @@ class Shard(ShardBase):
 
     def _set_deadline(self, deadline: float | None) -> None:
         self._deadline = deadline
+        scope = self._wait_scope
+        if scope is not None:  # set by a feed on another task while the main task waits
+            scope.deadline = math.inf if deadline is None else deadline
 
     def _request_identify(self, shard_id: int) -> None:
         assert self._gate is not None
@@ -761,31 +843,61 @@ class Shard(ShardBase):
         self._end_link(tid, True)
 
     def _grant(self) -> None:
-        """The identify gate's grant (called on the gate's timer task or ours)."""
-        inbox = self._inbox
-        if inbox is not None:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                inbox.send_nowait(_Grant())
+        """The identify gate's grant (called on the gate's timer task, another shard's or ours)."""
+        if self._inbox is not None:
+            self._post(_Grant())
 
     def _post(self, item: _InboxItem) -> None:
-        """Give the main task one input (from a connection task)."""
+        """Give the core one input from a task other than the main one (dropped once it ended).
+
+        While the main task waits with nothing queued, the caller feeds the core itself and
+        performs what that produced, sparing the main task's wake-up (a task switch and a
+        new cancel scope) per input: trio switches tasks only at ``await``, and this feed
+        awaits nothing, so still one task at a time touches the core, in the inputs' order.
+        Otherwise the input is queued for the main task. What the feed raises is raised by
+        the main task, where its own feed would have raised it (the shard ends the same way).
+        """
         inbox = self._inbox
         assert inbox is not None
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            inbox.send_nowait(item)
+        if not inbox.claim():
+            inbox.put(item)
+            return
+        failure = None
+        try:
+            self._feed(item)
+            self._core.step()
+        except BaseException as exc:  # raised by the main task, unchanged
+            failure = exc
+        inbox.release(failure, wake=self._terminated)
 
-    def _finish(self, inbox: trio.MemoryReceiveChannel[_InboxItem]) -> None:
+    def _post_read(self, tid: int, data: bytes, link: _ConnTasks) -> None:
+        """:meth:`_post` of ``_TcpData(tid, data)``, the reader's hot path, without the item."""
+        inbox = self._inbox
+        assert inbox is not None
+        if not inbox.claim():
+            inbox.put(_TcpData(tid, data))
+            return
+        link.fed = True
+        ws = self._ws
+        assert ws is not None
+        failure = None
+        try:
+            ws.receive_data(tid, data, now=trio.current_time())
+            self._core.step()
+        except BaseException as exc:  # raised by the main task, unchanged
+            failure = exc
+        inbox.release(failure, wake=self._terminated)
+
+    def _finish(self, inbox: _Inbox) -> None:
         """The main loop ended: answer waiting calls, release waiters, drop connections."""
         assert self._gate is not None
         self._gate.unregister(self._config.shard[0])
-        while True:
-            try:
-                item = inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        queued = inbox.items
+        while queued:
+            item = queued.popleft()
             if isinstance(item, _Call):
                 item.run(trio.current_time())
-        inbox.close()
+        inbox.closed = True
         # Nothing performs actions any more; what a late call produced is dropped.
         self._engine.next_actions()
         self._events.extend(self._engine.next_events())
@@ -894,7 +1006,7 @@ class Shard(ShardBase):
                 if not data:
                     self._post(_TcpData(tid, None))
                     return
-                self._post(_TcpData(tid, data if type(data) is bytes else bytes(data)))
+                self._post_read(tid, data if type(data) is bytes else bytes(data), link)
         except trio.ClosedResourceError:
             return
         except Exception as exc:  # OSError, BrokenResourceError, a TLS library's error

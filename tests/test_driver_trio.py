@@ -37,6 +37,7 @@ from gateway_proto import (
     DispatchReceived,
     Event,
     GatewayConfig,
+    GatewayConnection,
     HeartbeatAcknowledged,
     IdentifyScheduler,
     LocalProtocolError,
@@ -50,6 +51,7 @@ from gateway_proto import (
 )
 from gateway_proto.testing import FakeGateway, ServerMessage
 from gateway_proto.testing._loopback import LoopbackGateway
+from gateway_proto.ws import WebSocketConnection
 
 TOKEN = "trio-token"
 INTENTS = 513
@@ -439,13 +441,15 @@ def test_discover_gateway_in_a_thread(server: LoopbackGateway) -> None:
 
 class MemoryGateway:
     """A FakeGateway reached through in-memory :class:`MessageTransport` objects, in trio
-    time; ``identified_at`` records when each IDENTIFY arrived."""
+    time; ``identified_at`` and ``heartbeats_at`` record when each IDENTIFY and heartbeat
+    arrived."""
 
     def __init__(self, fake: FakeGateway) -> None:
         self.fake = fake
         self.links: dict[int, MemoryTransport] = {}
         self.ids = itertools.count(1)
         self.identified_at: list[float] = []
+        self.heartbeats_at: list[float] = []
 
     async def connect(self, url: str) -> MessageTransport:
         await trio.lowlevel.checkpoint()
@@ -476,8 +480,11 @@ class MemoryTransport:
 
     async def send(self, data: str | bytes) -> None:
         await trio.lowlevel.checkpoint()
-        if json.loads(data)["op"] == 2:
+        op = json.loads(data)["op"]
+        if op == 2:
             self.hub.identified_at.append(trio.current_time())
+        elif op == 1:
+            self.hub.heartbeats_at.append(trio.current_time())
         self.hub.fake.receive(self.tid, data, now=trio.current_time())
         self.hub.flush()
 
@@ -597,3 +604,133 @@ def test_body_error_propagates_unwrapped_and_closes_the_session() -> None:
     assert hub.fake.client_close_codes == [4000]
     assert [s.alive for s in hub.fake.sessions] == [True]
     assert hub.fake.violations == []
+
+
+def task_name() -> str:
+    """The current task's function name (``_read_tcp``, ``_run_custom``, ``run``...)."""
+    return trio.lowlevel.current_task().name.rsplit(".", 1)[-1]
+
+
+def feeding_tasks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the task that feeds each message to a core, from now on."""
+    names: list[str] = []
+    receive = GatewayConnection.receive_message
+
+    def recorded(
+        self: GatewayConnection, transport_id: int, data: str | bytes, *, now: float
+    ) -> None:
+        names.append(task_name())
+        receive(self, transport_id, data, now=now)
+
+    monkeypatch.setattr(GatewayConnection, "receive_message", recorded)
+    return names
+
+
+def test_a_deadline_moved_by_a_feed_on_the_connection_task_fires_on_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/protocol.md §3, docs/architecture.md §5: while the main task waits (until the
+    connect timeout, 20 s), the connection task feeds HELLO itself (no IDENTIFY to grant: a
+    cold resume); the first heartbeat it schedules (10 s, jitter 0.5) still goes out 5 s after
+    HELLO, not 15 s late, and every message of the session was fed on the connection task."""
+    hub = MemoryGateway(FakeGateway(token=TOKEN, heartbeat_interval_ms=10_000))
+    config = config_for("wss://gateway.test", connect_timeout=20.0, hello_timeout=20.0)
+
+    async def main(clock: trio.testing.MockClock) -> None:
+        async with Shard(config, connector=hub.connect) as first:
+            await until(first, lambda e: isinstance(e, SessionStarted))
+            snapshot = await first.close(resumable=True)
+        names = feeding_tasks(monkeypatch)
+        resumed = Shard(config, connector=hub.connect, snapshot=snapshot)
+        start = trio.current_time()
+        async with resumed:
+            await until(resumed, lambda e: isinstance(e, SessionResumed))
+            await until(resumed, lambda e: isinstance(e, HeartbeatAcknowledged))
+            assert hub.heartbeats_at == [start + 5.0]
+            assert resumed.watch.stalls == 0
+            await resumed.close()
+        assert names
+        assert set(names) == {"_run_custom"}
+
+    virtual(main)
+    assert hub.fake.violations == []
+
+
+def shape(exc: BaseException) -> str:
+    """An exception and the groups around it, e.g. ``ExceptionGroup[RuntimeError('x')]``."""
+    if isinstance(exc, BaseExceptionGroup):
+        return f"{type(exc).__name__}[{', '.join(map(shape, exc.exceptions))}]"
+    return repr(exc)
+
+
+#: How a core's error leaves ``Shard.run`` (the main task's and the shard's nurseries).
+CORE_BUG = "ExceptionGroup[ExceptionGroup[RuntimeError('a bug in the core')]]"
+
+
+def check_a_failing_dispatch(
+    shard: Shard,
+    entry: tuple[type, str],
+    dispatch: Callable[[], Awaitable[object]],
+    runner: Callable[[Callable[..., Awaitable[None]]], None],
+    feeder: str,
+) -> None:
+    """Run ``shard`` to READY, make the core's entry for received data (``(owner, method)``)
+    raise a bug, and have the gateway send a dispatch: the bug leaves ``Shard.run`` as
+    :data:`CORE_BUG`, raised once, in a feed on the ``feeder`` task; nothing more is
+    iterated and no reconnect was started."""
+    names: list[str] = []
+    after: list[Event] = []
+
+    def failing(*_: object, **__: object) -> None:
+        names.append(task_name())
+        raise RuntimeError("a bug in the core")
+
+    async def main(*_: object) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shard.run)
+            await until(shard, lambda e: isinstance(e, SessionStarted))
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(*entry, failing)
+                await dispatch()
+                after.extend([event async for event in shard])
+
+    with pytest.raises(BaseExceptionGroup) as raised:
+        runner(main)
+    assert shape(raised.value) == CORE_BUG
+    assert names == [feeder]
+    assert after == []
+    assert shard.gateway.state is ConnectionState.CONNECTED
+
+
+def test_an_error_of_a_feed_on_the_connection_task_ends_the_shard_as_the_main_tasks_would() -> None:
+    """docs/architecture.md §5: a core error while the connection task feeds a dispatch (the
+    main task waiting) is raised by the main task, as if it had fed the message itself: the
+    shard stops, drops its connection (4000, the session stays resumable), delivers nothing
+    more and does not reconnect (the connection task does not end with the error)."""
+    hub = MemoryGateway(FakeGateway(token=TOKEN))
+    shard = Shard(config_for("wss://gateway.test"), connector=hub.connect)
+
+    async def dispatch() -> None:
+        hub.fake.dispatch("MESSAGE_CREATE", {"n": 1})
+        hub.flush()
+
+    entry = (GatewayConnection, "receive_message")
+    check_a_failing_dispatch(shard, entry, dispatch, virtual, "_run_custom")
+    assert hub.fake.client_close_codes == [4000]
+    assert [s.alive for s in hub.fake.sessions] == [True]
+
+
+def test_an_error_of_a_feed_on_the_tcp_reader_ends_the_shard_as_the_main_tasks_would(
+    server: LoopbackGateway,
+) -> None:
+    """docs/architecture.md §5, as above over TCP: the reader's own feed of a read raises a
+    core error; the main task raises it, the shard stops without reconnecting."""
+    shard = Shard(config_for(server.url))
+
+    async def dispatch() -> None:
+        await on_server(server, lambda gw: gw.dispatch("MESSAGE_CREATE", {"n": 1}))
+
+    check_a_failing_dispatch(
+        shard, (WebSocketConnection, "receive_data"), dispatch, run, "_read_tcp"
+    )
+    assert server.call(lambda gw: len(gw.sessions)) == 1
