@@ -62,7 +62,8 @@ says exactly what runs): its own thread reads a real socket, one end of a Unix
 reads) whose other end a forked gateway process writes back to back, and the application
 takes the events with ``for event in shard.events()`` on another thread; it pays a
 ``select`` and a ``recv`` per read and the hand-off between two threads, which the asyncio
-harness's fake transport does not.
+harness's fake transport does not. The same driver with the application's code in an
+``on_event`` callback on the shard's thread shows what that hand-off costs.
 
 Method: every contender is set up untimed, then its startup burst and its steady state are
 timed (CPU time of this process) within one round; rounds interleave the contenders with the
@@ -604,9 +605,13 @@ def main() -> None:
         print("\nasyncio: TCP reads -> events through an event loop, taken by the application")
     else:
         from realistic_asyncio import DRIVERS
-        from realistic_threads import ThreadsPart
+        from realistic_threads import ThreadsCallbackPart, ThreadsPart
 
-        contenders = {**DRIVERS, "threads": ("ours: threads Shard, for in events()", ThreadsPart)}
+        contenders = {
+            **DRIVERS,
+            "threads": ("ours: threads Shard, for in events(), 2 threads", ThreadsPart),
+            "threads cb": ("ours: threads Shard, on_event on its thread", ThreadsCallbackPart),
+        }
         print(
             "\ndrivers: the asyncio driver's figure vs the trio and threads drivers', fed the same way"
         )

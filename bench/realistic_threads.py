@@ -46,7 +46,7 @@ import attrs
 from gateway_proto.adapters.threads import Shard
 from realistic_asyncio import StreamLike, _config
 
-from gateway_proto import DispatchReceived, GatewayConfig, SessionStarted
+from gateway_proto import DispatchReceived, Event, GatewayConfig, SessionStarted
 from gateway_proto.ws._handshake import build_response, split_head
 
 #: How long a part (or the setup) may take before the bench gives up, in seconds.
@@ -106,9 +106,6 @@ class ThreadsPart:
     application's thread. This thread only waits while a part runs.
     """
 
-    #: The driver measured (another build of it can be compared side by side).
-    shard_type: Callable[[GatewayConfig], Shard] = Shard
-
     def __init__(self, stream: StreamLike) -> None:
         self._stream = stream
         address = f"\0gateway-proto-bench-{os.getpid()}-{id(self)}"
@@ -126,17 +123,24 @@ class ThreadsPart:
         self._real_getaddrinfo = socket.getaddrinfo
         socket.getaddrinfo = _resolver(address)  # type: ignore[assignment]  # restored in close
         self._counter = _Counter()
-        config = attrs.evolve(_config(), url="ws://127.0.0.1:9")
-        self._shard = self.shard_type(config)
-        self._shard.start()
-        self._consumer = threading.Thread(target=self._consume, name="bench-application")
-        self._consumer.start()
+        self._consumer: threading.Thread | None = None
+        self._shard = self._start(attrs.evolve(_config(), url="ws://127.0.0.1:9"))
         self._counter.wait()  # READY
 
-    def _consume(self) -> None:
+    def _start(self, config: GatewayConfig) -> Shard:
+        """The shard, started, and the application's thread that takes its events."""
+        shard = Shard(config)
+        shard.start()
+        self._consumer = threading.Thread(
+            target=self._consume, args=(shard,), name="bench-application"
+        )
+        self._consumer.start()
+        return shard
+
+    def _consume(self, shard: Shard) -> None:
         counter = self._counter
         try:
-            for event in self._shard.events():  # the application's loop
+            for event in shard.events():  # the application's loop
                 if type(event) is DispatchReceived or type(event) is SessionStarted:
                     counter()
         except BaseException as exc:  # the bench's thread must not wait for ever
@@ -158,7 +162,8 @@ class ThreadsPart:
             os.close(self._orders)
             _, status = os.waitpid(self._gateway_pid, 0)
             self._shard.close(timeout=60)
-            self._consumer.join(60)
+            if self._consumer is not None:
+                self._consumer.join(60)
         finally:
             socket.getaddrinfo = self._real_getaddrinfo
         if status != 0:
@@ -185,3 +190,22 @@ def _child(body: Callable[[], None]) -> None:
     finally:
         sys.stderr.flush()
         os._exit(code)
+
+
+class ThreadsCallbackPart(ThreadsPart):
+    """The same, the application's code an ``on_event`` callback on the shard's own thread.
+
+    No second thread: what this costs less than :class:`ThreadsPart` is the hand-off
+    between two threads.
+    """
+
+    def _start(self, config: GatewayConfig) -> Shard:
+        counter = self._counter
+
+        def on_event(event: Event) -> None:  # the application's callback
+            if type(event) is DispatchReceived or type(event) is SessionStarted:
+                counter()
+
+        shard = Shard(config, on_event=on_event)
+        shard.start()
+        return shard
