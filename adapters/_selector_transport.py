@@ -72,7 +72,6 @@ class _Conn:
         "held",
         "host",
         "mask",
-        "more",
         "out",
         "phase",
         "port",
@@ -100,9 +99,6 @@ class _Conn:
         self.want = _READ
         #: A TLS read asked for a write (renegotiation) and waits until writable.
         self.read_wants_write = False
-        #: Stopped reading with the budget spent: TLS may hold decrypted bytes
-        #: (``pending()``) the selector cannot see, so read again without waiting.
-        self.more = False
         self.out = bytearray()
         #: Reading is held because the backlog is full (no read interest meanwhile).
         self.held = False
@@ -161,6 +157,11 @@ class SelectorTransport:
         self._conns: dict[int, _Conn] = {}
         #: Connections with bytes queued since their last flush.
         self._dirty: dict[_Conn, None] = {}
+        #: Connections that stopped reading with the budget spent: TLS may hold decrypted
+        #: bytes (``pending()``) the selector cannot see, so they are read again at once.
+        self._unread: dict[_Conn, None] = {}
+        #: Connections in a graceful close (FLUSHING), each reset at its ``close_by``.
+        self._closing: dict[_Conn, None] = {}
 
     # -- the owner's side -------------------------------------------------------------------
 
@@ -195,7 +196,7 @@ class SelectorTransport:
         """
         selector = self._selector
         assert selector is not None
-        if any(conn.more for conn in self._conns.values()):
+        if self._unread:
             timeout = 0.0
         for key, mask in selector.select(timeout):
             conn = key.data
@@ -203,14 +204,16 @@ class SelectorTransport:
                 self._drain_wakeups()
             else:
                 self._io(conn, mask)
-        for conn in [c for c in self._conns.values() if c.more]:
-            if conn.phase is _SocketPhase.OPEN:
-                self._read(conn)
+        if self._unread:
+            for conn in list(self._unread):
+                if conn.phase is _SocketPhase.OPEN:
+                    self._read(conn)
 
     def next_deadline(self) -> float | None:
         """The earliest graceful close deadline, if any."""
-        closes = [c.close_by for c in self._conns.values() if c.phase is _SocketPhase.FLUSHING]
-        return min(closes) if closes else None
+        if not self._closing:
+            return None
+        return min(conn.close_by for conn in self._closing)
 
     def flush(self) -> None:
         """Write what was queued since the last flush (after each batch of actions)."""
@@ -236,7 +239,7 @@ class SelectorTransport:
         for conn in self._conns.values():
             if conn.fed and not conn.held:
                 conn.held = True
-                conn.more = False
+                self._unread.pop(conn, None)
                 self._update_interest(conn)
 
     def release(self) -> None:
@@ -244,8 +247,9 @@ class SelectorTransport:
         for conn in self._conns.values():
             if conn.held:
                 conn.held = False
-                # TLS may hold decrypted bytes the selector cannot see: try a read.
-                conn.more = conn.phase is _SocketPhase.OPEN
+                if conn.phase is _SocketPhase.OPEN:
+                    # TLS may hold decrypted bytes the selector cannot see: try a read.
+                    self._unread[conn] = None
                 self._update_interest(conn)
 
     # -- the connections ---------------------------------------------------------------------
@@ -384,7 +388,7 @@ class SelectorTransport:
         sock = conn.sock
         assert sock is not None
         tid = conn.tid
-        conn.more = False
+        self._unread.pop(conn, None)
         budget = _READ_BUDGET
         while budget > 0:
             try:
@@ -410,7 +414,7 @@ class SelectorTransport:
             if not conn.tls and len(data) < _READ_SIZE:
                 return  # the kernel's buffer is empty; the selector sees new bytes
             budget -= len(data)
-        conn.more = True
+        self._unread[conn] = None
 
     def _flush(self, conn: _Conn) -> None:
         sock = conn.sock
@@ -452,11 +456,14 @@ class SelectorTransport:
         # reads would keep it (and its buffer) alive for ever: it is reset at close_by.
         conn.phase = _SocketPhase.FLUSHING
         conn.close_by = time.monotonic() + self._close_timeout
+        self._closing[conn] = None
         self._dirty[conn] = None
 
     def expire_closes(self, now: float) -> None:
         """Reset the graceful closes whose time is up."""
-        for conn in [c for c in self._conns.values() if c.phase is _SocketPhase.FLUSHING]:
+        if not self._closing:
+            return
+        for conn in list(self._closing):
             if conn.close_by <= now:
                 logger.debug(
                     "shard %s: a graceful close did not finish in %.1f s; reset",
@@ -481,9 +488,10 @@ class SelectorTransport:
             conn.sock = None
         conn.fd = -1
         conn.phase = _SocketPhase.CLOSED
-        conn.more = False
         conn.out.clear()
         self._dirty.pop(conn, None)
+        self._unread.pop(conn, None)
+        self._closing.pop(conn, None)
         if self._conns.get(conn.tid) is conn:
             del self._conns[conn.tid]
 

@@ -280,9 +280,10 @@ class Shard(ShardBase):
         self._delivering = False
         self._terminated = False
         self._linger_until = 0.0
-        # Flow control. The count of undelivered events (a ShardGroup replaces it with its
-        # own count); written by the shard's thread, read by the consuming one.
-        self._undelivered: Callable[[], int] = self._queued
+        # Flow control. The count of undelivered events: those in the queue of events()
+        # (with on_event nothing is queued, so 0); a ShardGroup replaces it with its own
+        # count. Written by the shard's thread, read by the consuming one.
+        self._undelivered: Callable[[], int] = self._events.qsize
         self._resume_posted = False
 
     # -- the public API -----------------------------------------------------------------
@@ -474,23 +475,21 @@ class Shard(ShardBase):
             self._post(self._granted)
 
     def _iterate(self, timeout: float | None) -> Iterator[Event]:
+        get, core = self._events.get, self._core
         while not self._iter_finished:
             try:
-                item = self._events.get(timeout=timeout)
+                item = get(timeout=timeout)
             except queue.Empty:
                 raise TimeoutError(f"no event within {timeout} s") from None
-            if isinstance(item, _Crash):
+            if type(item) is _Crash:
                 self._iter_finished = True
                 raise RuntimeError(f"shard {self._shard}: the driver thread failed") from item.error
-            if isinstance(item, Terminated):
+            if type(item) is Terminated:
                 self._iter_finished = True
-            self._taken()
+            if core.reading_paused:
+                self._taken()
             yield item
             del item  # no payload is kept alive while the consumer waits for the next
-
-    def _queued(self) -> int:
-        """Undelivered events with :meth:`events`: those waiting in the queue."""
-        return self._events.qsize() if self._on_event is None else 0
 
     def _taken(self) -> None:
         """The consumer (any thread) took an event: ask for a resume when low enough.
@@ -541,9 +540,10 @@ class Shard(ShardBase):
 
     def _timeout(self) -> float | None:
         deadline = self._deadline
-        gate_at = self._gate_due()
-        if gate_at is not None:
-            deadline = gate_at if deadline is None else min(deadline, gate_at)
+        if self._identify_waiting:
+            gate_at = self._gate_due()
+            if gate_at is not None:
+                deadline = gate_at if deadline is None else min(deadline, gate_at)
         if self._terminated:
             linger = self._linger_until
             deadline = linger if deadline is None else min(deadline, linger)
@@ -562,6 +562,8 @@ class Shard(ShardBase):
             self._deadline = None  # the core's next SetTimer re-arms it
             self.watch.fired(deadline, now, self._shard)
             self._input(lambda at: self._ws.handle_timer(now=at))
+        if not self._identify_waiting:
+            return
         gate_at = self._gate_due()
         if gate_at is not None and gate_at <= now:
             # docs/protocol.md §8: the first waiting shard to reach the gate's deadline polls it; each
@@ -582,11 +584,8 @@ class Shard(ShardBase):
 
     def _run_inbox(self) -> None:
         inbox = self._inbox
-        while True:
-            try:
-                feed, _ = inbox.get_nowait()
-            except queue.Empty:
-                return
+        while not inbox.empty():  # only this thread takes from it
+            feed, _ = inbox.get_nowait()
             self._input(feed)
 
     def _granted(self, now: float) -> None:
@@ -630,25 +629,25 @@ class Shard(ShardBase):
     def _deliver(self) -> None:
         # A callback that sends or closes feeds the core again; its events queue up behind
         # the ones being delivered, so the order stays the core's.
-        if self._delivering:
+        pending = self._pending
+        if not pending or self._delivering:
             return
-        self._delivering = True
-        delivered = bool(self._pending)
-        try:
-            pending = self._pending
-            callback = self._on_event
+        callback = self._on_event
+        if callback is None:  # nothing here calls back into the shard
+            put = self._events.put
             while pending:
-                event = pending.popleft()
-                if callback is None:
-                    self._events.put(event)
-                    continue
-                try:
-                    callback(event)
-                except Exception:
-                    logger.exception("shard %s: the on_event callback raised", self._shard)
-        finally:
-            self._delivering = False
-        if delivered and self._undelivered() >= self._limits.max_backlog:
+                put(pending.popleft())
+        else:
+            self._delivering = True
+            try:
+                while pending:
+                    try:
+                        callback(pending.popleft())
+                    except Exception:
+                        logger.exception("shard %s: the on_event callback raised", self._shard)
+            finally:
+                self._delivering = False
+        if self._undelivered() >= self._limits.max_backlog:
             self._pause_reading()
 
     # -- flow control ---------------------------------------------------------------------

@@ -56,8 +56,14 @@ runs): one task plays the loop's socket transport, calling the protocol's
 driver fed the same way: ``trio.open_tcp_stream`` returns a stream whose ``receive_some``
 hands over one read per call, each a checkpoint, and the application takes the events with
 ``async for`` in its own task (trio runs in its own thread; this thread only waits, so the
-process's CPU time is the driver's). The threads driver is not measured this way yet: its
-selector transport reads real sockets, and a socket pair would let the kernel merge reads.
+process's CPU time is the driver's). And against the threads driver (``realistic_threads.py``
+says exactly what runs): its own thread reads a real socket, one end of a Unix
+``SOCK_SEQPACKET`` pair (one ``send`` is one ``recv``: the kernel neither merges nor splits
+reads) whose other end a forked gateway process writes back to back, and the application
+takes the events with ``for event in shard.events()`` on another thread; it pays a
+``select`` and a ``recv`` per read and the hand-off between two threads, which the asyncio
+harness's fake transport does not. The same driver with the application's code in an
+``on_event`` callback on the shard's thread shows what that hand-off costs.
 
 Method: every contender is set up untimed, then its startup burst and its steady state are
 timed (CPU time of this process) within one round; rounds interleave the contenders with the
@@ -599,9 +605,16 @@ def main() -> None:
         print("\nasyncio: TCP reads -> events through an event loop, taken by the application")
     else:
         from realistic_asyncio import DRIVERS
+        from realistic_threads import ThreadsCallbackPart, ThreadsPart
 
-        contenders = DRIVERS
-        print("\ndrivers: the asyncio driver's figure vs the trio driver's, fed the same way")
+        contenders = {
+            **DRIVERS,
+            "threads": ("ours: threads Shard, for in events(), 2 threads", ThreadsPart),
+            "threads cb": ("ours: threads Shard, on_event on its thread", ThreadsCallbackPart),
+        }
+        print(
+            "\ndrivers: the asyncio driver's figure vs the trio and threads drivers', fed the same way"
+        )
     contenders = installed(contenders)
     times = measure(stream, contenders, rounds)
     report(stream, contenders, times)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from gateway_proto.adapters import threads
+from gateway_proto.adapters import _selector_transport, threads
 from gateway_proto.adapters._common import discover as common_discover
 from gateway_proto.adapters.threads import Shard, ShardGroup, identify_gate
 
@@ -43,7 +43,7 @@ from gateway_proto import (
 )
 from gateway_proto.testing import FakeGateway
 from gateway_proto.testing._loopback import LoopbackGateway
-from gateway_proto.ws import WebSocketConnection
+from gateway_proto.ws import OpenTcp, WebSocketConnection
 
 TOKEN = "threads-token"
 WAIT = 10.0
@@ -735,3 +735,65 @@ def test_group_callback_form(server: LoopbackGateway) -> None:
     assert started == [(0, "gateway-shard-0"), (1, "gateway-shard-1")]
     ended = sorted((sid, name) for sid, kind, name in got if kind == "Terminated")
     assert ended == [(0, "gateway-shard-0"), (1, "gateway-shard-1")]
+
+
+class _DecryptedBytes:
+    """A TLS socket as the selector transport reads it: bytes already decrypted, which the
+    selector never reports (they are out of the kernel's buffer)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def recv(self, size: int) -> bytes:
+        if not self.chunks:
+            raise ssl.SSLWantReadError
+        return self.chunks.pop(0)
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_read_that_spent_its_budget_goes_on_without_waiting_unless_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wake-up reads at most ``_READ_BUDGET`` bytes of one socket; a TLS socket may then
+    hold decrypted bytes no selector sees, so the next wait reads on at once. A backlog
+    hold stops that (nothing more is read while held) and a release resumes it."""
+    monkeypatch.setattr(_selector_transport, "_READ_BUDGET", 8)
+    received: list[bytes | None] = []
+    transport = _selector_transport.SelectorTransport(
+        ssl_context=None,
+        limits=threads.FlowLimits(),
+        close_timeout=1.0,
+        label=(0, 1),
+        opened=lambda tid: None,
+        received=lambda tid, data: received.append(data),
+        failed=lambda tid, reason, error: None,
+        writing_paused=lambda tid, paused: None,
+        post=lambda feed: None,
+    )
+    wake, _wake_peer = socket.socketpair()
+    idle, _idle_peer = socket.socketpair()  # the fd the selector watches: never readable
+    wake.setblocking(False)
+    transport.start(wake)
+    try:
+        conn = _selector_transport._Conn(
+            OpenTcp(host="gateway.test", port=443, tls=True, transport_id=1)
+        )
+        conn.phase = _selector_transport._SocketPhase.OPEN
+        conn.sock = _DecryptedBytes([b"abcd"] * 5)  # type: ignore[assignment]
+        conn.fd = idle.fileno()
+        transport._conns[1] = conn
+        transport._read(conn)  # what the socket's wake-up reads: the budget, 8 bytes
+        assert received == [b"abcd", b"abcd"]
+        transport.hold()
+        transport.wait(0.0)
+        assert len(received) == 2  # held: not read on
+        transport.release()
+        transport.wait(WAIT)  # returns at once: the transport knows the bytes are there
+        transport.wait(WAIT)
+        assert b"".join(d for d in received if d is not None) == b"abcd" * 5
+    finally:
+        transport.stop()
+        for sock in (wake, _wake_peer, idle, _idle_peer):
+            sock.close()
