@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from fractions import Fraction
 
 #: Payloads allowed per window on one connection (docs/protocol.md §8).
 SEND_LIMIT = 120
@@ -114,10 +113,12 @@ def _free_at(log: list[float], limit: int, now: float) -> float:
 def window_end(sent_at: float) -> float:
     """The first float ``t`` with ``t - sent_at >= 60`` exactly (not in rounded arithmetic).
 
-    ``sent_at + 60`` can round below the exact sum; a send is rare enough (at most two a
-    second) to afford exact rational arithmetic here.
+    ``sent_at + 60`` is the float nearest the exact sum: when it rounded down, the next float
+    up is the answer. Whether it did is the sign of the rounding error, which Knuth's
+    two-sum gives exactly in float arithmetic (no overflow below 2**53), so every send needs
+    no rational arithmetic (``fractions.Fraction`` cost about 10 µs a heartbeat).
     """
     end = sent_at + SEND_WINDOW
-    while Fraction(end) - Fraction(sent_at) < SEND_WINDOW:
-        end = math.nextafter(end, math.inf)
-    return end
+    back = end - sent_at
+    error = (sent_at - (end - back)) + (SEND_WINDOW - back)  # exact sum - end, exactly
+    return end if error <= 0 else math.nextafter(end, math.inf)

@@ -22,6 +22,7 @@ from conftest import (
     TOKEN,
     Driver,
     FixedRandom,
+    decode,
     make_config,
 )
 from hypothesis import given
@@ -387,6 +388,26 @@ def test_heartbeat_carries_last_non_null_sequence() -> None:
     d.receive({"op": 0, "t": "TYPING_START", "d": {}})  # no "s" key at all
     assert d.conn.sequence == 7
     assert d.advance(15.0).sent == [hb(7)]
+
+
+def test_idle_heartbeats_are_encoded_once_per_sequence() -> None:
+    """An idle shard's sequence stands still: its heartbeats reuse one encoding (the idle CPU
+    of 1,000 shards), and the next heartbeat after a dispatch carries the new sequence."""
+    d = live(interval_ms=10_000, seq=3)
+
+    def beat(at: float) -> SendMessage:
+        (heartbeat,) = d.advance(at).of(SendMessage)
+        d.ack(at=at + 0.25)
+        return heartbeat
+
+    first, second = beat(5.0), beat(15.0)
+    assert [decode(first), decode(second)] == [hb(3), hb(3)]
+    assert first.data is second.data
+    d.dispatch("MESSAGE_CREATE", 4, {"id": "1"})
+    third = beat(25.0)
+    assert decode(third) == hb(4)
+    (requested,) = d.receive({"op": 1, "d": None}).of(SendMessage)  # op 1 shares it
+    assert requested.data is third.data
 
 
 def test_server_heartbeat_request_answered_at_once_schedule_unchanged() -> None:

@@ -14,6 +14,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Iterable
+from fractions import Fraction
 from typing import Any
 
 import attrs
@@ -56,7 +57,13 @@ from gateway_proto import (
     UpdatePresence,
     UpdateVoiceState,
 )
-from gateway_proto._ratelimit import SEND_LIMIT, SEND_WINDOW, SendLimiter, heartbeat_reserve
+from gateway_proto._ratelimit import (
+    SEND_LIMIT,
+    SEND_WINDOW,
+    SendLimiter,
+    heartbeat_reserve,
+    window_end,
+)
 from gateway_proto.testing import FakeGateway, Simulator
 
 TOKEN = "SECRET-TOKEN-abc123"
@@ -218,6 +225,29 @@ def test_limiter_window_is_exactly_60_seconds() -> None:
     assert limiter.in_window(59.75) == SEND_LIMIT
     assert limiter.try_acquire(60.0, priority=True)
     assert limiter.next_slot(60.0, priority=True) == 60.25
+
+
+def _exact_window_end(sent_at: float) -> float:
+    """The definition, in rational arithmetic: the first float at least 60 s after ``sent_at``."""
+    end = sent_at + SEND_WINDOW
+    while Fraction(end) - Fraction(sent_at) < SEND_WINDOW:
+        end = math.nextafter(end, math.inf)
+    return end
+
+
+def test_window_end_is_the_first_float_a_full_window_later() -> None:
+    """window_end's float arithmetic agrees with exact arithmetic, where ``t + 60`` rounds
+    down (0.3 + 60 < 60.3 exactly) and where it does not, over the whole range of clocks."""
+    rng = random.Random(11)
+    times = [0.3, 0.0, -60.0, 1.0, 12345.678, 5e-324, 2.0**53 - 1, -(2.0**53) + 1]
+    times += [rng.uniform(-1e6, 1e6) for _ in range(2000)]
+    times += [rng.choice((-1, 1)) * 2.0 ** rng.uniform(-1070, 53) for _ in range(2000)]
+    rounded_down = 0
+    for sent_at in times:
+        assert window_end(sent_at) == _exact_window_end(sent_at), sent_at
+        rounded_down += window_end(sent_at) != sent_at + SEND_WINDOW
+    assert window_end(0.3) == math.nextafter(0.3 + SEND_WINDOW, math.inf)
+    assert rounded_down > 100  # the case that needs the next float up is well exercised
 
 
 def test_limiter_refusal_changes_nothing() -> None:
