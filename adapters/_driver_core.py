@@ -72,6 +72,7 @@ from ._common import (
 
 __all__ = [
     "ABORT_CLOSE",
+    "IN_GROUP",
     "ROUTED",
     "DriverCore",
     "Feed",
@@ -453,6 +454,12 @@ ROUTED: Final = (
     "register handlers on the router instead"
 )
 
+#: Why a shard of an unrouted ``ShardGroup`` cannot be iterated on its own (asyncio, trio).
+IN_GROUP: Final = (
+    "this shard's events go to its ShardGroup's buffer: iterate the group "
+    "(async for shard_id, event in group)"
+)
+
 
 async def route_events(
     router: Router,
@@ -554,9 +561,8 @@ class GroupSettings:
       (docs/protocol.md §8, §11). One passed in needs ``margin=IDENTIFY_MARGIN`` (each
       driver exports it; why: its definition in ``_common``); the default has it.
     * ``limits``: each shard's :class:`FlowLimits`, whose back-pressure holds for the group
-      too. In the asyncio and threads drivers each shard's events wait in the group's one
-      buffer and count there against that shard's ``max_backlog``; in trio they wait in
-      the group's channel (at most ``buffer``), then in each shard's backlog.
+      too: in every driver each shard's events wait in the group's one buffer and count
+      there against that shard's ``max_backlog`` (the group keeps no bound of its own).
 
     Raises:
         ValueError: no configuration.
@@ -565,21 +571,12 @@ class GroupSettings:
 
     configs: list[GatewayConfig]
     scheduler: IdentifyScheduler
-    #: How many events wait in a trio group's channel (the shards' ``max_backlog``).
-    buffer: int
 
     @classmethod
     def of(
-        cls,
-        configs: Sequence[GatewayConfig],
-        scheduler: IdentifyScheduler | None,
-        limits: FlowLimits | None,
+        cls, configs: Sequence[GatewayConfig], scheduler: IdentifyScheduler | None
     ) -> GroupSettings:
         """Check the arguments and fill in the defaults (one bucket, with the margin)."""
         if not configs:
             raise ValueError("a shard group needs at least one configuration")
-        return cls(
-            list(configs),
-            scheduler if scheduler is not None else default_scheduler(),
-            (limits if limits is not None else FlowLimits()).max_backlog,
-        )
+        return cls(list(configs), scheduler if scheduler is not None else default_scheduler())

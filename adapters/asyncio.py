@@ -81,6 +81,7 @@ from ._common import (
 )
 from ._driver_core import (
     ABORT_CLOSE,
+    IN_GROUP,
     ROUTED,
     DriverCore,
     GroupSettings,
@@ -129,12 +130,6 @@ async def discover_gateway(
 
 #: The bounds of a shard built without ``limits=``: one frozen instance for all of them.
 _DEFAULT_LIMITS: Final = FlowLimits()
-
-#: Why a shard of an unrouted :class:`ShardGroup` cannot be iterated on its own.
-_IN_GROUP: Final = (
-    "this shard's events go to its ShardGroup's buffer: iterate the group "
-    "(async for shard_id, event in group)"
-)
 
 
 @final
@@ -414,7 +409,7 @@ class Shard(ShardBase):
     def __aiter__(self) -> AsyncIterator[Event]:
         self._check_unrouted()
         if self._group is not None:
-            raise ShardStateError(_IN_GROUP)
+            raise ShardStateError(IN_GROUP)
         self._core.check_started()
         return self._iterate()
 
@@ -806,7 +801,7 @@ class ShardGroup:
     ) -> None:
         if scheduler is not None and coordinator is not None:
             raise ValueError("pass a scheduler or a coordinator, not both")
-        settings = GroupSettings.of(configs, scheduler, limits)
+        settings = GroupSettings.of(configs, scheduler)
         self._configs = settings.configs
         self._scheduler = settings.scheduler
         self._coordinator = coordinator

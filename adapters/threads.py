@@ -763,7 +763,7 @@ class ShardGroup:
     ) -> None:
         check_delivery(router, on_event)
         self._router = router
-        self.gate = identify_gate(GroupSettings.of(configs, scheduler, limits).scheduler)
+        self.gate = identify_gate(GroupSettings.of(configs, scheduler).scheduler)
         self._queue: queue.SimpleQueue[tuple[int, Event | _Crash]] = queue.SimpleQueue()
         self._on_event = on_event
         self._started = False

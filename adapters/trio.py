@@ -58,8 +58,10 @@ TCP link counts the bytes handed to its writer and not yet accepted by ``send_al
 After a batch that leaves ``max_backlog`` or more events not yet taken by ``async for``, every
 link's reader stops before its next read (a custom transport's before its next ``recv``) and
 the core is told; when the application has taken the backlog down to half, ``__anext__``
-posts a resume to the main task. A graceful close gets the configuration's
-``close_timeout`` (the link's cancel scope deadline); then the link is reset.
+posts a resume to the main task. In a :class:`ShardGroup` the backlog is the shard's events
+waiting in the group's one buffer, and the group's ``__anext__`` posts the resume. A
+graceful close gets the configuration's ``close_timeout`` (the link's cancel scope
+deadline); then the link is reset.
 
 Handlers: ``Shard(config, router=router)`` hands every event to a
 :class:`~gateway_proto.Router` from one task of the shard instead of ``async for`` (see
@@ -127,6 +129,7 @@ from ._common import (
 )
 from ._driver_core import (
     ABORT_CLOSE,
+    IN_GROUP,
     ROUTED,
     DriverCore,
     GroupSettings,
@@ -510,12 +513,18 @@ class Shard(ShardBase):
         self._manager: contextlib.AbstractAsyncContextManager[trio.Nursery] | None = None
         self.watch = LoopWatch(stall_warning)
         self._resume_posted = False
+        #: The group whose buffer takes this shard's events (set by an unrouted
+        #: :class:`ShardGroup` before it starts the shard), and how many of them wait there.
+        self._group: ShardGroup | None = None
+        self._in_group = 0
 
     # -- the public API -----------------------------------------------------------------
 
     @property
     def backlog(self) -> int:
         """Events received but not yet taken by the application."""
+        if self._group is not None:
+            return self._in_group
         return len(self._events)
 
     @property
@@ -627,6 +636,8 @@ class Shard(ShardBase):
 
     def __aiter__(self) -> AsyncIterator[Event]:
         self._check_unrouted()
+        if self._group is not None:
+            raise ShardStateError(IN_GROUP)
         self._core.check_started()
         return self
 
@@ -638,14 +649,8 @@ class Shard(ShardBase):
             self._wakeup = trio.Event()
             await self._wakeup.wait()
         event = self._events.popleft()
-        if (
-            self._core.reading_paused
-            and not self._resume_posted
-            and len(self._events) <= self._limits.resume_backlog
-            and self._inbox is not None
-        ):
-            self._resume_posted = True
-            self._post(_Resume())
+        if self._core.reading_paused:
+            self._taken()
         if isinstance(event, Terminated):
             self._exhausted = True
         return event
@@ -738,7 +743,7 @@ class Shard(ShardBase):
                 self._drained(tid, now)
             case _Resume():
                 self._resume_posted = False
-                if self._core.reading_paused and len(self._events) <= self._limits.resume_backlog:
+                if self._core.reading_paused and self.backlog <= self._limits.resume_backlog:
                     self._resume_reading()
             case _:
                 assert_never(item)
@@ -746,10 +751,16 @@ class Shard(ShardBase):
     # -- what the core calls --------------------------------------------------------------
 
     def _deliver(self, events: list[Event]) -> None:
-        """Queue a batch for ``async for``; hold reading once the backlog is full."""
-        self._events.extend(events)
-        self._wakeup.set()
-        if len(self._events) >= self._limits.max_backlog:
+        """Queue a batch for ``async for`` (or the group's); hold reading once it is full."""
+        group = self._group
+        if group is None:
+            self._events.extend(events)
+            self._wakeup.set()
+            backlog = len(self._events)
+        else:
+            group._put(self._config.shard[0], events)
+            backlog = self._in_group = self._in_group + len(events)
+        if backlog >= self._limits.max_backlog:
             self._pause_reading()
 
     def _set_terminated(self) -> None:
@@ -783,7 +794,21 @@ class Shard(ShardBase):
             if link.fed and not link.held:
                 link.held = True
                 link.release = trio.Event()
-        self._core.pause_reading(len(self._events))
+        self._core.pause_reading(self.backlog)
+
+    def _taken(self) -> None:
+        """The application took one of this shard's events while reading is paused.
+
+        Once ``resume_backlog`` or fewer are left the main task is asked to read again
+        (once: it checks the backlog itself when it gets to the request).
+        """
+        if (
+            not self._resume_posted
+            and self.backlog <= self._limits.resume_backlog
+            and self._inbox is not None
+        ):
+            self._resume_posted = True
+            self._post(_Resume())
 
     def _resume_reading(self) -> None:
         for link in self._links.values():
@@ -900,7 +925,12 @@ class Shard(ShardBase):
         inbox.closed = True
         # Nothing performs actions any more; what a late call produced is dropped.
         self._engine.next_actions()
-        self._events.extend(self._engine.next_events())
+        rest = self._engine.next_events()
+        if self._group is None:
+            self._events.extend(rest)
+        else:
+            self._in_group += len(rest)
+            self._group._ended(self._config.shard[0], rest)
         for link in self._links.values():
             link.scope.cancel()  # links the core never closed (only when cancelled)
         self._links.clear()
@@ -1177,6 +1207,13 @@ class ShardGroup:
     every driver (see :class:`~gateway_proto.adapters._driver_core.GroupSettings`: the
     group's buffer, the scheduler's margin).
 
+    Each shard puts its events straight into the group's one buffer as its core delivers
+    them (no task per shard, no second queue), and they count there against that shard's
+    ``limits.max_backlog``: a shard with that many events untaken stops reading, and reads
+    again once the application has taken enough of them that ``resume_backlog`` or fewer
+    are left; the other shards read on. A shard of an unrouted group cannot be iterated on
+    its own (:class:`ShardStateError`).
+
     With a ``router`` every shard hands its events to it (see :class:`Shard`): each shard
     runs its own routing task, so each shard's events are handled in its order and
     acknowledged on its own core, and the group cannot be iterated
@@ -1194,7 +1231,7 @@ class ShardGroup:
         limits: FlowLimits | None = None,
     ) -> None:
         _check_in_order(router)
-        settings = GroupSettings.of(configs, scheduler, limits)
+        settings = GroupSettings.of(configs, scheduler)
         self._configs = settings.configs
         self._scheduler = settings.scheduler
         self._ssl = ssl_context
@@ -1202,10 +1239,15 @@ class ShardGroup:
         self._limits = limits
         self._router = router
         self.shards: list[Shard] = []
-        self._send, self._receive = trio.open_memory_channel[tuple[int, Event]](settings.buffer)
-        self._pump_scopes: list[trio.CancelScope] = []
+        #: Every shard's events, in arrival order (unrouted groups only).
+        self._buffer: collections.deque[tuple[int, Event]] = collections.deque()
+        #: The shards by id: what the consumer credits each taken event to.
+        self._by_id: dict[int, Shard] = {}
+        #: Shards whose main loop has not ended: iteration ends once none is left.
+        self._running = 0
+        #: Made only while a consumer finds the buffer empty; set by the next batch.
+        self._wakeup: trio.Event | None = None
         self._manager: contextlib.AbstractAsyncContextManager[trio.Nursery] | None = None
-        self._nursery: trio.Nursery | None = None
         self._timer_scope = trio.CancelScope()
 
     async def __aenter__(self) -> ShardGroup:
@@ -1226,13 +1268,11 @@ class ShardGroup:
                     router=self._router,
                 )
                 self.shards.append(shard)
+                if self._router is None:
+                    shard._group = self
+                    self._by_id[config.shard[0]] = shard
+                    self._running += 1
                 await nursery.start(shard.run)
-                if self._router is not None:
-                    continue
-                scope = trio.CancelScope()
-                self._pump_scopes.append(scope)
-                nursery.start_soon(self._pump, shard, self._send.clone(), scope)
-            self._send.close()
 
         def failed(nursery: trio.Nursery) -> None:
             self._timer_scope.cancel()
@@ -1249,12 +1289,16 @@ class ShardGroup:
     ) -> None:
         manager, self._manager = self._manager, None
         assert manager is not None
-        await _exit_nursery(manager, self.close, self._stop_tasks)
+        try:
+            await _exit_nursery(manager, self.close, self._timer_scope.cancel)
+        finally:
+            self._drop_untaken()
 
-    def _stop_tasks(self) -> None:
-        self._timer_scope.cancel()
-        for scope in self._pump_scopes:
-            scope.cancel()  # a pump may wait for room the application will not make
+    def _drop_untaken(self) -> None:
+        """Leaving ``async with``: what the application did not take is dropped."""
+        self._buffer.clear()
+        for shard in self._by_id.values():
+            shard._in_group = 0
 
     async def close(self, *, resumable: bool = False) -> list[SessionSnapshot | None]:
         """Close every shard; with ``resumable`` return their snapshots, in shard order."""
@@ -1268,19 +1312,48 @@ class ShardGroup:
                 nursery.start_soon(close_one, index, shard)
         return snapshots
 
-    @staticmethod
-    async def _pump(
-        shard: Shard, send: trio.MemorySendChannel[tuple[int, Event]], scope: trio.CancelScope
-    ) -> None:
-        """Move one shard's events to the group's buffer; waits while it is full."""
-        with scope:
-            async with send:
-                shard_id = shard.gateway.config.shard[0]
-                async for event in shard:
-                    await send.send((shard_id, event))
-                    del event  # an idle shard's pump keeps no payload alive while it waits
+    # -- what the shards call -----------------------------------------------------------
+
+    def _put(self, shard_id: int, events: list[Event]) -> None:
+        """A batch of one shard (its ``_deliver``, which counts it): buffer it, wake a consumer."""
+        self._buffer.extend([(shard_id, event) for event in events])
+        self._wake()
+
+    def _ended(self, shard_id: int, rest: list[Event]) -> None:
+        """One shard's main loop ended, with ``rest`` its last events (already counted)."""
+        if rest:
+            self._buffer.extend([(shard_id, event) for event in rest])
+        self._running -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
+
+    # -- the consumer -------------------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[tuple[int, Event]]:
         if self._router is not None:
             raise ShardStateError(ROUTED)
-        return self._receive.__aiter__()
+        if not self.shards:
+            raise ShardStateError("start the shard group first (async with ShardGroup(...))")
+        return self
+
+    async def __anext__(self) -> tuple[int, Event]:
+        await trio.lowlevel.checkpoint()
+        buffer = self._buffer
+        while not buffer:
+            if not self._running:
+                raise StopAsyncIteration
+            wakeup = self._wakeup
+            if wakeup is None:
+                wakeup = self._wakeup = trio.Event()
+            await wakeup.wait()
+        item = buffer.popleft()
+        shard = self._by_id[item[0]]
+        shard._in_group -= 1
+        if shard._core.reading_paused:
+            shard._taken()
+        return item

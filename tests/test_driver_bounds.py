@@ -703,8 +703,8 @@ def test_a_consumer_that_stops_taking_events_pauses_reading_and_loses_nothing(
     finally:
         running.close()
     # A read is at most 256 KiB, ~250 of these events; trio's reader may have posted a read
-    # or two more before its main task held it. (In a group, the group's own buffer holds
-    # up to another max_backlog, outside the shard's backlog.)
+    # or two more before its main task held it. (In a group, the shard's backlog is its
+    # events in the group's one buffer.)
     assert most_backlog <= max_backlog + 800
     sequences = [e.sequence for e in running.events if isinstance(e, DispatchReceived)]
     assert sequences == list(range(2, count + 2))  # READY was 1

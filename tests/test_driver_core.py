@@ -44,6 +44,7 @@ from gateway_proto import (
     Event,
     GatewayConfig,
     GatewayConnection,
+    IdentifyScheduler,
     Intents,
     LocalProtocolError,
     RawCommand,
@@ -242,9 +243,10 @@ def test_misuse_of_the_core_changes_nothing() -> None:
 
 def test_group_settings() -> None:
     with pytest.raises(ValueError, match="at least one"):
-        GroupSettings.of([], None, None)
-    settings = GroupSettings.of([config()], None, FlowLimits(max_backlog=8))
-    assert settings.buffer == 8 and settings.configs == [config()]
+        GroupSettings.of([], None)
+    assert GroupSettings.of([config()], None).configs == [config()]
+    scheduler = IdentifyScheduler()
+    assert GroupSettings.of([config()], scheduler).scheduler is scheduler
 
 
 # -- one misuse error in every driver --------------------------------------------------------

@@ -22,10 +22,12 @@ import trio.testing
 from conftest import FixedRandom
 from gateway_proto.adapters._common import IDENTIFY_MARGIN
 from gateway_proto.adapters.trio import (
+    FlowLimits,
     MessageTransport,
     Shard,
     ShardGroup,
     ShardNotRunningError,
+    ShardStateError,
     TransportClosedError,
     discover_gateway,
 )
@@ -539,6 +541,85 @@ def test_group_spaces_identifies_by_the_shared_scheduler() -> None:
     virtual(main)
     assert hub.fake.violations == []
     assert hub.fake.client_close_codes == [4000, 4000]
+
+
+async def take_started(group: ShardGroup, count: int) -> None:
+    """Take the group's events until ``count`` shards have started their session."""
+    started: set[int] = set()
+    async for shard_id, event in group:
+        if isinstance(event, SessionStarted):
+            started.add(shard_id)
+            if len(started) == count:
+                return
+
+
+def test_group_holds_back_each_shard_on_its_own() -> None:
+    """In the group's one buffer each shard's untaken events count against its own bound.
+
+    A shard with ``max_backlog`` events untaken stops reading (the rest stays with the
+    gateway) while the other reads on; it reads again once the application took it down
+    to ``resume_backlog``. Events come out in arrival order, each with its shard id: the
+    other shard's batch is not stuck behind the held one's. A shard of the group cannot
+    be iterated on its own.
+    """
+    hub = MemoryGateway(FakeGateway(token=TOKEN))
+    hub.fake.max_concurrency = 2
+    configs = [config_for("wss://gateway.test", shard=(i, 2)) for i in range(2)]
+    scheduler = IdentifyScheduler(max_concurrency=2)
+    limits = FlowLimits(max_backlog=4)
+
+    def dispatch(shard_id: int, count: int) -> None:
+        for n in range(count):
+            hub.fake.dispatch("MESSAGE_CREATE", {"n": n}, shard=shard_id)
+        hub.flush()
+
+    async def main(clock: trio.testing.MockClock) -> None:
+        group = ShardGroup(configs, connector=hub.connect, scheduler=scheduler, limits=limits)
+        async with group:
+            slow, other = group.shards
+            with pytest.raises(ShardStateError, match="iterate the group"):
+                aiter(slow)
+            await take_started(group, 2)
+            dispatch(0, 10)
+            await trio.testing.wait_all_tasks_blocked()
+            assert (slow.backlog, slow.reading_paused) == (4, True)
+            dispatch(1, 3)
+            await trio.testing.wait_all_tasks_blocked()
+            assert (other.backlog, other.reading_paused) == (3, False)
+            taken: list[tuple[int, int]] = []
+            paused: list[bool] = []
+            async for shard_id, event in group:
+                assert isinstance(event, DispatchReceived)
+                taken.append((shard_id, event.data["n"]))
+                paused.append(slow.reading_paused)
+                if len(taken) == 13:
+                    break
+            # Still paused with 3 of the slow shard's events left; resumed at 2 (4 // 2).
+            assert paused[:2] == [True, False]
+            assert taken == [(0, n) for n in range(4)] + [(1, n) for n in range(3)] + [
+                (0, n) for n in range(4, 10)
+            ]
+            assert (slow.backlog, other.backlog, slow.reading_paused) == (0, 0, False)
+            await group.close()
+
+    virtual(main)
+    assert hub.fake.violations == []
+
+
+def test_group_iteration_ends_once_every_shard_terminated() -> None:
+    """Two shards the gateway refuses (4004): ``async for`` over the group gets each one's
+    ``Terminated`` and then ends by itself, with nothing left counted against a shard."""
+    hub = MemoryGateway(FakeGateway(token="another-token"))
+    configs = [config_for("wss://gateway.test", shard=(i, 2)) for i in range(2)]
+
+    async def main(clock: trio.testing.MockClock) -> None:
+        async with ShardGroup(configs, connector=hub.connect) as group:
+            ended = [(shard_id, e) async for shard_id, e in group if isinstance(e, Terminated)]
+            assert [(shard_id, e.code) for shard_id, e in ended] == [(0, 4004), (1, 4004)]
+            assert [shard.backlog for shard in group.shards] == [0, 0]
+            assert [item async for item in group] == []  # ended: it stays ended
+
+    virtual(main)
 
 
 def test_late_timer_is_reported_by_the_loop_watch(caplog: pytest.LogCaptureFixture) -> None:
