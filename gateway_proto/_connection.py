@@ -119,6 +119,7 @@ _CLOSE_TIMEOUT: Final = _Deadline.CLOSE_TIMEOUT
 _HELLO_TIMEOUT: Final = _Deadline.HELLO_TIMEOUT
 _PRIORITY_SEND: Final = _Deadline.PRIORITY_SEND
 _HEARTBEAT: Final = _Deadline.HEARTBEAT
+_COMMAND_SEND: Final = _Deadline.COMMAND_SEND
 _CLOSING: Final = ConnectionState.CLOSING
 
 
@@ -1278,7 +1279,7 @@ class GatewayConnection:
             if gen.next_beat is not None:
                 found.append((gen.next_beat, _HEARTBEAT))
             if gen.command_at is not None:
-                found.append((gen.command_at, _Deadline.COMMAND_SEND))
+                found.append((gen.command_at, _COMMAND_SEND))
         return found
 
     def _earliest_deadline(self) -> tuple[float, _Deadline] | None:
