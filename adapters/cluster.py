@@ -19,7 +19,8 @@ A :class:`~gateway_proto.adapters.asyncio.ShardGroup` given a :class:`Coordinato
   :class:`~gateway_proto.ShardLeaseError`). Leases are renewed every third of their TTL.
 * :class:`SessionStore` writes each shard's :class:`~gateway_proto.SessionSnapshot` when it
   changes, debounced (at most one batch per ``debounce`` seconds for the whole process,
-  one round trip), rewrites unchanged ones every third of the TTL so a live session's
+  one round trip, except that a session's start, resume or end is written at once: a
+  node killed right after READY must not leave its new session unresumable), rewrites unchanged ones every third of the TTL so a live session's
   snapshot never expires, and writes them all on shutdown. A starting shard tries the
   stored snapshot first (a cold resume, docs/protocol.md §5); the core identifies only if
   that resume fails.
@@ -383,9 +384,12 @@ class SessionStore:
         self._dirty: set[tuple[int, int]] = set()
         self._written_at: dict[tuple[int, int], float] = {}
         self._wake = asyncio.Event()
+        #: Set by a session's start, resume or end: the write loop cuts its debounce short.
+        self._urgent = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._log = _FaultLog("session snapshots")
-        #: Batches written so far (monitoring; bounded by one per ``debounce``).
+        #: Batches written so far (monitoring; bounded by one per ``debounce``, plus one
+        #: per session start, resume or end).
         self.batches = 0
 
     async def load(self, config: GatewayConfig) -> SessionSnapshot | None:
@@ -422,12 +426,22 @@ class SessionStore:
         self._dirty.discard(shard)
 
     def observe(self, shard: tuple[int, int], event: Event) -> None:
-        """An event of ``shard``: its snapshot changes with READY, RESUMED and dispatches."""
-        if isinstance(event, DispatchReceived | SessionStarted | SessionResumed) or (
+        """An event of ``shard``: its snapshot changes with READY, RESUMED and dispatches.
+
+        A dispatch waits for the next debounced batch (a replacement resumes from the older
+        sequence and the gateway replays the rest). A new, resumed or ended session is
+        written without waiting: until it is, a replacement would resume the previous
+        session or none, and what the gateway sent the new one would be lost.
+        """
+        if type(event) is DispatchReceived:
+            self._dirty.add(shard)
+            self._wake.set()
+        elif isinstance(event, SessionStarted | SessionResumed) or (
             isinstance(event, SessionInvalidated) and not event.resumable
         ):
             self._dirty.add(shard)
             self._wake.set()
+            self._urgent.set()
 
     def start(self) -> None:
         """Start writing on the running loop."""
@@ -458,6 +472,7 @@ class SessionStore:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), refresh / 2)
             self._wake.clear()
+            self._urgent.clear()  # this write covers it
             now = loop.time()
             due = set(self._dirty) | {
                 shard
@@ -465,7 +480,9 @@ class SessionStore:
                 if now - self._written_at.get(shard, float("-inf")) >= refresh
             }
             await self._write(due, now)
-            await asyncio.sleep(self.debounce)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._urgent.wait(), self.debounce)
+            self._urgent.clear()
 
     async def _write(self, due: set[tuple[int, int]], now: float) -> None:
         batch: dict[tuple[int, int], str] = {}
@@ -477,16 +494,19 @@ class SessionStore:
                 batch[shard] = snapshot.to_json()
             elif source is not None and shard in self._dirty:
                 gone.append(shard)  # the session ended (op 9 false): its snapshot is stale
+        # Taken before the round trip: a change observed meanwhile makes its shard dirty again.
+        taken = self._dirty & due
+        self._dirty -= due
         try:
             await self.store.save_snapshots(batch, ttl=self.ttl)
             for shard in gone:
                 await self.store.delete_snapshot(shard)
         except CoordinationError as exc:
-            self._log.failed(exc)  # stays dirty: written at the next turn
+            self._log.failed(exc)
+            self._dirty |= taken  # written at the next turn
             return
         self._log.succeeded()
         self.batches += 1
-        self._dirty -= due
         for shard in batch:
             self._written_at[shard] = now
 

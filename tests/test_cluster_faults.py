@@ -26,6 +26,7 @@ from gateway_proto.adapters.cluster import Coordinator, SessionStore
 from gateway_proto import (
     DispatchReceived,
     GatewayConfig,
+    SessionSnapshot,
     SessionStarted,
     ShardLeaseError,
     StoreProtocolError,
@@ -303,3 +304,61 @@ def test_an_idle_shards_snapshot_is_rewritten_before_its_ttl_ends():
         left, batches = asyncio.run(main())
     assert 0 < left <= 3000, left  # still there, within one TTL of its last rewrite
     assert batches >= 3, batches  # READY's write, then at least two rewrites while quiet
+
+
+class _SnapshotLog:
+    """An AsyncCoordinationStore reduced to what SessionStore's writes call: a log of batches."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict[tuple[int, int], str]] = []
+
+    async def save_snapshots(self, snapshots, *, ttl: float, now: float | None = None) -> None:
+        self.batches.append(dict(snapshots))
+
+    async def delete_snapshot(self, shard: tuple[int, int]) -> None:
+        raise AssertionError("no session ended here")
+
+
+def test_a_new_session_is_stored_at_once_and_dispatches_wait_for_the_debounce():
+    """A node killed right after READY must leave its new session resumable: the snapshot of
+    a new session is written without waiting for the debounce (a minute here), while a
+    dispatch after it waits for the next batch (the gateway replays from the older one)."""
+    shard = (0, 1)
+    config = GatewayConfig(token=TOKEN, intents=1, shard=shard)
+    session = {"id": "first", "sequence": 5}
+
+    def snapshot() -> SessionSnapshot:
+        return SessionSnapshot(
+            session_id=session["id"],
+            sequence=session["sequence"],
+            resume_url="wss://resume.example",
+            shard=shard,
+            encoding=config.encoding,
+            compression=config.compression,
+        )
+
+    async def main() -> tuple[list[dict[tuple[int, int], str]], int]:
+        log = _SnapshotLog()
+        sessions = SessionStore(log, debounce=60.0)  # type: ignore[arg-type]
+        sessions.track(shard, snapshot)
+        sessions.start()
+        sessions.observe(shard, DispatchReceived("MESSAGE_CREATE", 5, {}))
+        await _wait(lambda: len(log.batches) == 1, 5, "the first batch")
+        session.update(id="second", sequence=1)
+        sessions.observe(
+            shard, SessionStarted(session_id="second", resume_url=None, sequence=1, data={})
+        )
+        await _wait(lambda: len(log.batches) == 2, 5, "the new session's snapshot")
+        session["sequence"] = 2
+        sessions.observe(shard, DispatchReceived("MESSAGE_CREATE", 2, {}))
+        await asyncio.sleep(0.3)
+        held = len(log.batches)
+        await sessions.stop({shard: snapshot()})
+        return log.batches, held
+
+    batches, held = asyncio.run(main())
+    first, second = batches[:2]
+    assert SessionSnapshot.from_json(first[shard]).session_id == "first"
+    assert SessionSnapshot.from_json(second[shard]).session_id == "second"
+    assert held == 2  # the dispatch waited for the debounce
+    assert SessionSnapshot.from_json(batches[-1][shard]).sequence == 2  # stored on stop
