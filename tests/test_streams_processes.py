@@ -197,7 +197,7 @@ def test_kill_9_the_node_and_workers_and_every_dispatch_is_handled_once():
             except AssertionError:
                 trimmed = {k.decode(): int(client.get(k)) for k in client.keys("proof:trimmed:*")}
                 raise AssertionError(
-                    f"{client.hlen('proof:handled')} of {DISPATCHES} dispatches handled; "
+                    f"seed {seed}: {client.hlen('proof:handled')} of {DISPATCHES} dispatches handled; "
                     f"stream {client.xinfo_stream(keys.events)}, groups "
                     f"{client.xinfo_groups(keys.events)}, trimmed before handled {trimmed}, "
                     f"node alive {nodes[-1].process.poll() is None}: {nodes[-1].err[-5:]}"
@@ -236,7 +236,7 @@ def test_kill_9_the_node_and_workers_and_every_dispatch_is_handled_once():
     assert len(expected) == DISPATCHES
     assert violations == []
     lost = expected - set(handled)
-    assert not lost, f"{len(lost)} dispatches lost, e.g. {sorted(lost)[:5]}"
+    assert not lost, f"seed {seed}: {len(lost)} dispatches lost, e.g. {sorted(lost)[:5]}"
     assert set(handled) == expected  # nothing handled that was not emitted
     assert info["entries-added"] == DISPATCHES  # the stream got each dispatch exactly once
     assert again_fresh == 0
