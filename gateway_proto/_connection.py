@@ -1261,26 +1261,21 @@ class GatewayConnection:
 
     def _deadlines(self) -> list[tuple[float, _Deadline]]:
         """Every pending deadline with its kind: reconnect, timeouts, sends, heartbeat."""
-        found: list[tuple[float, _Deadline]] = []
-        if self._reconnect_at is not None:
-            found.append((self._reconnect_at, _RECONNECT))
+        pending: list[tuple[float | None, _Deadline]] = [(self._reconnect_at, _RECONNECT)]
         gen = self._gen
-        if gen is None:
-            return found
-        if gen.connect_deadline is not None:
-            found.append((gen.connect_deadline, _CONNECT_TIMEOUT))
-        if gen.close_deadline is not None:
-            found.append((gen.close_deadline, _CLOSE_TIMEOUT))
-        if gen.hello_deadline is not None:
-            found.append((gen.hello_deadline, _HELLO_TIMEOUT))
-        if self._state is not _CLOSING:
-            if gen.urgent_at is not None:
-                found.append((gen.urgent_at, _PRIORITY_SEND))
-            if gen.next_beat is not None:
-                found.append((gen.next_beat, _HEARTBEAT))
-            if gen.command_at is not None:
-                found.append((gen.command_at, _COMMAND_SEND))
-        return found
+        if gen is not None:
+            pending += (
+                (gen.connect_deadline, _CONNECT_TIMEOUT),
+                (gen.close_deadline, _CLOSE_TIMEOUT),
+                (gen.hello_deadline, _HELLO_TIMEOUT),
+            )
+            if self._state is not _CLOSING:
+                pending += (
+                    (gen.urgent_at, _PRIORITY_SEND),
+                    (gen.next_beat, _HEARTBEAT),
+                    (gen.command_at, _COMMAND_SEND),
+                )
+        return [(when, kind) for when, kind in pending if when is not None]
 
     def _earliest_deadline(self) -> tuple[float, _Deadline] | None:
         """The next deadline to fire and its kind, or ``None`` when nothing is pending."""
